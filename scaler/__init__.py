@@ -1,0 +1,1 @@
+"""KEDA external scaler for LLM inference on Kubernetes."""

@@ -1,0 +1,74 @@
+"""Command line: `python -m scaler serve` runs the KEDA external scaler."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from urllib.parse import urlsplit
+
+from scaler.local_redis import LocalRedis, answers
+from scaler.server import ScalerServer
+from scaler.settings import Settings, SettingsError, configure_logging, settings_from_env
+
+log = logging.getLogger("scaler")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaler")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the KEDA external scaler (settings from env)")
+    serve.add_argument(
+        "--start-local-redis",
+        action="store_true",
+        help="development: when nothing answers at a localhost REDIS_URL, start a redis-server",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_env(os.environ)
+    except SettingsError as exc:
+        print(f"scaler: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    local = _local_redis(settings) if args.start_local_redis else None
+    try:
+        asyncio.run(_serve(settings))
+    finally:
+        if local is not None:
+            local.close()
+    return 0
+
+
+def _local_redis(settings: Settings) -> LocalRedis | None:
+    if answers(settings.redis_url):
+        return None
+    url = urlsplit(settings.redis_url)
+    if url.hostname not in ("localhost", "127.0.0.1", "::1"):
+        log.warning(
+            "nothing answers at %s; not starting a local Redis for a remote URL", url.hostname
+        )
+        return None
+    local = LocalRedis(url.port or 6379)
+    local.start()
+    log.warning(
+        "nothing answered at %s: started a local redis-server on port %d "
+        "(empty, not persisted; stopped when the scaler stops)",
+        url.netloc,
+        local.port,
+    )
+    return local
+
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await ScalerServer(settings).run(stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

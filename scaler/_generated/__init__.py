@@ -1,0 +1,1 @@
+"""Code generated from proto/ by grpcio-tools at build time (make gen); not committed."""

@@ -1,0 +1,181 @@
+"""The pod report contract: how a sidecar tells the scaler the load of one pod.
+
+One definition, imported by the writer (the sidecar, and the tests' writer) and
+the reader (`scaler.store`), so the two cannot drift.
+
+Per target (one inference Deployment) there are two Redis keys; the `{...}` hash
+tag keeps both in one Redis Cluster slot so one script can touch both:
+
+    llm-scaler:{<namespace>/<target>}:reports   HASH  pod name -> report JSON
+    llm-scaler:{<namespace>/<target>}:seen      ZSET  pod name -> time of its last report
+
+The time in `:seen` is Redis's own clock (TIME inside the write script), and the
+reader judges staleness against the same clock, so clock skew between pods and
+scaler replicas cannot make a live pod look stale or a dead one look fresh.
+Both keys carry a TTL refreshed by every write, so a target nobody reports for
+any more leaves nothing behind.
+
+Report JSON fields (all required unless marked optional):
+
+    pod            str    pod name (also the hash field)
+    inflight       float  requests executing in the engine, >= 0
+    waiting        float  requests queued inside the inference server, >= 0
+    capacity       float  concurrent requests the pod can execute, >= 0 (0: unknown)
+    ready          bool   server and models ready to serve
+    started_at     float  unix seconds (pod's clock) when the server started
+    seq            int    increases with every report of one sidecar run, >= 0
+    cold_start_s   float  optional: measured start-to-ready time, once known
+    kv_cache_utilization  float  optional: KV-cache blocks in use, in [0; 1]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+KEY_PREFIX = "llm-scaler:"
+DEFAULT_REPORT_TTL_S = 24 * 3600
+
+
+class ReportError(ValueError):
+    """A report that does not follow the contract; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ReportKeys:
+    reports: str
+    seen: str
+
+
+def report_keys(namespace: str, target: str) -> ReportKeys:
+    base = f"{KEY_PREFIX}{{{namespace}/{target}}}"
+    return ReportKeys(reports=f"{base}:reports", seen=f"{base}:seen")
+
+
+@dataclass(frozen=True)
+class PodReport:
+    pod: str
+    inflight: float
+    waiting: float
+    capacity: float
+    ready: bool
+    started_at: float
+    seq: int
+    cold_start_s: float | None = None
+    kv_cache_utilization: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_report(self)
+
+    def to_json(self) -> str:
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(fields, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> PodReport:
+        try:
+            raw = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ReportError(f"report is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ReportError(f"report must be a JSON object, got {type(raw).__name__}")
+        return cls(
+            pod=_field(raw, "pod", str),
+            inflight=_number(raw, "inflight"),
+            waiting=_number(raw, "waiting"),
+            capacity=_number(raw, "capacity"),
+            ready=_field(raw, "ready", bool),
+            started_at=_number(raw, "started_at"),
+            seq=_field(raw, "seq", int),
+            cold_start_s=_number(raw, "cold_start_s") if "cold_start_s" in raw else None,
+            kv_cache_utilization=(
+                _number(raw, "kv_cache_utilization") if "kv_cache_utilization" in raw else None
+            ),
+        )
+
+
+def _field(raw: dict[str, Any], name: str, kind: type) -> Any:
+    if name not in raw:
+        raise ReportError(f"report field {name} is missing")
+    value = raw[name]
+    # bool is a subclass of int: an int field must not accept true/false.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ReportError(f"report field {name} = {value!r}, must be a {kind.__name__}")
+    return value
+
+
+def _number(raw: dict[str, Any], name: str) -> float:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReportError(f"report field {name} = {value!r}, must be a number")
+    return float(value)
+
+
+def _check_report(report: PodReport) -> None:
+    if not report.pod:
+        raise ReportError("report field pod = '', must be a non-empty pod name")
+    for name in ("inflight", "waiting", "capacity", "started_at"):
+        value = getattr(report, name)
+        if not math.isfinite(value) or value < 0:
+            raise ReportError(f"report field {name} = {value!r}, must be a finite number >= 0")
+    if report.seq < 0:
+        raise ReportError(f"report field seq = {report.seq!r}, must be an integer >= 0")
+    if report.cold_start_s is not None and not (
+        math.isfinite(report.cold_start_s) and report.cold_start_s >= 0
+    ):
+        raise ReportError(
+            f"report field cold_start_s = {report.cold_start_s!r}, must be a finite number >= 0"
+        )
+    kv = report.kv_cache_utilization
+    if kv is not None and not (0.0 <= kv <= 1.0):
+        raise ReportError(f"report field kv_cache_utilization = {kv!r}, must be in [0; 1]")
+
+
+# KEYS: reports, seen. ARGV: pod, payload, ttl_s, reported_at ('' = Redis time).
+# Writing both keys in one script means a reader never sees a half-written report.
+WRITE_REPORT_LUA = """
+local t = ARGV[4]
+if t == '' then
+  local now = redis.call('TIME')
+  t = string.format('%.6f', tonumber(now[1]) + tonumber(now[2]) / 1000000)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], t, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return t
+"""
+
+# KEYS: reports, seen. ARGV: pod.
+DELETE_REPORT_LUA = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+return redis.call('ZREM', KEYS[2], ARGV[1])
+"""
+
+
+class ReportWriter:
+    """Writes and removes pod reports for one target, following the contract above."""
+
+    def __init__(self, redis: Redis, keys: ReportKeys, ttl_s: int = DEFAULT_REPORT_TTL_S) -> None:
+        self._keys = keys
+        self._ttl_s = ttl_s
+        self._write = redis.register_script(WRITE_REPORT_LUA)
+        self._delete = redis.register_script(DELETE_REPORT_LUA)
+
+    async def write(self, report: PodReport, reported_at: float | None = None) -> float:
+        """Store `report`; `reported_at` None stamps it with Redis's clock (production).
+
+        Returns the time it was stamped with."""
+        stamp = "" if reported_at is None else f"{reported_at:.6f}"
+        keys = [self._keys.reports, self._keys.seen]
+        result = await self._write(
+            keys=keys, args=[report.pod, report.to_json(), self._ttl_s, stamp]
+        )
+        return float(result)
+
+    async def delete(self, pod: str) -> None:
+        await self._delete(keys=[self._keys.reports, self._keys.seen], args=[pod])

@@ -1,0 +1,151 @@
+"""The scaler process: gRPC (ExternalScaler, health, reflection), /metrics, and the Redis link.
+
+Health has two faces. The overall service ("") is SERVING while the process runs,
+for the liveness probe: restarting the scaler cannot fix Redis. The
+`externalscaler.ExternalScaler` service follows data freshness, for the readiness
+probe: NOT_SERVING when the last successful Redis ping is older than twice the
+health interval. On SIGTERM both go NOT_SERVING, open streams end cleanly, and
+calls in flight get the shutdown grace period to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from scaler._generated import externalscaler_pb2 as pb
+from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.metrics_http import MetricsEndpoint
+from scaler.service import Clock, ExternalScalerService
+from scaler.settings import Settings
+from scaler.store import TargetStore
+from scaler.telemetry import ScalerMetrics
+
+log = logging.getLogger(__name__)
+
+SCALER_SERVICE = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+_OVERALL = ""
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def redis_client(settings: Settings) -> Redis:
+    """A client whose calls fail fast: one quick retry covers a connection Redis closed
+    on restart; anything longer is the caller's timeout to answer, not ours to wait out."""
+    client: Redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 1),
+    )
+    if settings.redis_password is not None:
+        client.connection_pool.connection_kwargs["password"] = settings.redis_password
+    return client
+
+
+class ScalerServer:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = ScalerMetrics(self.registry)
+        self.redis = redis_client(settings)
+        self.stopping = asyncio.Event()
+        # grpc-stubs predate grpc_health's asyncio servicer, hence the ignore.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.service = ExternalScalerService(
+            TargetStore(self.redis, settings.redis_timeout_s),
+            self.metrics,
+            self.stopping,
+            settings.stream_interval_s,
+            clock,
+        )
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._metrics_endpoint = MetricsEndpoint(self.registry)
+
+    async def run(self, stop: asyncio.Event, on_started: Callable[[], None] | None = None) -> None:
+        """Serve until `stop` is set, then shut down gracefully."""
+        await self._start()
+        if on_started is not None:
+            on_started()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._track_redis_health())
+            await stop.wait()
+            await self._shutdown()
+
+    async def _start(self) -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_ExternalScalerServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SCALER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{self.settings.bind_address}:{self.settings.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
+        await server.start()
+        self._grpc = server
+        await self._metrics_endpoint.start(self.settings.bind_address, self.settings.metrics_port)
+        self.metrics_port = self._metrics_endpoint.port
+        await self.health.set(_OVERALL, _SERVING)
+        await self.health.set(SCALER_SERVICE, _NOT_SERVING)  # until Redis first answers
+        log.info(
+            "serving KEDA external scaler on %s:%d (gRPC), metrics on :%d, redis %s",
+            self.settings.bind_address,
+            self.grpc_port,
+            self.metrics_port,
+            self.redis.connection_pool.connection_kwargs.get("host", self.settings.redis_url),
+        )
+
+    async def _shutdown(self) -> None:
+        log.info(
+            "shutting down: streams end now, calls in flight get %gs",
+            self.settings.shutdown_grace_s,
+        )
+        self.stopping.set()
+        await self.health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.shutdown_grace_s)
+        await self._metrics_endpoint.stop()
+        await self.redis.aclose()
+
+    async def _track_redis_health(self) -> None:
+        interval = self.settings.health_interval_s
+        last_ok: float | None = None
+        status = _NOT_SERVING
+        while not self.stopping.is_set():
+            try:
+                async with asyncio.timeout(self.settings.redis_timeout_s):
+                    await self.redis.ping()
+                last_ok = time.monotonic()
+                self.metrics.redis_last_success.set_to_current_time()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.metrics.redis_errors.labels("ping").inc()
+                if status == _SERVING:
+                    log.warning("redis ping failed: %s", exc)
+            fresh = last_ok is not None and time.monotonic() - last_ok <= 2 * interval
+            new_status = _SERVING if fresh else _NOT_SERVING
+            if new_status != status and not self.stopping.is_set():
+                status = new_status
+                await self.health.set(SCALER_SERVICE, status)
+                log.info("readiness: %s", "SERVING" if fresh else "NOT_SERVING (redis stale)")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)

@@ -1,0 +1,220 @@
+"""The KEDA adapter: ExternalScaler RPCs -> metadata -> Redis snapshot -> decision -> response.
+
+Kept thin on purpose: parsing lives in `target_config`, reading in `store`, the
+decision in `policy`. GetMetrics and IsActive take their answers from the same
+`decide` call, so KEDA can never see "demand 12" and "inactive" from one poll.
+GetMetricSpec is derived from the metadata alone and never touches Redis: KEDA
+counts no failure for it, so a Redis outage there would bypass its `fallback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import lru_cache
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from scaler._generated import externalscaler_pb2 as pb
+from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.policy import Decision, decide
+from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
+from scaler.target_config import MetadataError, TargetConfig, parse_target_config
+from scaler.telemetry import ScalerMetrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
+
+
+class RpcFailure(Exception):
+    """An answer that is a gRPC error status, with a message for the operator."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(namespace: str, name: str, items: tuple[tuple[str, str], ...]) -> TargetConfig:
+    parsed = parse_target_config(namespace, name, dict(items))
+    for key in sorted(parsed.unknown_keys):  # cached: logged once per distinct metadata
+        log.warning("%s/%s: unknown trigger metadata key %r ignored", namespace, name, key)
+    return parsed.config
+
+
+def target_config_of(ref: pb.ScaledObjectRef) -> TargetConfig:
+    metadata: Mapping[str, str] = ref.scalerMetadata
+    try:
+        return _parse_cached(ref.namespace, ref.name, tuple(sorted(metadata.items())))
+    except MetadataError as exc:
+        raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+def metric_spec(config: TargetConfig) -> pb.GetMetricSpecResponse:
+    target = config.target_concurrency
+    spec = pb.MetricSpec(
+        metricName=config.metric_name, targetSize=math.ceil(target), targetSizeFloat=target
+    )
+    return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+
+class ExternalScalerService(pb_grpc.ExternalScalerServicer):
+    def __init__(
+        self,
+        store: TargetStore,
+        metrics: ScalerMetrics,
+        stopping: asyncio.Event,
+        stream_interval_s: float,
+        clock: Clock | None = None,
+    ) -> None:
+        """`clock` None judges time on Redis's clock, shared by every replica."""
+        self._store = store
+        self._metrics = metrics
+        self._stopping = stopping
+        self._stream_interval_s = stream_interval_s
+        self._clock = clock
+
+    async def GetMetricSpec(
+        self, request: pb.ScaledObjectRef, context: Context
+    ) -> pb.GetMetricSpecResponse:
+        async def answer() -> pb.GetMetricSpecResponse:
+            return metric_spec(target_config_of(request))
+
+        return await self._unary("GetMetricSpec", context, answer)
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: Context
+    ) -> pb.GetMetricsResponse:
+        async def answer() -> pb.GetMetricsResponse:
+            config = target_config_of(request.scaledObjectRef)
+            asked = _KEDA_INDEX_PREFIX.sub("", request.metricName)
+            if request.metricName and asked != config.metric_name:
+                raise RpcFailure(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"metricName = {request.metricName!r}, must be {config.metric_name!r} "
+                    "(the name GetMetricSpec returns for this ScaledObject)",
+                )
+            decision = await self._decide(config, context.time_remaining())
+            value = decision.metric_value
+            metric = pb.MetricValue(
+                metricName=config.metric_name,
+                metricValue=math.ceil(value),
+                metricValueFloat=value,
+            )
+            return pb.GetMetricsResponse(metricValues=[metric])
+
+        return await self._unary("GetMetrics", context, answer)
+
+    async def IsActive(self, request: pb.ScaledObjectRef, context: Context) -> pb.IsActiveResponse:
+        async def answer() -> pb.IsActiveResponse:
+            config = target_config_of(request)
+            decision = await self._decide(config, context.time_remaining())
+            return pb.IsActiveResponse(result=decision.active)
+
+        return await self._unary("IsActive", context, answer)
+
+    async def StreamIsActive(
+        self, request: pb.ScaledObjectRef, context: Context
+    ) -> AsyncIterator[pb.IsActiveResponse]:
+        """Send the current state at once, then every change, until shutdown.
+
+        A failed read sends nothing and keeps the stream: KEDA acts only on a
+        streamed `true`, and the polled GetMetrics carries the error to its fallback."""
+        config = await self._config_or_abort("StreamIsActive", request, context)
+        last: bool | None = None
+        with self._metrics.streams_open.labels("StreamIsActive").track_inprogress():
+            while not self._stopping.is_set():
+                try:
+                    decision = await self._decide(config, None)
+                except RpcFailure as failure:
+                    log.warning("StreamIsActive %s: %s", _target(config), failure.message)
+                else:
+                    if decision.active != last:
+                        last = decision.active
+                        yield pb.IsActiveResponse(result=decision.active)
+                await self._until_stopping(self._stream_interval_s)
+        self._metrics.rpc_requests.labels("StreamIsActive", grpc.StatusCode.OK.name).inc()
+
+    async def StreamMetricSpec(
+        self, request: pb.ScaledObjectRef, context: Context
+    ) -> AsyncIterator[pb.GetMetricSpecResponse]:
+        """The spec depends on the metadata alone, which cannot change within one stream:
+        send it once, then hold the stream open until shutdown."""
+        config = await self._config_or_abort("StreamMetricSpec", request, context)
+        with self._metrics.streams_open.labels("StreamMetricSpec").track_inprogress():
+            yield metric_spec(config)
+            await self._stopping.wait()
+        self._metrics.rpc_requests.labels("StreamMetricSpec", grpc.StatusCode.OK.name).inc()
+
+    async def _decide(self, config: TargetConfig, time_remaining_s: float | None) -> Decision:
+        now = self._clock() if self._clock is not None else None
+        try:
+            snapshot = await self._store.read(config, now, time_remaining_s)
+        except StoreUnavailable as exc:
+            self._metrics.redis_errors.labels("unavailable").inc()
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{_target(config)}: {exc}") from None
+        except NoValidReports as exc:
+            self._metrics.redis_errors.labels("invalid_reports").inc()
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{_target(config)}: {exc}") from None
+        except QueueError as exc:
+            self._metrics.redis_errors.labels("queue").inc()
+            raise RpcFailure(
+                grpc.StatusCode.FAILED_PRECONDITION, f"{_target(config)}: {exc}"
+            ) from None
+        self._metrics.redis_last_success.set_to_current_time()
+        decision = decide(snapshot.signals, config)
+        self._metrics.record_decision(config, snapshot.signals, decision)
+        log.debug("%s: %s (%s)", _target(config), decision.reason.value, decision.detail)
+        return decision
+
+    async def _unary(self, method: str, context: Context, answer: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await answer()
+        except RpcFailure as failure:
+            code = failure.code
+            if code is not grpc.StatusCode.INVALID_ARGUMENT:
+                log.warning("%s: %s", method, failure.message)
+            await _abort(context, failure)
+        except Exception:  # never a crash: answer INTERNAL and keep serving
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            await _abort(context, RpcFailure(code, f"{method}: internal error, see scaler log"))
+        finally:
+            self._metrics.rpc_requests.labels(method, code.name).inc()
+            self._metrics.rpc_duration.labels(method).observe(time.perf_counter() - started)
+
+    async def _config_or_abort(
+        self, method: str, request: pb.ScaledObjectRef, context: Context
+    ) -> TargetConfig:
+        try:
+            return target_config_of(request)
+        except RpcFailure as failure:
+            self._metrics.rpc_requests.labels(method, failure.code.name).inc()
+            await _abort(context, failure)
+
+    async def _until_stopping(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout_s)
+
+
+async def _abort(context: Context, failure: RpcFailure) -> NoReturn:
+    await context.abort(failure.code, failure.message)
+    raise AssertionError("context.abort returned")  # it raises; this satisfies the type checker
+
+
+def _target(config: TargetConfig) -> str:
+    return f"{config.namespace}/{config.scaled_object}"

@@ -1,0 +1,86 @@
+"""Process settings of the scaler, from the environment, checked once at start.
+
+Per-ScaledObject settings are not here: they come with each call (`target_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from scaler.parsing import int_in_range, number_in_range, shown
+
+
+class SettingsError(ValueError):
+    """A process setting that is malformed or out of range; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    # Overrides any password in REDIS_URL, so the password can come from a Secret alone.
+    redis_password: str | None = None
+    bind_address: str = "0.0.0.0"
+    grpc_port: int = 9090
+    metrics_port: int = 9100
+    # Bound on one Redis read: KEDA's HPA path allows ~3 s for three calls together.
+    redis_timeout_s: float = 1.0
+    # How often an open StreamIsActive re-evaluates its target.
+    stream_interval_s: float = 1.0
+    # Redis is pinged this often; readiness fails when the last success is older than 2x.
+    health_interval_s: float = 5.0
+    # On SIGTERM, calls in flight get this long to finish.
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    d = Settings()
+    redis_url = env.get("REDIS_URL", d.redis_url)
+    if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"REDIS_URL = {shown(_without_password(redis_url))}, "
+            "must be a redis://, rediss:// or unix:// URL"
+        )
+    log_level = env.get("LOG_LEVEL", d.log_level).upper()
+    if log_level not in _LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL = {shown(log_level)}, must be one of {_LOG_LEVELS}")
+
+    def port(name: str, default: int) -> int:
+        return int_in_range(name, env.get(name, str(default)), 0, 65535, error=SettingsError)
+
+    def seconds(name: str, default: float, low: float, high: float) -> float:
+        raw = env.get(name, str(default))
+        return number_in_range(name, raw, low, high, low_open=True, error=SettingsError)
+
+    return Settings(
+        redis_url=redis_url,
+        redis_password=env.get("REDIS_PASSWORD") or None,
+        bind_address=env.get("BIND_ADDRESS", d.bind_address),
+        grpc_port=port("GRPC_PORT", d.grpc_port),
+        metrics_port=port("METRICS_PORT", d.metrics_port),
+        redis_timeout_s=seconds("REDIS_TIMEOUT_SECONDS", d.redis_timeout_s, 0, 30),
+        stream_interval_s=seconds("STREAM_INTERVAL_SECONDS", d.stream_interval_s, 0, 60),
+        health_interval_s=seconds("HEALTH_INTERVAL_SECONDS", d.health_interval_s, 0, 300),
+        shutdown_grace_s=seconds("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_s, 0, 300),
+        log_level=log_level,
+    )
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

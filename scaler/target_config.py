@@ -1,0 +1,178 @@
+"""Per-ScaledObject configuration: the trigger's `metadata` map, parsed once and validated.
+
+KEDA forwards the trigger metadata untouched (scalerMetadata), so this module owns
+every key's meaning, default and allowed range. Every default is written down in
+`METADATA_KEYS`, in one place; every bad value is refused with a message of the
+form "key = value, must be ...".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from scaler.parsing import number_in_range, shown
+from scaler.reports import ReportKeys, report_keys
+
+
+class MetadataError(ValueError):
+    """A trigger metadata value that is missing or out of range."""
+
+
+class QueueType(StrEnum):
+    LIST = "list"  # LLEN: items pushed and not yet popped
+    STREAM = "stream"  # consumer group lag (not yet delivered) + pending (delivered, not acked)
+    ZSET = "zset"  # ZCARD: e.g. a priority queue
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    default: str | None  # None: required, or absent means "not used" (see `optional`)
+    doc: str
+    optional: bool = False
+
+
+# Every key the scaler reads, its default and what it means. The README's table
+# and the example ScaledObject are checked against this by the tests.
+METADATA_KEYS: dict[str, KeySpec] = {
+    "targetConcurrency": KeySpec(
+        None, "requests one replica should serve at once (in flight + waiting), > 0"
+    ),
+    "activationThreshold": KeySpec(
+        "0", "demand above which the target is active (woken from zero), >= 0"
+    ),
+    "queueKey": KeySpec(None, "Redis key of the request queue; absent: no queue", optional=True),
+    "queueType": KeySpec("list", "list | stream | zset"),
+    "consumerGroup": KeySpec(
+        None, "consumer group whose lag + pending is the depth (queueType stream)", optional=True
+    ),
+    "targetName": KeySpec(
+        None, "name the sidecars report under; default: the ScaledObject's name", optional=True
+    ),
+    "staleAfterSeconds": KeySpec("10", "pod reports older than this are dropped, in [1; 3600]"),
+}
+
+# Keys KEDA itself puts in the metadata (or users set for KEDA's sake): accepted, not used.
+KEDA_KEYS = frozenset(
+    {"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey"}
+)
+
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_MAX_QUEUE_KEY_LEN = 1024
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    namespace: str
+    scaled_object: str
+    target_name: str
+    target_concurrency: float
+    activation_threshold: float
+    queue_key: str | None
+    queue_type: QueueType
+    consumer_group: str | None
+    stale_after_s: float
+
+    @property
+    def metric_name(self) -> str:
+        """Stable, HPA-safe metric name; KEDA prefixes it with `sN-` and strips that again."""
+        return "llm-concurrency-" + re.sub(r"[^a-z0-9-]", "-", self.target_name.lower())
+
+    @property
+    def report_keys(self) -> ReportKeys:
+        return report_keys(self.namespace, self.target_name)
+
+
+@dataclass(frozen=True)
+class ParsedMetadata:
+    config: TargetConfig
+    unknown_keys: frozenset[str]
+
+
+def parse_target_config(
+    namespace: str, scaled_object: str, metadata: Mapping[str, str]
+) -> ParsedMetadata:
+    """Validate one ScaledObject's trigger metadata. Raises MetadataError naming the key."""
+    if not scaled_object:
+        raise MetadataError("ScaledObjectRef.name = '', must be the ScaledObject's name")
+    if not namespace:
+        raise MetadataError("ScaledObjectRef.namespace = '', must be the ScaledObject's namespace")
+    md = _Reader(metadata)
+    queue_type = md.get("queueType", _choice(QueueType))
+    queue_key = md.get("queueKey", _text(_MAX_QUEUE_KEY_LEN))
+    consumer_group = md.get("consumerGroup", _text(256))
+    if queue_type is QueueType.STREAM and consumer_group is None:
+        raise MetadataError("consumerGroup is missing, must name the consumer group for a stream")
+    if queue_type is not QueueType.STREAM and consumer_group is not None:
+        raise MetadataError(
+            f"consumerGroup = {consumer_group!r} is set but queueType = {queue_type.value}; "
+            "consumerGroup applies only to queueType stream"
+        )
+    config = TargetConfig(
+        namespace=namespace,
+        scaled_object=scaled_object,
+        target_name=md.get("targetName", _target_name) or scaled_object,
+        target_concurrency=md.get("targetConcurrency", _float(0, 1e6, low_open=True)),
+        activation_threshold=md.get("activationThreshold", _float(0, 1e9)),
+        queue_key=queue_key,
+        queue_type=queue_type,
+        consumer_group=consumer_group,
+        stale_after_s=md.get("staleAfterSeconds", _float(1, 3600)),
+    )
+    unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS
+    return ParsedMetadata(config=config, unknown_keys=unknown)
+
+
+class _Reader:
+    def __init__(self, metadata: Mapping[str, str]) -> None:
+        self._metadata = metadata
+
+    def get(self, key: str, convert: Callable[[str, str], Any]) -> Any:
+        spec = METADATA_KEYS[key]
+        raw = self._metadata.get(key, spec.default)
+        if raw is None:
+            if spec.optional:
+                return None
+            raise MetadataError(f"{key} is missing, must be set ({spec.doc})")
+        return convert(key, raw.strip())
+
+
+def _float(low: float, high: float, low_open: bool = False) -> Callable[[str, str], float]:
+    def convert(key: str, raw: str) -> float:
+        return number_in_range(key, raw, low, high, low_open=low_open, error=MetadataError)
+
+    return convert
+
+
+def _choice(kind: type[QueueType]) -> Callable[[str, str], QueueType]:
+    def convert(key: str, raw: str) -> QueueType:
+        try:
+            return kind(raw)
+        except ValueError:
+            allowed = " | ".join(k.value for k in kind)
+            raise MetadataError(f"{key} = {shown(raw)}, must be one of {allowed}") from None
+
+    return convert
+
+
+def _text(max_len: int) -> Callable[[str, str], str]:
+    def convert(key: str, raw: str) -> str:
+        if not raw or len(raw) > max_len or not raw.isprintable():
+            raise MetadataError(
+                f"{key} = {shown(raw)}, must be non-empty printable text of at most {max_len} chars"
+            )
+        return raw
+
+    return convert
+
+
+def _target_name(key: str, raw: str) -> str:
+    if not _TARGET_NAME.match(raw):
+        raise MetadataError(
+            f"{key} = {shown(raw)}, must be a Kubernetes-style name "
+            "(letters, digits, '.', '_', '-'; at most 253 chars)"
+        )
+    return raw

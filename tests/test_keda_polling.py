@@ -1,0 +1,148 @@
+"""The scaler as KEDA sees it: every poll is GetMetricSpec, GetMetrics, IsActive over real gRPC."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from scaler._generated import externalscaler_pb2 as pb
+from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+
+
+def test_metric_spec_names_one_metric_with_the_per_replica_target(scaler: RunningScaler) -> None:
+    spec = scaler.stub.GetMetricSpec(ref("llama-70b", targetConcurrency="8.5"))
+    assert len(spec.metricSpecs) == 1
+    assert spec.metricSpecs[0].metricName == "llm-concurrency-llama-70b"
+    assert spec.metricSpecs[0].targetSizeFloat == 8.5
+    assert spec.metricSpecs[0].targetSize == 9  # int field rounded up, consistent with float
+
+
+def test_metric_spec_does_not_need_redis(scaler: RunningScaler, redis_server) -> None:  # type: ignore[no-untyped-def]
+    redis_server.kill()
+    try:
+        spec = scaler.stub.GetMetricSpec(ref("llama"), timeout=3)
+        assert spec.metricSpecs[0].targetSizeFloat == 8
+    finally:
+        redis_server.start()
+
+
+def test_demand_is_pods_inflight_plus_waiting_plus_queue(
+    scaler: RunningScaler,
+    publisher: ReportPublisher,
+    redis_client,
+    clock: FakeClock,  # type: ignore[no-untyped-def]
+) -> None:
+    publisher.publish("llama", pod_report("llama-0", inflight=5, waiting=2), at=clock())
+    publisher.publish("llama", pod_report("llama-1", inflight=7), at=clock())
+    redis_client.rpush("queue:llama", *range(12))
+
+    poll = scaler.keda.poll(ref("llama", queueKey="queue:llama"))
+
+    assert poll.value_float == 26.0
+    assert poll.value == 26
+    assert poll.active is True
+
+
+def test_fractional_demand_rounds_the_int_field_up(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("llama", pod_report("llama-0", inflight=2.5), at=clock())
+    poll = scaler.keda.poll(ref("llama"))
+    assert (poll.value_float, poll.value) == (2.5, 3)
+
+
+def test_no_demand_is_inactive_and_zero(scaler: RunningScaler) -> None:
+    poll = scaler.keda.poll(ref("llama", queueKey="queue:empty"))
+    assert (poll.value_float, poll.value, poll.active) == (0.0, 0, False)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "queued", "active"),
+    [("0", 0, False), ("0", 1, True), ("5", 5, False), ("5", 6, True), ("2.5", 3, True)],
+    ids=["zero-empty", "zero-one", "at-threshold", "above-threshold", "fractional-threshold"],
+)
+def test_activation_threshold_decides_is_active_but_not_the_metric(
+    scaler: RunningScaler,
+    redis_client,
+    threshold: str,
+    queued: int,
+    active: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    if queued:
+        redis_client.rpush("q", *range(queued))
+    poll = scaler.keda.poll(ref("llama", queueKey="q", activationThreshold=threshold))
+    assert poll.active is active
+    assert poll.value_float == queued
+
+
+def test_metric_name_with_keda_index_prefix_or_bare_is_accepted(scaler: RunningScaler) -> None:
+    for name in ("llm-concurrency-llama", "s3-llm-concurrency-llama", ""):
+        request = pb.GetMetricsRequest(scaledObjectRef=ref("llama"), metricName=name)
+        assert len(scaler.stub.GetMetrics(request).metricValues) == 1
+
+
+def test_metric_name_of_another_scaled_object_is_refused(scaler: RunningScaler) -> None:
+    request = pb.GetMetricsRequest(
+        scaledObjectRef=ref("llama"), metricName="s0-llm-concurrency-mistral"
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.stub.GetMetrics(request)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "metricName" in err.value.details()
+
+
+def test_target_name_lets_the_scaled_object_read_reports_under_another_name(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("triton-llama", pod_report("p0", inflight=4), at=clock())
+    assert scaler.keda.poll(ref("llama-so")).value_float == 0
+    assert scaler.keda.poll(ref("llama-so", targetName="triton-llama")).value_float == 4
+
+
+def test_targets_in_other_namespaces_are_separate(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("llama", pod_report("p0", inflight=4), at=clock(), namespace="team-a")
+    assert scaler.keda.poll(ref("llama", namespace="team-a")).value_float == 4
+    assert scaler.keda.poll(ref("llama", namespace="team-b")).value_float == 0
+
+
+def test_many_scaled_objects_polled_at_once_each_get_their_own_answer(
+    scaler: RunningScaler,
+    publisher: ReportPublisher,
+    redis_client,
+    clock: FakeClock,  # type: ignore[no-untyped-def]
+) -> None:
+    targets = [f"model-{i}" for i in range(60)]
+    for i, target in enumerate(targets):
+        for pod in range(i % 4):
+            publisher.publish(target, pod_report(f"{target}-{pod}", inflight=i), at=clock())
+        if i % 3:
+            redis_client.rpush(f"q:{target}", *range(i))
+
+    def expected(i: int) -> float:
+        return i * (i % 4) + (i if i % 3 else 0)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        polls = list(pool.map(lambda t: scaler.keda.poll(ref(t, queueKey=f"q:{t}")), targets))
+
+    assert [p.value_float for p in polls] == [expected(i) for i in range(len(targets))]
+    assert [p.active for p in polls] == [expected(i) > 0 for i in range(len(targets))]
+    assert len({p.metric_name for p in polls}) == len(targets)
+
+
+def test_keda_own_metadata_keys_are_accepted(scaler: RunningScaler) -> None:
+    keda_keys = {"enableTLS": "false", "unsafeSsl": "true", "scalerAddress": "x:9090"}
+    assert scaler.keda.poll(ref("llama", **keda_keys)).active is False
+
+
+def test_unknown_metadata_key_is_logged_once(
+    scaler: RunningScaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    so = ref("llama", targetConcurency="8")  # a typo: must be pointed out, not silently ignored
+    for _ in range(3):
+        scaler.keda.poll(so)
+    warnings = [r for r in caplog.records if "targetConcurency" in r.getMessage()]
+    assert len(warnings) == 1
