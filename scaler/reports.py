@@ -109,7 +109,9 @@ def _field(raw: dict[str, Any], name: str, kind: type) -> Any:
 
 
 def _number(raw: dict[str, Any], name: str) -> float:
-    value = raw.get(name)
+    if name not in raw:
+        raise ReportError(f"report field {name} is missing")
+    value = raw[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ReportError(f"report field {name} = {value!r}, must be a number")
     return float(value)

@@ -150,6 +150,18 @@ class TargetStore:
         return _snapshot(config, raw)
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Every poll re-reads a broken report until it goes stale: say so once, not per poll."""
+    if message not in _warned:
+        if len(_warned) > 10_000:  # bounded: a flood of distinct errors cannot grow memory
+            _warned.clear()
+        _warned.add(message)
+        log.warning("ignoring pod report %s", message)
+
+
 def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
     now_text, stale_count, pods, payloads, (status, depth) = raw
     if status != "ok":
@@ -165,7 +177,7 @@ def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
                 raise ReportError(f"report field pod = {report.pod!r}, must be {pod!r}")
         except ReportError as exc:
             invalid += 1
-            log.warning("ignoring report of pod %s for %s: %s", pod, config.target_name, exc)
+            _warn_once(f"{config.report_keys.reports} {pod}: {exc}")
             continue
         reports.append(report)
     if invalid and not reports:

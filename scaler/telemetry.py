@@ -63,9 +63,9 @@ class ScalerMetrics:
             _TARGET,
             registry=registry,
         )
-        self.invalid_reports = Counter(
-            "llm_scaler_invalid_reports_total",
-            "Pod reports ignored for breaking the report contract",
+        self.invalid_reports = Gauge(
+            "llm_scaler_invalid_reports",
+            "Pod reports ignored in the last read for breaking the report contract",
             _TARGET,
             registry=registry,
         )
@@ -111,5 +111,4 @@ class ScalerMetrics:
         self.decisions.labels(decision.reason.value).inc()
         if signals.stale_dropped:
             self.stale_reports_dropped.labels(*target).inc(signals.stale_dropped)
-        if signals.invalid_reports:
-            self.invalid_reports.labels(*target).inc(signals.invalid_reports)
+        self.invalid_reports.labels(*target).set(signals.invalid_reports)

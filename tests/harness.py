@@ -109,11 +109,15 @@ class RunningScaler:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.server.metrics_port}/metrics"
 
-    def stop(self, timeout_s: float = 30) -> None:
+    def stop(self) -> None:
+        self.stop_server()
+        self.channel.close()
+
+    def stop_server(self, timeout_s: float = 30) -> None:
+        """As on SIGTERM; the test's channel stays open to read what was in flight."""
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout_s)
-        self.channel.close()
         if self.error is not None:
             raise self.error
 

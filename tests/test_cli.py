@@ -1,0 +1,87 @@
+"""`python -m scaler serve` as a real process: settings, start, SIGTERM, a local Redis for dev."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.local_redis import LocalRedis, answers, free_port
+from tests.harness import KedaClient, ref
+
+
+@contextmanager
+def scaler_process(**env: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scaler", *env.pop("ARGS", "serve").split()],
+        env={**os.environ, "LOG_LEVEL": "INFO", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def _wait_ready(port: int) -> grpc.Channel:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="externalscaler.ExternalScaler")
+    for update in health.Watch(request, timeout=20, wait_for_ready=True):
+        if update.status == health_pb2.HealthCheckResponse.SERVING:
+            return channel
+    raise AssertionError("scaler never became ready")
+
+
+def test_bad_setting_exits_non_zero_naming_the_variable() -> None:
+    with scaler_process(GRPC_PORT="ninety") as process:
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert "GRPC_PORT = 'ninety', must be an integer in [0; 65535]" in output
+
+
+def test_serves_keda_then_stops_cleanly_on_sigterm(
+    redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    grpc_port, metrics_port = free_port(), free_port()
+    redis_client.rpush("q", 1, 2)
+    with scaler_process(
+        REDIS_URL=redis_server.url, GRPC_PORT=str(grpc_port), METRICS_PORT=str(metrics_port)
+    ) as process:
+        channel = _wait_ready(grpc_port)
+        poll = KedaClient(pb_grpc.ExternalScalerStub(channel)).poll(ref("m", queueKey="q"))
+        assert (poll.value_float, poll.active) == (2, True)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        channel.close()
+    assert process.returncode == 0, output
+    assert "shutting down" in output
+
+
+def test_start_local_redis_when_nothing_answers_and_stop_it_after() -> None:
+    grpc_port, redis_port = free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    assert not answers(url)
+    with scaler_process(
+        ARGS="serve --start-local-redis", REDIS_URL=url, GRPC_PORT=str(grpc_port), METRICS_PORT="0"
+    ) as process:
+        channel = _wait_ready(grpc_port)
+        assert answers(url)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        channel.close()
+    assert "started a local redis-server" in output
+    assert process.returncode == 0, output
+    assert not answers(url)

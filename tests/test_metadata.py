@@ -1,0 +1,144 @@
+"""Trigger metadata: documented defaults, and every bad value refused with the key named."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from scaler._generated import externalscaler_pb2 as pb
+from scaler.target_config import (
+    KEDA_KEYS,
+    METADATA_KEYS,
+    MetadataError,
+    QueueType,
+    parse_target_config,
+)
+from tests.harness import RunningScaler
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = parse_target_config("ns", "llama", {"targetConcurrency": "8"}).config
+    assert config.target_concurrency == 8
+    assert config.activation_threshold == 0
+    assert config.queue_key is None
+    assert config.queue_type is QueueType.LIST
+    assert config.consumer_group is None
+    assert config.target_name == "llama"
+    assert config.stale_after_s == 10
+    assert config.metric_name == "llm-concurrency-llama"
+    assert config.report_keys.reports == "llm-scaler:{ns/llama}:reports"
+
+
+def test_every_key_is_read() -> None:
+    metadata = {
+        "targetConcurrency": "4.5",
+        "activationThreshold": "2",
+        "queueKey": "requests:llama",
+        "queueType": "stream",
+        "consumerGroup": "gateway",
+        "targetName": "triton-llama",
+        "staleAfterSeconds": "30",
+    }
+    assert set(metadata) == set(METADATA_KEYS)
+    parsed = parse_target_config("ns", "so", metadata)
+    assert parsed.unknown_keys == frozenset()
+    c = parsed.config
+    assert (c.target_concurrency, c.activation_threshold, c.stale_after_s) == (4.5, 2, 30)
+    assert (c.queue_key, c.queue_type, c.consumer_group) == ("requests:llama", "stream", "gateway")
+    assert c.target_name == "triton-llama"
+
+
+def test_keda_keys_are_known_and_unknown_keys_are_reported() -> None:
+    metadata = {"targetConcurrency": "1", **dict.fromkeys(KEDA_KEYS, "x"), "tagetName": "oops"}
+    assert parse_target_config("ns", "so", metadata).unknown_keys == {"tagetName"}
+
+
+def test_metric_name_is_hpa_safe_for_any_valid_target_name() -> None:
+    config = parse_target_config("ns", "so", {"targetConcurrency": "1", "targetName": "Llama_3.1"})
+    assert config.config.metric_name == "llm-concurrency-llama-3-1"
+
+
+BAD = [
+    ("missing-target", {}, "targetConcurrency is missing"),
+    (
+        "zero-target",
+        {"targetConcurrency": "0"},
+        "targetConcurrency = '0', must be a number in (0; 1e+06]",
+    ),
+    ("negative-target", {"targetConcurrency": "-3"}, "targetConcurrency = '-3'"),
+    ("nan-target", {"targetConcurrency": "NaN"}, "targetConcurrency = 'NaN'"),
+    ("inf-target", {"targetConcurrency": "inf"}, "targetConcurrency = 'inf'"),
+    ("text-target", {"targetConcurrency": "eight"}, "targetConcurrency = 'eight'"),
+    ("empty-target", {"targetConcurrency": ""}, "targetConcurrency = ''"),
+    ("huge-target", {"targetConcurrency": "1e300"}, "targetConcurrency = '1e300'"),
+    (
+        "negative-activation",
+        {"activationThreshold": "-1"},
+        "activationThreshold = '-1', must be a number in [0;",
+    ),
+    (
+        "bad-queue-type",
+        {"queueType": "kafka"},
+        "queueType = 'kafka', must be one of list | stream | zset",
+    ),
+    ("stream-without-group", {"queueKey": "s", "queueType": "stream"}, "consumerGroup is missing"),
+    (
+        "group-without-stream",
+        {"consumerGroup": "g"},
+        "consumerGroup = 'g' is set but queueType = list",
+    ),
+    ("empty-queue-key", {"queueKey": ""}, "queueKey = '', must be non-empty printable text"),
+    ("long-queue-key", {"queueKey": "q" * 2000}, "queueKey = 'qqqq"),
+    ("control-char-key", {"queueKey": "a\nb"}, "queueKey = 'a\\nb'"),
+    (
+        "stale-too-short",
+        {"staleAfterSeconds": "0.5"},
+        "staleAfterSeconds = '0.5', must be a number in [1; 3600]",
+    ),
+    ("stale-too-long", {"staleAfterSeconds": "86400"}, "staleAfterSeconds = '86400'"),
+    (
+        "braces-in-target",
+        {"targetName": "a}{b"},
+        "targetName = 'a}{b', must be a Kubernetes-style name",
+    ),
+    ("unicode-target", {"targetName": "lläma"}, "targetName = 'lläma'"),
+]
+
+
+@pytest.mark.parametrize(("metadata", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_metadata_is_refused_naming_the_key(metadata: dict[str, str], message: str) -> None:
+    full = {"targetConcurrency": "8", **metadata}
+    if "missing" in message and "targetConcurrency" in message:
+        full.pop("targetConcurrency")
+    with pytest.raises(MetadataError) as err:
+        parse_target_config("ns", "so", full)
+    assert message in str(err.value)
+    assert len(str(err.value)) < 400  # a huge value is cut, never echoed whole
+
+
+@pytest.mark.parametrize("method", ["GetMetricSpec", "GetMetrics", "IsActive", "StreamIsActive"])
+def test_every_rpc_answers_invalid_argument_for_bad_metadata(
+    scaler: RunningScaler, method: str
+) -> None:
+    so = pb.ScaledObjectRef(
+        name="llama", namespace="ns", scalerMetadata={"targetConcurrency": "-1"}
+    )
+    call = getattr(scaler.stub, method)
+    request = pb.GetMetricsRequest(scaledObjectRef=so) if method == "GetMetrics" else so
+    with pytest.raises(grpc.RpcError) as err:
+        result = call(request, timeout=3)
+        if method == "StreamIsActive":
+            next(result)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "targetConcurrency = '-1'" in err.value.details()
+
+
+def test_scaled_object_without_name_or_namespace_is_refused(scaler: RunningScaler) -> None:
+    for name, namespace in (("", "ns"), ("so", "")):
+        so = pb.ScaledObjectRef(
+            name=name, namespace=namespace, scalerMetadata={"targetConcurrency": "1"}
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            scaler.stub.IsActive(so, timeout=3)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "ScaledObjectRef" in err.value.details()

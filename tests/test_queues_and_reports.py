@@ -1,0 +1,149 @@
+"""Queue depth for every queueType, and how pod reports are judged: fresh, stale, broken."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+import redis
+
+from scaler.reports import report_keys
+from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+
+
+def test_list_queue_depth_is_its_length(scaler: RunningScaler, redis_client: redis.Redis) -> None:
+    redis_client.rpush("q", *range(7))
+    assert scaler.keda.poll(ref("m", queueKey="q", queueType="list")).value_float == 7
+
+
+def test_zset_queue_depth_is_its_cardinality(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    redis_client.zadd("pq", {f"req-{i}": i for i in range(5)})
+    assert scaler.keda.poll(ref("m", queueKey="pq", queueType="zset")).value_float == 5
+
+
+def test_stream_queue_depth_is_group_lag_plus_pending(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    for i in range(10):
+        redis_client.xadd("s", {"req": i})
+    redis_client.xgroup_create("s", "workers", id="0")
+    delivered = redis_client.xreadgroup("workers", "pod-0", {"s": ">"}, count=4)
+    first_id = delivered[0][1][0][0]
+    redis_client.xack("s", "workers", first_id)  # 1 done, 3 pending, 6 never delivered
+
+    poll = scaler.keda.poll(ref("m", queueKey="s", queueType="stream", consumerGroup="workers"))
+
+    assert poll.value_float == 9
+
+
+def test_stream_not_created_yet_is_an_empty_queue(scaler: RunningScaler) -> None:
+    so = ref("m", queueKey="nothing-yet", queueType="stream", consumerGroup="workers")
+    assert scaler.keda.poll(so).value_float == 0
+
+
+def test_missing_consumer_group_is_a_clear_error_not_zero(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    redis_client.xadd("s", {"req": 1})
+    so = ref("m", queueKey="s", queueType="stream", consumerGroup="workers")
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.keda.poll(so)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "consumer group workers" in err.value.details()
+
+
+@pytest.mark.parametrize("queue_type", ["list", "zset"])
+def test_queue_key_of_the_wrong_type_is_a_clear_error_not_zero(
+    scaler: RunningScaler, redis_client: redis.Redis, queue_type: str
+) -> None:
+    redis_client.set("q", "a string")
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.keda.poll(ref("m", queueKey="q", queueType=queue_type))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "queueKey = 'q'" in err.value.details()
+    assert "holds a string" in err.value.details()
+
+
+def test_reports_older_than_stale_after_are_dropped_and_removed(
+    scaler: RunningScaler, publisher: ReportPublisher, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("old", inflight=5), at=clock() - 11)
+    publisher.publish("m", pod_report("edge", inflight=3), at=clock() - 10)
+    publisher.publish("m", pod_report("new", inflight=2), at=clock() - 1)
+
+    assert scaler.keda.poll(ref("m", staleAfterSeconds="10")).value_float == 5
+
+    keys = report_keys(NAMESPACE, "m")
+    assert sorted(redis_client.hkeys(keys.reports)) == ["edge", "new"]
+    assert sorted(redis_client.zrange(keys.seen, 0, -1)) == ["edge", "new"]
+    assert _sample(scaler, "llm_scaler_stale_reports_dropped_total", scaled_object="m") == 1
+
+
+def test_a_report_ages_out_as_the_clock_moves(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("p", inflight=4), at=clock())
+    so = ref("m", staleAfterSeconds="5")
+    assert scaler.keda.poll(so).value_float == 4
+    clock.advance(5.5)
+    assert scaler.keda.poll(so).value_float == 0
+
+
+def test_latest_report_of_a_pod_replaces_the_previous_one(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("p", inflight=4, seq=1), at=clock() - 2)
+    publisher.publish("m", pod_report("p", inflight=1, seq=2), at=clock() - 1)
+    poll = scaler.keda.poll(ref("m"))
+    assert poll.value_float == 1
+
+
+def test_starting_pods_count_their_load_but_not_as_ready(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("ready", inflight=3), at=clock())
+    publisher.publish("m", pod_report("starting", waiting=2, ready=False), at=clock())
+    assert scaler.keda.poll(ref("m")).value_float == 5
+    assert _sample(scaler, "llm_scaler_pods_ready", scaled_object="m") == 1
+    assert _sample(scaler, "llm_scaler_pods_reported", scaled_object="m") == 2
+
+
+def test_a_broken_report_is_ignored_while_others_are_valid(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("good", inflight=3), at=clock())
+    publisher.publish_raw("m", "bad", '{"pod": "bad", "inflight": -1}', at=clock())
+    assert scaler.keda.poll(ref("m")).value_float == 3
+    assert _sample(scaler, "llm_scaler_invalid_reports", scaled_object="m") == 1
+
+
+def test_only_broken_reports_is_missing_data_not_zero(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish_raw("m", "bad", "not json", at=clock())
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.keda.poll(ref("m"))
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "break the contract" in err.value.details()
+
+
+def test_report_filed_under_another_pods_name_is_ignored(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("a", inflight=1), at=clock())
+    publisher.publish_raw("m", "b", pod_report("a", inflight=9).to_json(), at=clock())
+    assert scaler.keda.poll(ref("m")).value_float == 1
+
+
+def _sample(scaler: RunningScaler, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(scaler.metrics_url, timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    raise AssertionError(f"no sample {name} {labels} in /metrics")

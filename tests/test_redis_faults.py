@@ -1,0 +1,67 @@
+"""Redis down, slow or restarted: errors KEDA's fallback can act on, never zero demand."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+import redis
+
+from scaler.local_redis import LocalRedis
+from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+
+
+def _status_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        call()  # type: ignore[operator]
+    code: grpc.StatusCode = err.value.code()
+    return code
+
+
+def test_redis_killed_answers_unavailable_then_recovers_by_itself(
+    scaler: RunningScaler, redis_server: LocalRedis, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("p", inflight=6), at=clock())
+    so = ref("m")
+    assert scaler.keda.poll(so).value_float == 6
+
+    redis_server.kill()
+    try:
+        # Within KEDA's ~3 s budget, and an error rather than a hang or a zero.
+        assert _status_of(lambda: scaler.keda.poll(so)) is grpc.StatusCode.UNAVAILABLE
+        assert (
+            _status_of(lambda: scaler.stub.IsActive(so, timeout=3)) is grpc.StatusCode.UNAVAILABLE
+        )
+        assert scaler.stub.GetMetricSpec(so, timeout=3).metricSpecs[0].targetSizeFloat == 8
+    finally:
+        redis_server.start()
+
+    # The restarted Redis is empty: the sidecars' next reports bring the data back.
+    fresh = redis.Redis.from_url(redis_server.url)
+    ReportPublisher(fresh).publish("m", pod_report("p", inflight=4), at=clock())
+    fresh.close()
+    assert scaler.keda.poll(so).value_float == 4
+
+
+def test_slow_redis_answers_unavailable_within_the_deadline_instead_of_piling_up(
+    scaler: RunningScaler, redis_server: LocalRedis
+) -> None:
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # every command waits 1.5 s
+        code = _status_of(lambda: scaler.stub.IsActive(ref("m"), timeout=1.2))
+        admin.ping()  # returns when the pause is over
+    assert code is grpc.StatusCode.UNAVAILABLE  # our 0.5 s Redis timeout, not the caller's deadline
+    assert scaler.keda.poll(ref("m")).active is False
+
+
+def test_errors_are_counted_in_metrics(scaler: RunningScaler, redis_server: LocalRedis) -> None:
+    redis_server.kill()
+    try:
+        _status_of(lambda: scaler.stub.IsActive(ref("m"), timeout=3))
+    finally:
+        redis_server.start()
+    from tests.test_queues_and_reports import _sample
+
+    assert _sample(scaler, "llm_scaler_redis_errors_total", kind="unavailable") >= 1
+    assert (
+        _sample(scaler, "llm_scaler_rpc_requests_total", method="IsActive", code="UNAVAILABLE") == 1
+    )
