@@ -1,49 +1,181 @@
-"""The scaling decision: a pure function of signals and config.
+"""The scaling decision: a pure function of (signals, policy state, config, now).
 
-No I/O, no clock reads, no globals: the gRPC service, the tests (and later the
-simulator) call the same `decide`. KEDA needs two answers from one decision, so
-they can never disagree: the metric value for the HPA (GetMetrics) and whether
-the target is active at all (IsActive / StreamIsActive).
+No I/O, no clock reads, no globals: the gRPC service, the tests and the simulator
+call the same `decide`. One decision gives KEDA both answers, so they cannot
+disagree: the metric value for the HPA (GetMetrics) and whether the target is
+active at all (IsActive / StreamIsActive).
+
+What it does, in order:
+
+1. Scale up at once, down only after a delay. The metric is the maximum demand
+   over the last `scaleDownDelaySeconds` (`scaler.window`), so it follows demand
+   upward within one poll and releases a replica only once demand has stayed low
+   for the whole delay. The HPA turns it into replicas: desired = ceil(metric /
+   replica_target), replica_target = targetConcurrency x targetUtilization.
+2. Burst mode (Knative's panic mode, adapted). When the short-window demand
+   exceeds `burstThreshold` x the committed capacity, the burst's peak is held
+   (no scale-down at all) until no burst has been seen for a whole
+   `scaleDownDelaySeconds`. Committed capacity counts pods that are still
+   starting: they are capacity on its way. Without them every cold start would
+   look like a burst (a queue builds while nobody serves it) and latch the peak,
+   ordering replicas for a backlog the starting pods will take.
+3. Scale to zero only after real silence. IsActive is true while demand exceeds
+   `activationThreshold`, and stays true until demand has been exactly zero for
+   `scaleToZeroDelaySeconds`, however low it was before.
+
+Worked example (targetConcurrency 8, targetUtilization 0.8, delay 120 s):
+demand 30 at t=0 -> metric 30 -> ceil(30 / 6.4) = 5 replicas. Demand falls to 6
+at t=10 -> metric stays 30 until t=120..122 (the bucket holding 30 leaves the
+window) -> then 6 -> 1 replica. Demand 0 from t=200 -> active until t=500.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from scaler import window
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
 
+# Buckets per scale-down window: memory per target is bounded by this, and a
+# sample is held at most one bucket (delay / 60) longer than the delay.
+BUCKETS_PER_WINDOW = 60
+_MIN_BUCKET_S = 1.0
+
 
 class Reason(StrEnum):
-    """Why a decision came out as it did; bounded, so it can be a metric label."""
+    """Why a decision came out as it did; a bounded set, so usable as a metric label."""
 
-    ACTIVE = "active"  # demand above the activation threshold
-    IDLE = "idle"  # demand at or below the activation threshold
+    IDLE = "idle"  # no demand for scaleToZeroDelaySeconds: inactive
+    BELOW_ACTIVATION = "below_activation"  # demand too low to wake the target
+    ZERO_DELAY_HOLD = "zero_delay_hold"  # no demand, but not yet for scaleToZeroDelaySeconds
+    BURST_HOLD = "burst_hold"  # holding a burst's peak until the burst has passed
+    SCALE_DOWN_HELD = "scale_down_held"  # demand fell; the window still holds a higher value
+    FOLLOWING = "following"  # the metric is the demand now
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """All a decision remembers; stored in Redis so every scaler replica shares it.
+
+    Every field merges across replicas by maximum (see `merge`), so two replicas
+    saving at once cannot lose each other's samples."""
+
+    bucket_s: float = 0.0  # width the buckets were recorded with
+    buckets: window.Buckets = field(default=())
+    active_until: float = 0.0  # IsActive holds true until then
+    burst_started_at: float = 0.0  # identifies the current burst: a later start replaces it
+    burst_peak: float = 0.0
+    burst_until: float = 0.0  # burst mode holds until then
 
 
 @dataclass(frozen=True)
 class Decision:
-    metric_value: float  # TOTAL demand; the HPA divides by targetConcurrency per replica
+    metric_value: float  # TOTAL demand to size for; the HPA divides by the replica target
     active: bool
     reason: Reason
     detail: str  # the reason with its numbers, for the debug log
+    new_state: PolicyState
+    demand: float  # the demand sampled now, before smoothing
 
 
-def decide(signals: Signals, config: TargetConfig) -> Decision:
-    """Report total demand; active when it exceeds the activation threshold.
+def bucket_width(config: TargetConfig) -> float:
+    return max(_MIN_BUCKET_S, config.scale_down_delay_s / BUCKETS_PER_WINDOW)
 
-    Worked example: 3 pods with 5 + 7 + 4 in flight, 2 waiting inside Triton and
-    12 in the Redis queue give demand 30; with targetConcurrency 8 the HPA asks for
-    ceil(30 / 8) = 4 replicas, and with activationThreshold 0 the target is active.
-    """
+
+def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: float) -> Decision:
     demand = signals.demand
-    active = demand > config.activation_threshold
-    reason = Reason.ACTIVE if active else Reason.IDLE
-    relation = ">" if active else "<="
-    detail = (
-        f"demand {demand:g} (queue {signals.queue_depth:g}, inflight {signals.inflight:g}, "
-        f"waiting {signals.waiting:g}) {relation} activationThreshold "
-        f"{config.activation_threshold:g}"
+    delay = config.scale_down_delay_s
+    bucket_s = bucket_width(config)
+    buckets = window.record(_rebucketed(state, bucket_s, now), now, demand, delay, bucket_s)
+    held = window.window_max(buckets, now, delay, bucket_s) if delay > 0 else demand
+    held = demand if held is None else max(held, demand)
+
+    committed = (signals.pods_ready + signals.pods_starting) * config.target_concurrency
+    short = window.window_max(buckets, now, config.burst_window_s, bucket_s) or demand
+    bursting = committed > 0 and short > config.burst_threshold * committed
+    burst_started_at, burst_peak, burst_until = _burst(state, bursting, demand, now, delay)
+    in_burst = now < burst_until
+    metric = max(held, burst_peak) if in_burst else held
+
+    wakes = demand > config.activation_threshold
+    was_active = now < state.active_until
+    active_until = state.active_until
+    if wakes or (was_active and demand > 0):
+        active_until = max(active_until, now + config.scale_to_zero_delay_s)
+    active = wakes or now < active_until
+
+    new_state = PolicyState(
+        bucket_s=bucket_s,
+        buckets=buckets,
+        active_until=active_until,
+        burst_started_at=burst_started_at,
+        burst_peak=burst_peak,
+        burst_until=burst_until,
     )
-    return Decision(metric_value=demand, active=active, reason=reason, detail=detail)
+    reason, detail = _explain(
+        config, demand, metric, held, active, in_burst, burst_peak, committed, active_until - now
+    )
+    return Decision(metric, active, reason, detail, new_state, demand)
+
+
+def _rebucketed(state: PolicyState, bucket_s: float, now: float) -> window.Buckets:
+    """The stored window in today's bucket width.
+
+    If scaleDownDelaySeconds changed, the old buckets mean other times: keep
+    their maximum as one sample at `now` rather than forget it, so a config
+    change can hold a replica a little longer but never release one early."""
+    if state.bucket_s == bucket_s or not state.buckets:
+        return state.buckets
+    highest = max(v for _, v in state.buckets)
+    return ((window.bucket_of(now, bucket_s), highest),)
+
+
+def _burst(
+    state: PolicyState, bursting: bool, demand: float, now: float, hold_s: float
+) -> tuple[float, float, float]:
+    """(started_at, peak, until) of the burst after this sample."""
+    ongoing = now < state.burst_until
+    if bursting:
+        if ongoing:
+            return state.burst_started_at, max(state.burst_peak, demand), now + hold_s
+        return now, demand, now + hold_s
+    if ongoing:
+        return state.burst_started_at, state.burst_peak, state.burst_until
+    return state.burst_started_at, 0.0, state.burst_until
+
+
+def _explain(
+    config: TargetConfig,
+    demand: float,
+    metric: float,
+    held: float,
+    active: bool,
+    in_burst: bool,
+    burst_peak: float,
+    committed: float,
+    active_left_s: float,
+) -> tuple[Reason, str]:
+    if not active:
+        if demand > 0:
+            return Reason.BELOW_ACTIVATION, (
+                f"demand {demand:g} <= activationThreshold {config.activation_threshold:g}"
+            )
+        return Reason.IDLE, f"no demand for {config.scale_to_zero_delay_s:g} s"
+    if demand == 0:
+        return Reason.ZERO_DELAY_HOLD, (
+            f"scale to zero held: no demand, {active_left_s:.0f} s of "
+            f"{config.scale_to_zero_delay_s:g} s left; metric {metric:g}"
+        )
+    if in_burst and burst_peak > held:
+        return Reason.BURST_HOLD, (
+            f"burst: holding peak {burst_peak:g} (committed capacity {committed:g}, "
+            f"demand now {demand:g})"
+        )
+    if metric > demand:
+        return Reason.SCALE_DOWN_HELD, (
+            f"scale-down held: max over {config.scale_down_delay_s:g} s window = {metric:g} "
+            f"(demand now {demand:g})"
+        )
+    return Reason.FOLLOWING, f"following demand {demand:g}"

@@ -51,8 +51,13 @@ class ReportKeys:
     seen: str
 
 
+def target_key_base(namespace: str, target: str) -> str:
+    """Prefix of every key of one target; the braces are its Redis Cluster hash tag."""
+    return f"{KEY_PREFIX}{{{namespace}/{target}}}"
+
+
 def report_keys(namespace: str, target: str) -> ReportKeys:
-    base = f"{KEY_PREFIX}{{{namespace}/{target}}}"
+    base = target_key_base(namespace, target)
     return ReportKeys(reports=f"{base}:reports", seen=f"{base}:seen")
 
 

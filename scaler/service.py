@@ -63,7 +63,7 @@ def target_config_of(ref: pb.ScaledObjectRef) -> TargetConfig:
 
 
 def metric_spec(config: TargetConfig) -> pb.GetMetricSpecResponse:
-    target = config.target_concurrency
+    target = config.replica_target
     spec = pb.MetricSpec(
         metricName=config.metric_name, targetSize=math.ceil(target), targetSizeFloat=target
     )
@@ -139,7 +139,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
                 try:
                     decision = await self._decide(config, None)
                 except RpcFailure as failure:
-                    log.warning("StreamIsActive %s: %s", _target(config), failure.message)
+                    log.warning("StreamIsActive: %s", failure.message)
                 else:
                     if decision.active != last:
                         last = decision.active
@@ -162,6 +162,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         now = self._clock() if self._clock is not None else None
         try:
             snapshot = await self._store.read(config, now, time_remaining_s)
+            decision = decide(snapshot.signals, snapshot.state, config, snapshot.now)
+            # Saved before answering: another replica's next answer must include this sample.
+            await self._store.save_state(config, decision.new_state, snapshot.now, time_remaining_s)
         except StoreUnavailable as exc:
             self._metrics.redis_errors.labels("unavailable").inc()
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{_target(config)}: {exc}") from None
@@ -174,7 +177,6 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
                 grpc.StatusCode.FAILED_PRECONDITION, f"{_target(config)}: {exc}"
             ) from None
         self._metrics.redis_last_success.set_to_current_time()
-        decision = decide(snapshot.signals, config)
         self._metrics.record_decision(config, snapshot.signals, decision)
         log.debug("%s: %s (%s)", _target(config), decision.reason.value, decision.detail)
         return decision

@@ -24,6 +24,10 @@ class Signals:
     invalid_reports: int = 0  # reports ignored for not following the contract
 
     @property
+    def pods_starting(self) -> int:
+        return self.pods_reported - self.pods_ready
+
+    @property
     def demand(self) -> float:
         """Concurrency the target must serve: in flight + waiting in pods + queued in Redis."""
         return self.inflight + self.waiting + self.queue_depth

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
+from scaler import window
+from scaler.policy import PolicyState, bucket_width
 from scaler.reports import PodReport, ReportError
 from scaler.signals import Signals, aggregate
+from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
 from scaler.target_config import TargetConfig
 
 log = logging.getLogger(__name__)
@@ -45,10 +49,12 @@ class NoValidReports(StoreError):
 class Snapshot:
     now: float  # the time the read was judged at (Redis's clock unless the caller gave one)
     signals: Signals
+    state: PolicyState  # what earlier decisions (of any replica) left for this ScaledObject
 
 
-# KEYS: reports, seen, queue. ARGV: stale_after_s, now ('' = Redis TIME), queue type
-# ('' = no queue), consumer group. Returns {now, stale count, pods, payloads, {status, depth}}.
+# KEYS: reports, seen, queue, policy state. ARGV: stale_after_s, now ('' = Redis TIME),
+# queue type ('' = no queue), consumer group.
+# Returns {now, stale count, pods, payloads, {status, depth}, state hash as a flat list}.
 READ_TARGET_LUA = """
 local now
 if ARGV[2] == '' then
@@ -108,7 +114,8 @@ local function queue_depth()
   return {'ok', tostring(r)}
 end
 
-return {string.format('%.6f', now), #stale, pods, payloads, queue_depth()}
+local state = redis.call('HGETALL', KEYS[4])
+return {string.format('%.6f', now), #stale, pods, payloads, queue_depth(), state}
 """
 
 
@@ -119,6 +126,7 @@ class TargetStore:
         self._redis = redis
         self._timeout_s = timeout_s
         self._read = redis.register_script(READ_TARGET_LUA)
+        self._merge_state = redis.register_script(MERGE_STATE_LUA)
 
     async def read(
         self, config: TargetConfig, now: float | None = None, timeout_s: float | None = None
@@ -129,25 +137,45 @@ class TargetStore:
         replica then agrees); tests pass their own clock's time."""
         keys = config.report_keys
         queue_type = config.queue_type.value if config.queue_key else ""
+        raw = await self._call(
+            self._read,
+            keys=[keys.reports, keys.seen, config.queue_key or keys.reports, policy_key(config)],
+            args=[
+                f"{config.stale_after_s:.6f}",
+                "" if now is None else f"{now:.6f}",
+                queue_type,
+                config.consumer_group or "",
+            ],
+            timeout_s=timeout_s,
+        )
+        return _snapshot(config, raw)
+
+    async def save_state(
+        self, config: TargetConfig, state: PolicyState, now: float, timeout_s: float | None = None
+    ) -> None:
+        """Merge `state` into the stored one (per-field maximum, see `state_codec`)."""
+        bucket_s = bucket_width(config)
+        oldest = window.oldest_bucket(now, config.scale_down_delay_s, bucket_s)
+        await self._call(
+            self._merge_state,
+            keys=[policy_key(config)],
+            args=merge_args(state, oldest, state_ttl_s(config)),
+            timeout_s=timeout_s,
+        )
+
+    async def _call(
+        self, script: AsyncScript, keys: list[str], args: list[str | int], timeout_s: float | None
+    ) -> Any:
         limit = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         try:
             async with asyncio.timeout(limit):
-                raw = await self._read(
-                    keys=[keys.reports, keys.seen, config.queue_key or keys.reports],
-                    args=[
-                        f"{config.stale_after_s:.6f}",
-                        "" if now is None else f"{now:.6f}",
-                        queue_type,
-                        config.consumer_group or "",
-                    ],
-                )
+                return await script(keys=keys, args=args)
         except TimeoutError as exc:
             raise StoreUnavailable(f"redis did not answer within {limit:.3g} s") from exc
         except ResponseError as exc:
-            raise StoreUnavailable(f"redis refused the read: {exc}") from exc
+            raise StoreUnavailable(f"redis refused the call: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
-        return _snapshot(config, raw)
 
 
 _warned: set[str] = set()
@@ -163,7 +191,7 @@ def _warn_once(message: str) -> None:
 
 
 def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
-    now_text, stale_count, pods, payloads, (status, depth) = raw
+    now_text, stale_count, pods, payloads, (status, depth), state_fields = raw
     if status != "ok":
         raise QueueError(f"queueKey = {config.queue_key!r}: {depth}")
     reports: list[PodReport] = []
@@ -185,4 +213,5 @@ def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
             f"all {invalid} pod reports under {config.report_keys.reports} break the contract"
         )
     signals = aggregate(reports, float(depth), stale_dropped=int(stale_count), invalid=invalid)
-    return Snapshot(now=float(now_text), signals=signals)
+    state = decode_state(dict(zip(state_fields[::2], state_fields[1::2], strict=True)))
+    return Snapshot(now=float(now_text), signals=signals, state=state)

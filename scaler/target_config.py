@@ -53,6 +53,19 @@ METADATA_KEYS: dict[str, KeySpec] = {
         None, "name the sidecars report under; default: the ScaledObject's name", optional=True
     ),
     "staleAfterSeconds": KeySpec("10", "pod reports older than this are dropped, in [1; 3600]"),
+    "targetUtilization": KeySpec(
+        "0.8", "share of targetConcurrency replicas are sized for (headroom), in (0; 1]"
+    ),
+    "scaleDownDelaySeconds": KeySpec(
+        "120", "metric = max demand over this window, so replicas go only after it, in [0; 3600]"
+    ),
+    "scaleToZeroDelaySeconds": KeySpec(
+        "300", "IsActive stays true until demand has been zero this long, in [0; 86400]"
+    ),
+    "burstThreshold": KeySpec(
+        "2", "burst when short-window demand > this x (ready + starting) capacity, in (1; 1000]"
+    ),
+    "burstWindowSeconds": KeySpec("10", "the short window burst detection looks at, in [1; 600]"),
 }
 
 # Keys KEDA itself puts in the metadata (or users set for KEDA's sake): accepted, not used.
@@ -75,6 +88,20 @@ class TargetConfig:
     queue_type: QueueType
     consumer_group: str | None
     stale_after_s: float
+    target_utilization: float
+    scale_down_delay_s: float
+    scale_to_zero_delay_s: float
+    burst_threshold: float
+    burst_window_s: float
+
+    @property
+    def replica_target(self) -> float:
+        """Demand one replica is sized for: the HPA target (targetSizeFloat).
+
+        targetConcurrency 8 at targetUtilization 0.8 -> 6.4, so demand 30 asks
+        for ceil(30 / 6.4) = 5 replicas, leaving 25% headroom for growth while a
+        new replica cold-starts."""
+        return round(self.target_concurrency * self.target_utilization, 6)
 
     @property
     def metric_name(self) -> str:
@@ -121,6 +148,11 @@ def parse_target_config(
         queue_type=queue_type,
         consumer_group=consumer_group,
         stale_after_s=md.get("staleAfterSeconds", _float(1, 3600)),
+        target_utilization=md.get("targetUtilization", _float(0, 1, low_open=True)),
+        scale_down_delay_s=md.get("scaleDownDelaySeconds", _float(0, 3600)),
+        scale_to_zero_delay_s=md.get("scaleToZeroDelaySeconds", _float(0, 86400)),
+        burst_threshold=md.get("burstThreshold", _float(1, 1000, low_open=True)),
+        burst_window_s=md.get("burstWindowSeconds", _float(1, 600)),
     )
     unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS
     return ParsedMetadata(config=config, unknown_keys=unknown)

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from scaler.local_redis import LocalRedis
-from tests.harness import FakeClock, ReportPublisher, RunningScaler, test_settings
+from tests.harness import FakeClock, ReportPublisher, RunningScaler, scaler_settings
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def publisher(redis_client: redis.Redis) -> ReportPublisher:
 def scaler(
     redis_server: LocalRedis, redis_client: redis.Redis, clock: FakeClock
 ) -> Iterator[RunningScaler]:
-    running = RunningScaler(test_settings(redis_server.url), clock)
+    running = RunningScaler(scaler_settings(redis_server.url), clock)
     yield running
     running.stop()
 

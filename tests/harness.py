@@ -29,7 +29,7 @@ class FakeClock:
         self._now += seconds
 
 
-def test_settings(redis_url: str, **overrides: object) -> Settings:
+def scaler_settings(redis_url: str, **overrides: object) -> Settings:
     base = Settings(
         redis_url=redis_url,
         bind_address="127.0.0.1",

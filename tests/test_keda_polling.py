@@ -12,18 +12,35 @@ from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report,
 
 
 def test_metric_spec_names_one_metric_with_the_per_replica_target(scaler: RunningScaler) -> None:
-    spec = scaler.stub.GetMetricSpec(ref("llama-70b", targetConcurrency="8.5"))
+    spec = scaler.stub.GetMetricSpec(
+        ref("llama-70b", targetConcurrency="8.5", targetUtilization="1")
+    )
     assert len(spec.metricSpecs) == 1
     assert spec.metricSpecs[0].metricName == "llm-concurrency-llama-70b"
     assert spec.metricSpecs[0].targetSizeFloat == 8.5
     assert spec.metricSpecs[0].targetSize == 9  # int field rounded up, consistent with float
 
 
+@pytest.mark.parametrize(
+    ("concurrency", "utilization", "target"),
+    [("8", None, 6.4), ("6", "0.8", 4.8), ("10", "0.5", 5.0), ("3", "1", 3.0)],
+    ids=["default-headroom", "no-float-noise", "half", "no-headroom"],
+)
+def test_metric_spec_target_leaves_the_utilization_headroom(
+    scaler: RunningScaler, concurrency: str, utilization: str | None, target: float
+) -> None:
+    metadata = {"targetConcurrency": concurrency}
+    if utilization is not None:
+        metadata["targetUtilization"] = utilization
+    spec = scaler.stub.GetMetricSpec(ref("llama", **metadata)).metricSpecs[0]
+    assert spec.targetSizeFloat == target
+
+
 def test_metric_spec_does_not_need_redis(scaler: RunningScaler, redis_server) -> None:  # type: ignore[no-untyped-def]
     redis_server.kill()
     try:
         spec = scaler.stub.GetMetricSpec(ref("llama"), timeout=3)
-        assert spec.metricSpecs[0].targetSizeFloat == 8
+        assert spec.metricSpecs[0].targetSizeFloat == 6.4
     finally:
         redis_server.start()
 

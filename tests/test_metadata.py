@@ -25,6 +25,11 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.consumer_group is None
     assert config.target_name == "llama"
     assert config.stale_after_s == 10
+    assert config.target_utilization == 0.8
+    assert config.scale_down_delay_s == 120
+    assert config.scale_to_zero_delay_s == 300
+    assert config.burst_threshold == 2
+    assert config.burst_window_s == 10
     assert config.metric_name == "llm-concurrency-llama"
     assert config.report_keys.reports == "llm-scaler:{ns/llama}:reports"
 
@@ -38,6 +43,11 @@ def test_every_key_is_read() -> None:
         "consumerGroup": "gateway",
         "targetName": "triton-llama",
         "staleAfterSeconds": "30",
+        "targetUtilization": "0.7",
+        "scaleDownDelaySeconds": "60",
+        "scaleToZeroDelaySeconds": "600",
+        "burstThreshold": "3",
+        "burstWindowSeconds": "5",
     }
     assert set(metadata) == set(METADATA_KEYS)
     parsed = parse_target_config("ns", "so", metadata)
@@ -46,6 +56,8 @@ def test_every_key_is_read() -> None:
     assert (c.target_concurrency, c.activation_threshold, c.stale_after_s) == (4.5, 2, 30)
     assert (c.queue_key, c.queue_type, c.consumer_group) == ("requests:llama", "stream", "gateway")
     assert c.target_name == "triton-llama"
+    assert (c.target_utilization, c.scale_down_delay_s, c.scale_to_zero_delay_s) == (0.7, 60, 600)
+    assert (c.burst_threshold, c.burst_window_s) == (3, 5)
 
 
 def test_keda_keys_are_known_and_unknown_keys_are_reported() -> None:
@@ -102,6 +114,29 @@ BAD = [
         "targetName = 'a}{b', must be a Kubernetes-style name",
     ),
     ("unicode-target", {"targetName": "lläma"}, "targetName = 'lläma'"),
+    (
+        "zero-utilization",
+        {"targetUtilization": "0"},
+        "targetUtilization = '0', must be a number in (0; 1]",
+    ),
+    ("over-utilization", {"targetUtilization": "1.2"}, "targetUtilization = '1.2'"),
+    (
+        "negative-delay",
+        {"scaleDownDelaySeconds": "-5"},
+        "scaleDownDelaySeconds = '-5', must be a number in [0; 3600]",
+    ),
+    ("day-long-delay", {"scaleDownDelaySeconds": "86400"}, "scaleDownDelaySeconds = '86400'"),
+    ("nan-zero-delay", {"scaleToZeroDelaySeconds": "nan"}, "scaleToZeroDelaySeconds = 'nan'"),
+    (
+        "burst-at-one",
+        {"burstThreshold": "1"},
+        "burstThreshold = '1', must be a number in (1; 1000]",
+    ),
+    (
+        "burst-window-zero",
+        {"burstWindowSeconds": "0"},
+        "burstWindowSeconds = '0', must be a number in [1; 600]",
+    ),
 ]
 
 

@@ -86,9 +86,22 @@ def test_a_report_ages_out_as_the_clock_moves(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
     publisher.publish("m", pod_report("p", inflight=4), at=clock())
-    so = ref("m", staleAfterSeconds="5")
+    so = ref("m", staleAfterSeconds="5", scaleDownDelaySeconds="0")
     assert scaler.keda.poll(so).value_float == 4
     clock.advance(5.5)
+    assert scaler.keda.poll(so).value_float == 0
+
+
+def test_a_report_going_stale_does_not_lower_the_metric_within_the_delay(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    publisher.publish("m", pod_report("p", inflight=4), at=clock())
+    so = ref("m", staleAfterSeconds="5", scaleDownDelaySeconds="60")
+    assert scaler.keda.poll(so).value_float == 4
+    clock.advance(30)  # the sidecar died: its report is stale, the demand it showed is held
+    poll = scaler.keda.poll(so)
+    assert (poll.value_float, poll.active) == (4, True)
+    clock.advance(32)
     assert scaler.keda.poll(so).value_float == 0
 
 

@@ -31,11 +31,12 @@ def test_redis_killed_answers_unavailable_then_recovers_by_itself(
         assert (
             _status_of(lambda: scaler.stub.IsActive(so, timeout=3)) is grpc.StatusCode.UNAVAILABLE
         )
-        assert scaler.stub.GetMetricSpec(so, timeout=3).metricSpecs[0].targetSizeFloat == 8
+        assert scaler.stub.GetMetricSpec(so, timeout=3).metricSpecs[0].targetSizeFloat == 6.4
     finally:
         redis_server.start()
 
-    # The restarted Redis is empty: the sidecars' next reports bring the data back.
+    # The restarted Redis is empty (this one keeps nothing on disk): the sidecars' next
+    # reports bring the data back, and the smoothing window starts over.
     fresh = redis.Redis.from_url(redis_server.url)
     ReportPublisher(fresh).publish("m", pod_report("p", inflight=4), at=clock())
     fresh.close()

@@ -90,7 +90,8 @@ def _until(watch: Iterator[health_pb2.HealthCheckResponse], status: int) -> bool
 def test_stream_is_active_sends_the_state_at_once_then_each_change(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
-    stream = scaler.stub.StreamIsActive(ref("m", queueKey="q"), timeout=10)
+    so = ref("m", queueKey="q", scaleToZeroDelaySeconds="0")
+    stream = scaler.stub.StreamIsActive(so, timeout=10)
     assert _next(stream) is False
     redis_client.rpush("q", "first request")
     assert _next(stream) is True
@@ -102,10 +103,11 @@ def test_stream_is_active_sends_the_state_at_once_then_each_change(
 def test_stream_metric_spec_sends_the_spec_and_ends_cleanly_on_shutdown(
     redis_server: LocalRedis, redis_client: redis.Redis
 ) -> None:
-    from tests.harness import test_settings
+    from tests.harness import scaler_settings
 
-    running = RunningScaler(test_settings(redis_server.url), None)
-    specs = running.stub.StreamMetricSpec(ref("m", targetConcurrency="6"), timeout=10)
+    running = RunningScaler(scaler_settings(redis_server.url), None)
+    so = ref("m", targetConcurrency="6", targetUtilization="1")
+    specs = running.stub.StreamMetricSpec(so, timeout=10)
     active = running.stub.StreamIsActive(ref("m"), timeout=10)
     assert next(specs).metricSpecs[0].targetSizeFloat == 6
     assert _next(active) is False
@@ -122,9 +124,9 @@ def test_stream_metric_spec_sends_the_spec_and_ends_cleanly_on_shutdown(
 def test_a_call_in_flight_at_shutdown_is_answered(
     redis_server: LocalRedis, redis_client: redis.Redis
 ) -> None:
-    from tests.harness import test_settings
+    from tests.harness import scaler_settings
 
-    running = RunningScaler(test_settings(redis_server.url, redis_timeout_s=3.0), None)
+    running = RunningScaler(scaler_settings(redis_server.url, redis_timeout_s=3.0), None)
     redis_client.rpush("q", 1, 2, 3)
     admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
     # Our read script may write (it drops stale reports), so a WRITE pause holds it.
@@ -152,7 +154,7 @@ def test_metrics_endpoint_exports_targets_and_rpcs(
         'llm_scaler_queue_depth_requests{namespace="inference",scaled_object="llama"} 2.0',
         'llm_scaler_active{namespace="inference",scaled_object="llama"} 1.0',
         'llm_scaler_rpc_requests_total{code="OK",method="GetMetrics"} 1.0',
-        'llm_scaler_decisions_total{reason="active"} 2.0',
+        'llm_scaler_decisions_total{reason="following"} 2.0',
     ):
         assert line in text
     assert 'llm_scaler_rpc_duration_seconds_count{method="IsActive"} 1.0' in text

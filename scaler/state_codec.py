@@ -1,0 +1,112 @@
+"""PolicyState in Redis: one hash per ScaledObject, merged across scaler replicas.
+
+    llm-scaler:{<namespace>/<target>}:policy:<scaledObject>   HASH
+        bucket_s          width of the window buckets
+        b:<index>         max demand in that bucket
+        active_until      IsActive holds true until then
+        burst_started_at, burst_peak, burst_until
+
+Saving never overwrites blindly: the merge script keeps the per-field maximum
+(a later burst replaces an earlier one), so replicas that decide at the same
+time keep each other's samples, in whichever order their writes land.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from scaler.policy import PolicyState
+from scaler.reports import target_key_base
+from scaler.target_config import TargetConfig
+
+_BUCKET = "b:"
+
+
+def policy_key(config: TargetConfig) -> str:
+    base = target_key_base(config.namespace, config.target_name)
+    return f"{base}:policy:{config.scaled_object}"
+
+
+def state_ttl_s(config: TargetConfig) -> int:
+    """Past this, every stored time is over and the state equals an empty one; an hour of slack."""
+    return int(max(config.scale_down_delay_s, config.scale_to_zero_delay_s)) + 3600
+
+
+def decode_state(fields: Mapping[str, str]) -> PolicyState:
+    """A stored state; fields that do not parse are dropped (never fatal) and
+    the caller's decision then holds what it reads, which only ever errs high."""
+    buckets: list[tuple[int, float]] = []
+    scalars: dict[str, float] = {}
+    for name, raw in fields.items():
+        try:
+            if name.startswith(_BUCKET):
+                buckets.append((int(name[len(_BUCKET) :]), float(raw)))
+            else:
+                scalars[name] = float(raw)
+        except ValueError:
+            continue
+    return PolicyState(
+        bucket_s=scalars.get("bucket_s", 0.0),
+        buckets=tuple(sorted(buckets)),
+        active_until=scalars.get("active_until", 0.0),
+        burst_started_at=scalars.get("burst_started_at", 0.0),
+        burst_peak=scalars.get("burst_peak", 0.0),
+        burst_until=scalars.get("burst_until", 0.0),
+    )
+
+
+def merge_args(state: PolicyState, oldest_bucket: int, ttl_s: int) -> list[str | int]:
+    args: list[str | int] = [
+        repr(state.bucket_s),
+        repr(state.active_until),
+        repr(state.burst_started_at),
+        repr(state.burst_peak),
+        repr(state.burst_until),
+        oldest_bucket,
+        ttl_s,
+    ]
+    for index, value in state.buckets:
+        args += [f"{_BUCKET}{index}", repr(value)]
+    return args
+
+
+# KEYS: state. ARGV: bucket_s, active_until, burst_started_at, burst_peak, burst_until,
+# oldest bucket index to keep, ttl_s, then bucket field / value pairs.
+MERGE_STATE_LUA = """
+local key = KEYS[1]
+local function num(field)
+  local v = redis.call('HGET', key, field)
+  if v then return tonumber(v) end
+  return nil
+end
+local function raise(field, value)
+  local cur = num(field)
+  if cur == nil or tonumber(value) > cur then redis.call('HSET', key, field, value) end
+end
+
+local fields = redis.call('HKEYS', key)
+local same_width = num('bucket_s') == tonumber(ARGV[1])
+for _, f in ipairs(fields) do
+  -- Buckets of another width were folded into ours by the decision (see policy._rebucketed).
+  if string.sub(f, 1, 2) == 'b:' then
+    if (not same_width) or tonumber(string.sub(f, 3)) < tonumber(ARGV[6]) then
+      redis.call('HDEL', key, f)
+    end
+  end
+end
+redis.call('HSET', key, 'bucket_s', ARGV[1])
+raise('active_until', ARGV[2])
+
+local started = num('burst_started_at')
+if started == nil or tonumber(ARGV[3]) > started then
+  redis.call('HSET', key, 'burst_started_at', ARGV[3])
+  redis.call('HSET', key, 'burst_peak', ARGV[4], 'burst_until', ARGV[5])
+elseif tonumber(ARGV[3]) == started then
+  raise('burst_peak', ARGV[4])
+  raise('burst_until', ARGV[5])
+end
+
+for i = 8, #ARGV, 2 do raise(ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', key, ARGV[7])
+return 1
+"""

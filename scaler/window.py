@@ -1,0 +1,54 @@
+"""Maximum over a sliding time window, kept in fixed-width time buckets.
+
+The scale-down delay is "report the highest demand of the last D seconds", the
+same shape as Knative's `aggregation/max/timewindow.go`. Samples fall into
+buckets of `bucket_s` seconds (bucket index = floor(t / bucket_s)), each keeping
+only its maximum, so the window costs O(D / bucket_s) memory whatever the number
+of samples or requests. Buckets are plain (index, value) pairs so the whole
+window can be stored in a Redis hash and merged across scaler replicas by taking
+the per-bucket maximum, an operation that gives the same result in any order.
+
+Worked example (bucket 2 s, window 10 s): samples 14 at t=100.5 and 6 at t=109
+land in buckets 50 and 54; at t=109 the window covers buckets 50..54 and its max
+is 14; at t=112.1 it covers buckets 51..56 and the max is 6. A sample is thus
+held between D and D + one bucket, never less than D.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+Buckets = tuple[tuple[int, float], ...]  # (bucket index, max value), ascending index
+
+
+def bucket_of(t: float, bucket_s: float) -> int:
+    return math.floor(t / bucket_s)
+
+
+def oldest_bucket(now: float, length_s: float, bucket_s: float) -> int:
+    """Index of the oldest bucket that still overlaps [now - length_s, now]."""
+    return bucket_of(now - length_s, bucket_s)
+
+
+def record(buckets: Buckets, now: float, value: float, length_s: float, bucket_s: float) -> Buckets:
+    """`buckets` with `value` sampled at `now`, and buckets that left the window dropped."""
+    index = bucket_of(now, bucket_s)
+    merged = dict(buckets)
+    merged[index] = max(value, merged.get(index, value))
+    return trim(merged.items(), now, length_s, bucket_s)
+
+
+def trim(
+    items: Iterable[tuple[int, float]], now: float, length_s: float, bucket_s: float
+) -> Buckets:
+    oldest = oldest_bucket(now, length_s, bucket_s)
+    return tuple(sorted((i, v) for i, v in items if i >= oldest))
+
+
+def window_max(buckets: Buckets, now: float, length_s: float, bucket_s: float) -> float | None:
+    """Max over the window ending at `now`; None when the window holds no sample."""
+    oldest = oldest_bucket(now, length_s, bucket_s)
+    newest = bucket_of(now, bucket_s)
+    values = [v for i, v in buckets if oldest <= i <= newest]
+    return max(values) if values else None
