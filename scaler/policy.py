@@ -78,6 +78,7 @@ class Decision:
     detail: str  # the reason with its numbers, for the debug log
     new_state: PolicyState
     demand: float  # the demand sampled now, before smoothing
+    at: float  # the time it was decided at
 
 
 def bucket_width(config: TargetConfig) -> float:
@@ -117,7 +118,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     reason, detail = _explain(
         config, demand, metric, held, active, in_burst, burst_peak, committed, active_until - now
     )
-    return Decision(metric, active, reason, detail, new_state, demand)
+    return Decision(metric, active, reason, detail, new_state, demand, now)
 
 
 def _rebucketed(state: PolicyState, bucket_s: float, now: float) -> window.Buckets:

@@ -27,8 +27,10 @@ from redis.exceptions import RedisError
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.clock import Clock, RedisClock
+from scaler.key_events import KeyEvents
 from scaler.metrics_http import MetricsEndpoint
-from scaler.service import Clock, ExternalScalerService
+from scaler.service import ExternalScalerService
 from scaler.settings import Settings
 from scaler.store import TargetStore
 from scaler.telemetry import ScalerMetrics
@@ -68,14 +70,17 @@ class ScalerServer:
         self.metrics = ScalerMetrics(self.registry)
         self.redis = redis_client(settings)
         self.stopping = asyncio.Event()
+        db = int(self.redis.connection_pool.connection_kwargs.get("db", 0))
+        self.key_events = KeyEvents(self.redis, db)
         # grpc-stubs predate grpc_health's asyncio servicer, hence the ignore.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.service = ExternalScalerService(
             TargetStore(self.redis, settings.redis_timeout_s),
             self.metrics,
             self.stopping,
+            self.key_events,
             settings.stream_interval_s,
-            clock,
+            clock if clock is not None else RedisClock(),
         )
         self.grpc_port = 0
         self.metrics_port = 0
@@ -89,6 +94,7 @@ class ScalerServer:
             on_started()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._track_redis_health())
+            tasks.create_task(self.key_events.run(self.stopping))
             await stop.wait()
             await self._shutdown()
 

@@ -10,7 +10,6 @@ counts no failure for it, so a Redis outage there would bypass its `fallback`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
@@ -23,6 +22,8 @@ import grpc
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.clock import Clock
+from scaler.key_events import KeyEvents
 from scaler.policy import Decision, decide
 from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
 from scaler.target_config import MetadataError, TargetConfig, parse_target_config
@@ -31,7 +32,6 @@ from scaler.telemetry import ScalerMetrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Clock = Callable[[], float]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
@@ -76,13 +76,14 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         store: TargetStore,
         metrics: ScalerMetrics,
         stopping: asyncio.Event,
+        key_events: KeyEvents,
         stream_interval_s: float,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
-        """`clock` None judges time on Redis's clock, shared by every replica."""
         self._store = store
         self._metrics = metrics
         self._stopping = stopping
+        self._key_events = key_events
         self._stream_interval_s = stream_interval_s
         self._clock = clock
 
@@ -130,21 +131,32 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
     ) -> AsyncIterator[pb.IsActiveResponse]:
         """Send the current state at once, then every change, until shutdown.
 
+        Inactive, the stream sleeps until the queue or the pod reports change
+        (keyspace notifications), so the first request queued at zero is pushed
+        at once. Active, nothing but time can end the activity, so it sleeps
+        until the scale-to-zero delay would run out. Either way it re-checks
+        every STREAM_INTERVAL_SECONDS, in case an event was missed.
+
         A failed read sends nothing and keeps the stream: KEDA acts only on a
         streamed `true`, and the polled GetMetrics carries the error to its fallback."""
         config = await self._config_or_abort("StreamIsActive", request, context)
         last: bool | None = None
+        keys = [config.report_keys.reports]
+        if config.queue_key:
+            keys.append(config.queue_key)
         with self._metrics.streams_open.labels("StreamIsActive").track_inprogress():
-            while not self._stopping.is_set():
-                try:
-                    decision = await self._decide(config, None)
-                except RpcFailure as failure:
-                    log.warning("StreamIsActive: %s", failure.message)
-                else:
-                    if decision.active != last:
+            async with self._key_events.watch(keys) as changed:
+                while not self._stopping.is_set():
+                    changed.clear()
+                    try:
+                        decision: Decision | None = await self._decide(config, None)
+                    except RpcFailure as failure:
+                        log.warning("StreamIsActive: %s", failure.message)
+                        decision = None
+                    if decision is not None and decision.active != last:
                         last = decision.active
                         yield pb.IsActiveResponse(result=decision.active)
-                await self._until_stopping(self._stream_interval_s)
+                    await self._until_change(changed, decision)
         self._metrics.rpc_requests.labels("StreamIsActive", grpc.StatusCode.OK.name).inc()
 
     async def StreamMetricSpec(
@@ -159,7 +171,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._metrics.rpc_requests.labels("StreamMetricSpec", grpc.StatusCode.OK.name).inc()
 
     async def _decide(self, config: TargetConfig, time_remaining_s: float | None) -> Decision:
-        now = self._clock() if self._clock is not None else None
+        now = self._clock.now()
         try:
             snapshot = await self._store.read(config, now, time_remaining_s)
             decision = decide(snapshot.signals, snapshot.state, config, snapshot.now)
@@ -208,9 +220,22 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
             self._metrics.rpc_requests.labels(method, failure.code.name).inc()
             await _abort(context, failure)
 
-    async def _until_stopping(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout_s)
+    async def _until_change(self, changed: asyncio.Event, decision: Decision | None) -> None:
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stopping.wait())]
+        holding = decision is not None and decision.new_state.active_until > decision.at
+        if decision is not None and decision.active and holding:
+            # Only time can end a held activity: more demand would just extend it.
+            until = decision.new_state.active_until
+            waits.append(asyncio.ensure_future(self._clock.wait_until(until, decision.at)))
+        else:
+            waits.append(asyncio.ensure_future(changed.wait()))
+        try:
+            await asyncio.wait(
+                waits, timeout=self._stream_interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 async def _abort(context: Context, failure: RpcFailure) -> NoReturn:

@@ -27,8 +27,9 @@ class Settings:
     metrics_port: int = 9100
     # Bound on one Redis read: KEDA's HPA path allows ~3 s for three calls together.
     redis_timeout_s: float = 1.0
-    # How often an open StreamIsActive re-evaluates its target.
-    stream_interval_s: float = 1.0
+    # An open StreamIsActive is pushed by key events; this is its safety re-check
+    # for events missed (Redis restarted, notifications off).
+    stream_interval_s: float = 10.0
     # Redis is pinged this often; readiness fails when the last success is older than 2x.
     health_interval_s: float = 5.0
     # On SIGTERM, calls in flight get this long to finish.

@@ -19,14 +19,39 @@ NAMESPACE = "inference"
 
 
 class FakeClock:
+    """The scaler's Clock, stepped by the test thread; wakes server-side waiters it passes."""
+
     def __init__(self, now: float) -> None:
         self._now = now
+        self._lock = threading.Lock()
+        self._sleepers: list[tuple[float, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def __call__(self) -> float:
         return self._now
 
+    def now(self) -> float | None:
+        return self._now
+
     def advance(self, seconds: float) -> None:
-        self._now += seconds
+        with self._lock:
+            self._now += seconds
+            due = [s for s in self._sleepers if s[0] <= self._now]
+            self._sleepers = [s for s in self._sleepers if s[0] > self._now]
+        for _, loop, future in due:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    async def wait_until(self, deadline: float, now: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if deadline <= self._now:
+                return
+            self._sleepers.append((deadline, asyncio.get_running_loop(), future))
+        await future
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def scaler_settings(redis_url: str, **overrides: object) -> Settings:
@@ -36,7 +61,7 @@ def scaler_settings(redis_url: str, **overrides: object) -> Settings:
         grpc_port=0,
         metrics_port=0,
         redis_timeout_s=0.5,
-        stream_interval_s=0.05,
+        stream_interval_s=30.0,  # streams must be woken by key events, not this re-check
         health_interval_s=0.1,
         shutdown_grace_s=2.0,
     )

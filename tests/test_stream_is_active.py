@@ -1,0 +1,109 @@
+"""StreamIsActive (trigger type external-push): pushed by key events and by the clock, not polled.
+
+The scaler under test re-checks open streams only every 30 s (see harness), so
+every answer these tests wait for had to be pushed by an event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import redis
+
+from scaler._generated import externalscaler_pb2 as pb
+from scaler.local_redis import LocalRedis
+from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+
+
+def _next(stream: Iterator[pb.IsActiveResponse]) -> bool:
+    return next(stream).result
+
+
+def test_first_request_queued_at_zero_is_pushed(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    for queue_type, push in (
+        ("list", lambda: redis_client.lpush("q:list", "r")),
+        ("zset", lambda: redis_client.zadd("q:zset", {"r": 1})),
+    ):
+        stream = scaler.stub.StreamIsActive(
+            ref(f"m-{queue_type}", queueKey=f"q:{queue_type}", queueType=queue_type), timeout=10
+        )
+        assert _next(stream) is False
+        push()
+        assert _next(stream) is True
+        stream.cancel()
+
+
+def test_first_request_on_a_stream_queue_is_pushed(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    redis_client.xgroup_create("s", "workers", id="0", mkstream=True)
+    so = ref("m", queueKey="s", queueType="stream", consumerGroup="workers")
+    stream = scaler.stub.StreamIsActive(so, timeout=10)
+    assert _next(stream) is False
+    redis_client.xadd("s", {"prompt": "hello"})
+    assert _next(stream) is True
+    stream.cancel()
+
+
+def test_a_pod_reporting_load_at_zero_is_pushed(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    stream = scaler.stub.StreamIsActive(ref("m"), timeout=10)
+    assert _next(stream) is False
+    publisher.publish("m", pod_report("p", inflight=2), at=clock())
+    assert _next(stream) is True
+    stream.cancel()
+
+
+def test_demand_below_activation_threshold_is_not_pushed_until_it_crosses(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    stream = scaler.stub.StreamIsActive(ref("m", queueKey="q", activationThreshold="2"), timeout=10)
+    assert _next(stream) is False
+    redis_client.rpush("q", "a", "b")  # 2: not above the threshold, nothing to push
+    redis_client.rpush("q", "c")
+    assert _next(stream) is True
+    stream.cancel()
+
+
+def test_last_demand_gone_is_pushed_after_the_scale_to_zero_delay(
+    scaler: RunningScaler, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    so = ref("m", queueKey="q", scaleToZeroDelaySeconds="300")
+    redis_client.rpush("q", "r")
+    stream = scaler.stub.StreamIsActive(so, timeout=10)
+    assert _next(stream) is True
+    redis_client.delete("q")
+    assert scaler.stub.IsActive(so).result is True  # polls see it held too
+    clock.advance(299)
+    assert scaler.stub.IsActive(so).result is True
+    clock.advance(2)
+    assert _next(stream) is False  # woken by the clock: nothing changed in Redis
+    stream.cancel()
+
+
+def test_stream_survives_a_redis_restart_and_pushes_again(
+    scaler: RunningScaler, redis_server: LocalRedis
+) -> None:
+    stream = scaler.stub.StreamIsActive(ref("m", queueKey="q"), timeout=20)
+    assert _next(stream) is False
+    redis_server.kill()
+    redis_server.start()  # empty, notifications off, nobody subscribed
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as fresh:
+        channel = "__keyspace@0__:q"
+        assert _eventually(lambda: dict(fresh.pubsub_numsub(channel))[channel] >= 1)
+        assert "K" in fresh.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        fresh.rpush("q", "r")
+    assert _next(stream) is True
+    stream.cancel()
+
+
+def _eventually(condition: Callable[[], bool], attempts: int = 400) -> bool:
+    """Poll a real event no clock can stand in for (a reconnect), bounded in attempts."""
+    for _ in range(attempts):
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
