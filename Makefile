@@ -13,7 +13,7 @@ REDIS_URL ?= redis://localhost:6379/0
 GRPC_PORT ?= 9090
 METRICS_PORT ?= 9100
 
-.PHONY: run test lint gen venv clean
+.PHONY: run test lint bench gen venv clean
 
 run: $(READY)
 	REDIS_URL=$(REDIS_URL) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
@@ -21,6 +21,9 @@ run: $(READY)
 
 test: $(READY)
 	$(PY) -m pytest
+
+bench: $(READY)
+	$(PY) -m tests.benchmarks
 
 lint: $(READY)
 	$(VENV)/bin/ruff check scaler sidecar tests
