@@ -1,0 +1,43 @@
+"""The README's metadata table and the example ScaledObject say what the code does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from scaler.target_config import KEDA_KEYS, METADATA_KEYS, parse_target_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_table() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Trigger metadata", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
+    return {key: default.strip() for key, default in rows}
+
+
+def test_readme_documents_every_key_with_its_default() -> None:
+    table = _readme_table()
+    assert set(table) == set(METADATA_KEYS)
+    for key, spec in METADATA_KEYS.items():
+        expected = f"`{spec.default}`" if spec.default is not None else table[key]
+        assert table[key] == expected, key
+        if spec.default is None:
+            assert table[key] in ("required", "none", "ScaledObject name"), key
+
+
+def test_example_scaled_object_uses_only_known_keys_and_the_defaults() -> None:
+    import yaml
+
+    scaled_object = yaml.safe_load((ROOT / "manifests/example/scaledobject.yaml").read_text())
+    trigger = scaled_object["spec"]["triggers"][0]
+    assert trigger["type"] == "external-push"
+    metadata = trigger["metadata"]
+    assert set(metadata) <= set(METADATA_KEYS) | KEDA_KEYS
+    name = scaled_object["metadata"]["name"]
+    parsed = parse_target_config("inference", name, metadata)
+    assert parsed.unknown_keys == frozenset()
+    # Every setting the example spells out is the documented default.
+    not_defaulted = {k: metadata[k] for k in ("targetConcurrency", "queueKey", "targetName")}
+    assert parsed.config == parse_target_config("inference", name, not_defaulted).config
