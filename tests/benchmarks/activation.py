@@ -72,7 +72,9 @@ def run() -> dict[str, float]:
     }
 
 
-def _open(stub: pb_grpc.ExternalScalerStub, so: pb.ScaledObjectRef) -> tuple[
+def _open(
+    stub: pb_grpc.ExternalScalerStub, so: pb.ScaledObjectRef
+) -> tuple[
     grpc.Future, queue.Queue[tuple[bool, float]]  # type: ignore[type-arg]
 ]:
     stream = stub.StreamIsActive(so)
