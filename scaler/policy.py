@@ -31,6 +31,7 @@ window) -> then 6 -> 1 replica. Demand 0 from t=200 -> active until t=500.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -81,6 +82,24 @@ class Decision:
     at: float  # the time it was decided at
 
 
+def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
+    """Whether merging `new` into `stored` would change anything a later decision reads.
+
+    Most polls change nothing (no new maximum, same deadlines), and skipping
+    their write halves the Redis round trips of a poll. Expired buckets are left
+    for the next write to drop: the window ignores them meanwhile."""
+    if new.bucket_s != stored.bucket_s or new.active_until > stored.active_until:
+        return True
+    burst_new = (new.burst_started_at, new.burst_peak, new.burst_until)
+    burst_old = (stored.burst_started_at, stored.burst_peak, stored.burst_until)
+    if new.burst_started_at > stored.burst_started_at or (
+        new.burst_started_at == stored.burst_started_at and burst_new > burst_old
+    ):
+        return True
+    old_buckets = dict(stored.buckets)
+    return any(value > old_buckets.get(index, -1.0) for index, value in new.buckets)
+
+
 def bucket_width(config: TargetConfig) -> float:
     return max(_MIN_BUCKET_S, config.scale_down_delay_s / BUCKETS_PER_WINDOW)
 
@@ -104,7 +123,10 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     was_active = now < state.active_until
     active_until = state.active_until
     if wakes or (was_active and demand > 0):
-        active_until = max(active_until, now + config.scale_to_zero_delay_s)
+        # Rounded up to a bucket edge: never earlier than the delay asks, and the
+        # stored state then changes once per bucket, not on every poll.
+        deadline = math.ceil((now + config.scale_to_zero_delay_s) / bucket_s) * bucket_s
+        active_until = max(active_until, deadline)
     active = wakes or now < active_until
 
     new_state = PolicyState(

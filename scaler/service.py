@@ -24,7 +24,7 @@ from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock
 from scaler.key_events import KeyEvents
-from scaler.policy import Decision, decide
+from scaler.policy import Decision, decide, needs_saving
 from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
 from scaler.target_config import MetadataError, TargetConfig, parse_target_config
 from scaler.telemetry import ScalerMetrics
@@ -176,7 +176,10 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
             snapshot = await self._store.read(config, now, time_remaining_s)
             decision = decide(snapshot.signals, snapshot.state, config, snapshot.now)
             # Saved before answering: another replica's next answer must include this sample.
-            await self._store.save_state(config, decision.new_state, snapshot.now, time_remaining_s)
+            if needs_saving(snapshot.state, decision.new_state):
+                await self._store.save_state(
+                    config, decision.new_state, snapshot.now, time_remaining_s
+                )
         except StoreUnavailable as exc:
             self._metrics.redis_errors.labels("unavailable").inc()
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, f"{_target(config)}: {exc}") from None

@@ -21,8 +21,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from scaler import window
 from scaler.policy import PolicyState, bucket_width
-from scaler.reports import PodReport, ReportError
-from scaler.signals import Signals, aggregate
+from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
+from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
 from scaler.target_config import TargetConfig
 
@@ -54,8 +54,10 @@ class Snapshot:
 
 # KEYS: reports, seen, queue, policy state. ARGV: stale_after_s, now ('' = Redis TIME),
 # queue type ('' = no queue), consumer group.
-# Returns {now, stale count, pods, payloads, {status, depth}, state hash as a flat list}.
-READ_TARGET_LUA = """
+# Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list}.
+READ_TARGET_LUA = (
+    SUM_REPORTS_LUA
+    + """
 local now
 if ARGV[2] == '' then
   local t = redis.call('TIME')
@@ -115,8 +117,9 @@ local function queue_depth()
 end
 
 local state = redis.call('HGETALL', KEYS[4])
-return {string.format('%.6f', now), #stale, pods, payloads, queue_depth(), state}
+return {string.format('%.6f', now), #stale, sum_reports(pods, payloads), queue_depth(), state}
 """
+)
 
 
 class TargetStore:
@@ -191,27 +194,37 @@ def _warn_once(message: str) -> None:
 
 
 def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
-    now_text, stale_count, pods, payloads, (status, depth), state_fields = raw
+    now_text, stale_count, sums, (status, depth), state_fields = raw
     if status != "ok":
         raise QueueError(f"queueKey = {config.queue_key!r}: {depth}")
-    reports: list[PodReport] = []
-    invalid = 0
-    for pod, payload in zip(pods, payloads, strict=True):
-        try:
-            if payload is None:
-                raise ReportError("report is missing from the reports hash")
-            report = PodReport.from_json(payload)
-            if report.pod != pod:
-                raise ReportError(f"report field pod = {report.pod!r}, must be {pod!r}")
-        except ReportError as exc:
-            invalid += 1
-            _warn_once(f"{config.report_keys.reports} {pod}: {exc}")
-            continue
-        reports.append(report)
-    if invalid and not reports:
+    inflight, waiting, cap_ready, cap_starting, ready, valid, invalid, bad_pods, bad = sums
+    for pod, payload in zip(bad_pods, bad, strict=True):
+        _warn_once(f"{config.report_keys.reports} {pod}: {_why_invalid(pod, payload)}")
+    if invalid and not valid:
         raise NoValidReports(
             f"all {invalid} pod reports under {config.report_keys.reports} break the contract"
         )
-    signals = aggregate(reports, float(depth), stale_dropped=int(stale_count), invalid=invalid)
+    signals = Signals(
+        queue_depth=float(depth),
+        inflight=float(inflight),
+        waiting=float(waiting),
+        pods_reported=int(valid),
+        pods_ready=int(ready),
+        capacity_ready=float(cap_ready),
+        capacity_starting=float(cap_starting),
+        stale_dropped=int(stale_count),
+        invalid_reports=int(invalid),
+    )
     state = decode_state(dict(zip(state_fields[::2], state_fields[1::2], strict=True)))
     return Snapshot(now=float(now_text), signals=signals, state=state)
+
+
+def _why_invalid(pod: str, payload: str) -> str:
+    """The contract's own words for what the read script refused (a rare path)."""
+    if not payload:
+        return "report is missing from the reports hash"
+    try:
+        report = PodReport.from_json(payload)
+    except ReportError as exc:
+        return str(exc)
+    return f"report field pod = {report.pod!r}, must be {pod!r}"
