@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     local = _local_redis(settings) if args.start_local_redis else None
     try:
         asyncio.run(_serve(settings))
+    except SettingsError as exc:  # e.g. a TLS file that cannot be read, found at start
+        print(f"scaler: bad setting: {exc}", file=sys.stderr)
+        return 2
     finally:
         if local is not None:
             local.close()

@@ -47,8 +47,10 @@ def free_port() -> int:
 class LocalRedis:
     """One redis-server child process on 127.0.0.1; `restart` keeps the port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        """`extra_args` go to redis-server as they are (e.g. --requirepass, --tls-port)."""
         self.port = port or free_port()
+        self._extra_args = extra_args
         self._dir = tempfile.TemporaryDirectory(prefix="llm-scaler-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -57,24 +59,12 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", self._dir.name, *self._extra_args]
         self._process = subprocess.Popen(
-            [
-                find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [find_redis_server(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        self._wait_until_answering(timeout_s)
+        self._wait_for_port(timeout_s)
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -101,22 +91,18 @@ class LocalRedis:
         self.stop()
         self._dir.cleanup()
 
-    def _wait_until_answering(self, timeout_s: float) -> None:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+    def _wait_for_port(self, timeout_s: float) -> None:
+        """Until the server accepts connections; it answers commands from then on."""
         deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                try:
-                    client.ping()
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
-                except redis.ConnectionError:
-                    if self._process is not None and self._process.poll() is not None:
-                        raise RuntimeError(f"redis-server exited on port {self.port}") from None
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)  # process start-up: real time, there is no clock to inject
-        finally:
-            client.close()
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited on port {self.port}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server did not listen on port {self.port}")
+            time.sleep(0.02)  # process start-up: real time, there is no clock to inject
 
 
 def answers(url: str, timeout_s: float = 0.5) -> bool:

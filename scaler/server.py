@@ -34,6 +34,7 @@ from scaler.service import ExternalScalerService
 from scaler.settings import Settings
 from scaler.store import TargetStore
 from scaler.telemetry import ScalerMetrics
+from scaler.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ScalerServer:
             self.key_events,
             settings.stream_interval_s,
             clock if clock is not None else RedisClock(),
+            settings.max_streams,
         )
         self.grpc_port = 0
         self.metrics_port = 0
@@ -99,14 +101,24 @@ class ScalerServer:
             await self._shutdown()
 
     async def _start(self) -> None:
-        server = grpc.aio.server()
+        limit = self.settings.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+        )
         pb_grpc.add_ExternalScalerServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SCALER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{self.settings.bind_address}:{self.settings.grpc_port}"
-        self.grpc_port = server.add_insecure_port(address)
+        credentials = server_credentials(self.settings)  # files read now: bad ones fail start
+        if credentials is None:
+            self.grpc_port = server.add_insecure_port(address)
+        else:
+            self.grpc_port = server.add_secure_port(address, credentials)
         await server.start()
         self._grpc = server
         await self._metrics_endpoint.start(self.settings.bind_address, self.settings.metrics_port)

@@ -79,6 +79,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         key_events: KeyEvents,
         stream_interval_s: float,
         clock: Clock,
+        max_streams: int = 10_000,
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -86,6 +87,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._key_events = key_events
         self._stream_interval_s = stream_interval_s
         self._clock = clock
+        self._max_streams = max_streams
+        self._streams_open = 0
 
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
@@ -140,6 +143,15 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         A failed read sends nothing and keeps the stream: KEDA acts only on a
         streamed `true`, and the polled GetMetrics carries the error to its fallback."""
         config = await self._config_or_abort("StreamIsActive", request, context)
+        await self._admit_stream("StreamIsActive", context)
+        try:
+            async for response in self._active_changes(config):
+                yield response
+        finally:
+            self._streams_open -= 1
+        self._metrics.rpc_requests.labels("StreamIsActive", grpc.StatusCode.OK.name).inc()
+
+    async def _active_changes(self, config: TargetConfig) -> AsyncIterator[pb.IsActiveResponse]:
         last: bool | None = None
         keys = [config.report_keys.reports]
         if config.queue_key:
@@ -157,7 +169,6 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
                         last = decision.active
                         yield pb.IsActiveResponse(result=decision.active)
                     await self._until_change(changed, decision)
-        self._metrics.rpc_requests.labels("StreamIsActive", grpc.StatusCode.OK.name).inc()
 
     async def StreamMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
@@ -165,9 +176,13 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         """The spec depends on the metadata alone, which cannot change within one stream:
         send it once, then hold the stream open until shutdown."""
         config = await self._config_or_abort("StreamMetricSpec", request, context)
-        with self._metrics.streams_open.labels("StreamMetricSpec").track_inprogress():
-            yield metric_spec(config)
-            await self._stopping.wait()
+        await self._admit_stream("StreamMetricSpec", context)
+        try:
+            with self._metrics.streams_open.labels("StreamMetricSpec").track_inprogress():
+                yield metric_spec(config)
+                await self._stopping.wait()
+        finally:
+            self._streams_open -= 1
         self._metrics.rpc_requests.labels("StreamMetricSpec", grpc.StatusCode.OK.name).inc()
 
     async def _decide(self, config: TargetConfig, time_remaining_s: float | None) -> Decision:
@@ -222,6 +237,17 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         except RpcFailure as failure:
             self._metrics.rpc_requests.labels(method, failure.code.name).inc()
             await _abort(context, failure)
+
+    async def _admit_stream(self, method: str, context: Context) -> None:
+        """Each open stream holds memory and a watch: beyond MAX_STREAMS, refuse more."""
+        if self._streams_open >= self._max_streams:
+            failure = RpcFailure(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._streams_open} streams open, MAX_STREAMS = {self._max_streams}",
+            )
+            self._metrics.rpc_requests.labels(method, failure.code.name).inc()
+            await _abort(context, failure)
+        self._streams_open += 1
 
     async def _until_change(self, changed: asyncio.Event, decision: Decision | None) -> None:
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stopping.wait())]

@@ -35,6 +35,13 @@ class Settings:
     # On SIGTERM, calls in flight get this long to finish.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # gRPC TLS (see scaler.tls): certificate and key, and a CA to require client certificates.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None
+    # Bounds on what clients can make the process hold (see SECURITY.md).
+    max_message_bytes: int = 64 * 1024
+    max_streams: int = 10_000
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -51,6 +58,19 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     log_level = env.get("LOG_LEVEL", d.log_level).upper()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL = {shown(log_level)}, must be one of {_LOG_LEVELS}")
+
+    tls_cert = env.get("TLS_CERT_FILE") or None
+    tls_key = env.get("TLS_KEY_FILE") or None
+    tls_client_ca = env.get("TLS_CLIENT_CA_FILE") or None
+    if (tls_cert is None) != (tls_key is None):
+        raise SettingsError(
+            "TLS_CERT_FILE and TLS_KEY_FILE must be set together "
+            f"(TLS_CERT_FILE = {tls_cert!r}, TLS_KEY_FILE = {tls_key!r})"
+        )
+    if tls_client_ca is not None and tls_cert is None:
+        raise SettingsError(
+            f"TLS_CLIENT_CA_FILE = {tls_client_ca!r} needs TLS_CERT_FILE and TLS_KEY_FILE too"
+        )
 
     def port(name: str, default: int) -> int:
         return int_in_range(name, env.get(name, str(default)), 0, 65535, error=SettingsError)
@@ -70,6 +90,23 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         health_interval_s=seconds("HEALTH_INTERVAL_SECONDS", d.health_interval_s, 0, 300),
         shutdown_grace_s=seconds("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_s, 0, 300),
         log_level=log_level,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        tls_client_ca_file=tls_client_ca,
+        max_message_bytes=int_in_range(
+            "MAX_MESSAGE_BYTES",
+            env.get("MAX_MESSAGE_BYTES", str(d.max_message_bytes)),
+            1024,
+            16 * 1024 * 1024,
+            error=SettingsError,
+        ),
+        max_streams=int_in_range(
+            "MAX_STREAMS",
+            env.get("MAX_STREAMS", str(d.max_streams)),
+            1,
+            1_000_000,
+            error=SettingsError,
+        ),
     )
 
 

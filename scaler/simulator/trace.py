@@ -1,0 +1,207 @@
+"""Request traces: loaded from CSV as published, or synthesised.
+
+A trace is three aligned arrays (arrival time in seconds from the first
+arrival, input tokens, output tokens), sorted by arrival. Two CSV layouts are
+read as they are:
+
+- Azure LLM inference traces (Patel et al., Splitwise, ISCA 2024):
+  `TIMESTAMP` (`YYYY-MM-DD HH:MM:SS.fffffff`), `ContextTokens`, `GeneratedTokens`;
+- our own plain layout: `arrival_s` (seconds, any origin), `input_tokens`,
+  `output_tokens`.
+
+Synthesis keeps the published trace out of the repository: `repeat_to` tiles a
+trace to a longer span (a day from the one-hour sample, for timing),
+`scale_rate` thins or superposes it to change the traffic level, and `bursty`
+makes quiet minutes broken by bursts of 10-30x the mean rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_LAYOUTS = (
+    ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+    ("arrival_s", "input_tokens", "output_tokens"),
+)
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read as one of the known layouts."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    arrival_s: FloatArray  # seconds from the trace's origin (a file's first arrival), ascending
+    input_tokens: IntArray
+    output_tokens: IntArray
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.shape[0])
+
+    @property
+    def span_s(self) -> float:
+        return float(self.arrival_s[-1]) if len(self) else 0.0
+
+    @property
+    def mean_rate(self) -> float:
+        """Requests per second over the span (arrivals / span)."""
+        return len(self) / self.span_s if self.span_s > 0 else 0.0
+
+
+def make_trace(
+    name: str, arrival_s: npt.ArrayLike, input_tokens: npt.ArrayLike, output_tokens: npt.ArrayLike
+) -> Trace:
+    """A trace from unsorted arrays: sorted by arrival (stable) and shifted to start at 0."""
+    arrivals = np.asarray(arrival_s, dtype=np.float64)
+    order = np.argsort(arrivals, kind="stable")
+    arrivals = arrivals[order]
+    if arrivals.size:
+        arrivals = arrivals - arrivals[0]
+    return Trace(
+        name=name,
+        arrival_s=arrivals,
+        input_tokens=np.asarray(input_tokens, dtype=np.int64)[order],
+        output_tokens=np.asarray(output_tokens, dtype=np.int64)[order],
+    )
+
+
+def load_csv(path: Path) -> Trace:
+    with path.open(newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None:
+            raise TraceError(f"{path}: empty file")
+        columns = [h.strip() for h in header]
+        layout = next((lay for lay in _LAYOUTS if set(lay) <= set(columns)), None)
+        if layout is None:
+            known = " or ".join(", ".join(lay) for lay in _LAYOUTS)
+            raise TraceError(f"{path}: columns {columns}, must include {known}")
+        at, inp, out = (columns.index(c) for c in layout)
+        body = list(rows)
+    if not body:
+        raise TraceError(f"{path}: no requests")
+    try:
+        if layout[0] == "TIMESTAMP":
+            # numpy parses 'YYYY-MM-DD HH:MM:SS.fffffff' to the nanosecond, fast.
+            stamps = np.array([r[at] for r in body], dtype="datetime64[ns]")
+            arrivals = (stamps - stamps.min()).astype(np.int64) / 1e9
+        else:
+            arrivals = np.array([float(r[at]) for r in body])
+        inputs = np.array([int(r[inp]) for r in body], dtype=np.int64)
+        outputs = np.array([int(r[out]) for r in body], dtype=np.int64)
+    except (ValueError, IndexError) as exc:
+        raise TraceError(f"{path}: unreadable row: {exc}") from None
+    if (inputs < 0).any() or (outputs < 0).any():
+        raise TraceError(f"{path}: negative token counts")
+    return make_trace(path.stem, arrivals, inputs, outputs)
+
+
+def repeat_to(trace: Trace, span_s: float) -> Trace:
+    """The trace tiled end to end until it covers `span_s` (a day from an hour).
+
+    Copies are spaced by the span plus one mean inter-arrival gap, so the seam
+    looks like any other gap."""
+    if len(trace) == 0 or span_s <= trace.span_s:
+        return trace
+    period = trace.span_s + 1.0 / max(trace.mean_rate, 1e-9)
+    copies = math.ceil(span_s / period)
+    arrivals = np.concatenate([trace.arrival_s + k * period for k in range(copies)])
+    keep = arrivals <= span_s
+    return Trace(
+        name=f"{trace.name} x{copies}",
+        arrival_s=arrivals[keep],
+        input_tokens=np.tile(trace.input_tokens, copies)[keep],
+        output_tokens=np.tile(trace.output_tokens, copies)[keep],
+    )
+
+
+def scale_rate(trace: Trace, factor: float, seed: int = 0) -> Trace:
+    """The same traffic shape at `factor` times the rate.
+
+    Below 1 each request is kept with probability `factor` (thinning keeps the
+    shape). Above 1, whole copies circularly shifted by random offsets are laid
+    over the original, then a thinned copy adds the fraction."""
+    if factor <= 0:
+        raise ValueError(f"rate factor = {factor}, must be > 0")
+    if factor == 1 or len(trace) == 0:
+        return trace
+    rng = np.random.default_rng(seed)
+    span = trace.span_s + 1.0 / max(trace.mean_rate, 1e-9)
+    parts: list[tuple[FloatArray, IntArray, IntArray]] = []
+    whole, fraction = int(factor), factor - int(factor)
+    for k in range(whole):
+        shift = 0.0 if k == 0 else float(rng.uniform(0, span))
+        parts.append(((trace.arrival_s + shift) % span, trace.input_tokens, trace.output_tokens))
+    if fraction > 0:
+        keep = rng.random(len(trace)) < fraction
+        shift = float(rng.uniform(0, span)) if whole else 0.0
+        parts.append(
+            (
+                (trace.arrival_s[keep] + shift) % span,
+                trace.input_tokens[keep],
+                trace.output_tokens[keep],
+            )
+        )
+    return make_trace(
+        f"{trace.name} x{factor:g}",
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+def bursty(
+    span_s: float,
+    mean_rate: float,
+    seed: int = 0,
+    burst_factor: tuple[float, float] = (10.0, 30.0),
+    burst_s: tuple[float, float] = (2.0, 10.0),
+    tokens_from: Trace | None = None,
+) -> Trace:
+    """Quiet minutes, then bursts of 10-30x `mean_rate` for a few seconds; Poisson inside.
+
+    Silence between bursts is exponential with the mean that makes the overall
+    rate come out at `mean_rate`: a burst of mean length B at mean factor F
+    carries F * mean_rate * B requests, so bursts must start every F * B
+    seconds on average. Worked example: F = 20, B = 6 s -> a burst every
+    120 s, i.e. 114 s of silence on average, with some gaps of many minutes
+    (exactly what scale-to-zero bets on). Tokens are drawn from `tokens_from`
+    (pairs kept together) or from log-normals shaped like the conversation
+    trace (input median 1,020, output median 129)."""
+    rng = np.random.default_rng(seed)
+    mean_factor = sum(burst_factor) / 2
+    mean_burst = sum(burst_s) / 2
+    mean_silence = max(mean_factor * mean_burst - mean_burst, 0.0)
+    arrivals: list[FloatArray] = []
+    t = float(rng.exponential(mean_silence)) if mean_silence else 0.0
+    while t < span_s:
+        length = float(rng.uniform(*burst_s))
+        rate = float(rng.uniform(*burst_factor)) * mean_rate
+        count = int(rng.poisson(rate * length))
+        arrivals.append(np.sort(rng.uniform(t, min(t + length, span_s), count)))
+        t += length + (float(rng.exponential(mean_silence)) if mean_silence else 0.0)
+    times = np.concatenate(arrivals) if arrivals else np.zeros(0)
+    n = times.size
+    if tokens_from is not None and len(tokens_from):
+        pick = rng.integers(0, len(tokens_from), n)
+        inputs, outputs = tokens_from.input_tokens[pick], tokens_from.output_tokens[pick]
+    else:
+        inputs = np.maximum(1, rng.lognormal(math.log(1020), 0.6, n)).astype(np.int64)
+        outputs = np.maximum(1, rng.lognormal(math.log(129), 0.9, n)).astype(np.int64)
+    # Keep the clock: the first burst comes after a silence, which is part of the story.
+    return Trace(
+        name=f"bursty {mean_rate:g} req/s",
+        arrival_s=times,
+        input_tokens=inputs,
+        output_tokens=outputs,
+    )
