@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any, NoReturn, TypeVar
@@ -24,7 +25,8 @@ from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock
 from scaler.key_events import KeyEvents
-from scaler.policy import Decision, decide, needs_saving
+from scaler.policy import Decision, PolicyState, decide, needs_saving
+from scaler.state_codec import merge_states, policy_key
 from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
 from scaler.target_config import MetadataError, TargetConfig, parse_target_config
 from scaler.telemetry import ScalerMetrics
@@ -35,6 +37,7 @@ T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
+_REMEMBERED_TARGETS = 10_000  # ~2 KB each at most: bounded memory whatever KEDA sends
 
 
 class RpcFailure(Exception):
@@ -89,6 +92,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._clock = clock
         self._max_streams = max_streams
         self._streams_open = 0
+        # What this replica last decided, per ScaledObject: a floor under what Redis
+        # returns, so state lost with a Redis restart is refilled, never forgotten.
+        self._remembered: OrderedDict[str, PolicyState] = OrderedDict()
 
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
@@ -189,7 +195,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         now = self._clock.now()
         try:
             snapshot = await self._store.read(config, now, time_remaining_s)
-            decision = decide(snapshot.signals, snapshot.state, config, snapshot.now)
+            state = self._with_remembered(config, snapshot.state)
+            decision = decide(snapshot.signals, state, config, snapshot.now)
+            self._remember(config, decision.new_state)
             # Saved before answering: another replica's next answer must include this sample.
             if needs_saving(snapshot.state, decision.new_state):
                 await self._store.save_state(
@@ -237,6 +245,17 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         except RpcFailure as failure:
             self._metrics.rpc_requests.labels(method, failure.code.name).inc()
             await _abort(context, failure)
+
+    def _with_remembered(self, config: TargetConfig, stored: PolicyState) -> PolicyState:
+        remembered = self._remembered.get(policy_key(config))
+        return stored if remembered is None else merge_states(stored, remembered)
+
+    def _remember(self, config: TargetConfig, state: PolicyState) -> None:
+        key = policy_key(config)
+        self._remembered[key] = state
+        self._remembered.move_to_end(key)
+        if len(self._remembered) > _REMEMBERED_TARGETS:
+            self._remembered.popitem(last=False)
 
     async def _admit_stream(self, method: str, context: Context) -> None:
         """Each open stream holds memory and a watch: beyond MAX_STREAMS, refuse more."""

@@ -55,6 +55,30 @@ def decode_state(fields: Mapping[str, str]) -> PolicyState:
     )
 
 
+def merge_states(stored: PolicyState, remembered: PolicyState) -> PolicyState:
+    """The merge script's rule in Python: per-field maximum, a later burst replacing an earlier.
+
+    Used to fold what a replica remembers into what Redis returned, so a Redis
+    that restarted empty is refilled from memory instead of lowering the metric."""
+    if remembered.bucket_s != stored.bucket_s and stored.bucket_s:
+        return stored  # another delay now: the stored state is the one in force
+    buckets = dict(stored.buckets)
+    for index, value in remembered.buckets:
+        buckets[index] = max(value, buckets.get(index, value))
+    burst = max(
+        (stored.burst_started_at, stored.burst_peak, stored.burst_until),
+        (remembered.burst_started_at, remembered.burst_peak, remembered.burst_until),
+    )
+    return PolicyState(
+        bucket_s=remembered.bucket_s if not stored.bucket_s else stored.bucket_s,
+        buckets=tuple(sorted(buckets.items())),
+        active_until=max(stored.active_until, remembered.active_until),
+        burst_started_at=burst[0],
+        burst_peak=burst[1],
+        burst_until=burst[2],
+    )
+
+
 def merge_args(state: PolicyState, oldest_bucket: int, ttl_s: int) -> list[str | int]:
     args: list[str | int] = [
         repr(state.bucket_s),

@@ -7,7 +7,16 @@ import pytest
 import redis
 
 from scaler.local_redis import LocalRedis
-from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+from scaler.service import target_config_of
+from scaler.state_codec import policy_key
+from tests.harness import (
+    FakeClock,
+    ReportPublisher,
+    RunningScaler,
+    pod_report,
+    ref,
+    scaler_settings,
+)
 
 
 def _status_of(call: object) -> grpc.StatusCode:
@@ -36,11 +45,30 @@ def test_redis_killed_answers_unavailable_then_recovers_by_itself(
         redis_server.start()
 
     # The restarted Redis is empty (this one keeps nothing on disk): the sidecars' next
-    # reports bring the data back, and the smoothing window starts over.
+    # reports bring the load back, and what the window held comes back from the
+    # replica's memory instead of being forgotten.
     fresh = redis.Redis.from_url(redis_server.url)
     ReportPublisher(fresh).publish("m", pod_report("p", inflight=4), at=clock())
+    assert scaler.keda.poll(so).value_float == 6
+    assert fresh.exists(policy_key(target_config_of(so)))  # written back for every replica
     fresh.close()
-    assert scaler.keda.poll(so).value_float == 4
+
+
+def test_a_replica_that_never_saw_the_lost_state_gets_it_back_from_one_that_did(
+    scaler: RunningScaler, redis_server: LocalRedis, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    so = ref("m", queueKey="q")
+    redis_client.rpush("q", *range(30))
+    assert scaler.keda.poll(so).value_float == 30
+    redis_server.kill()
+    redis_server.start()
+    other = RunningScaler(scaler_settings(redis_server.url), clock)
+    try:
+        assert other.keda.poll(so).value_float == 0  # nothing in Redis, nothing remembered
+        assert scaler.keda.poll(so).value_float == 30  # refilled from memory...
+        assert other.keda.poll(so).value_float == 30  # ...for every replica
+    finally:
+        other.stop()
 
 
 def test_slow_redis_answers_unavailable_within_the_deadline_instead_of_piling_up(
