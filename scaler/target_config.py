@@ -39,7 +39,7 @@ class KeySpec:
 # and the example ScaledObject are checked against this by the tests.
 METADATA_KEYS: dict[str, KeySpec] = {
     "targetConcurrency": KeySpec(
-        None, "requests one replica should serve at once (in flight + waiting), > 0"
+        None, "requests one replica should serve at once (in flight + waiting), in [0.1; 1e6]"
     ),
     "activationThreshold": KeySpec(
         "0", "demand above which the target is active (woken from zero), >= 0"
@@ -54,7 +54,7 @@ METADATA_KEYS: dict[str, KeySpec] = {
     ),
     "staleAfterSeconds": KeySpec("10", "pod reports older than this are dropped, in [1; 3600]"),
     "targetUtilization": KeySpec(
-        "0.8", "share of targetConcurrency replicas are sized for (headroom), in (0; 1]"
+        "0.8", "share of targetConcurrency replicas are sized for (headroom), in [0.05; 1]"
     ),
     "scaleDownDelaySeconds": KeySpec(
         "120", "metric = max demand over this window, so replicas go only after it, in [0; 3600]"
@@ -142,13 +142,15 @@ def parse_target_config(
         namespace=namespace,
         scaled_object=scaled_object,
         target_name=md.get("targetName", _target_name) or scaled_object,
-        target_concurrency=md.get("targetConcurrency", _float(0, 1e6, low_open=True)),
+        # Lower bounds keep the HPA target (their product) >= 0.005: KEDA keeps 3
+        # decimals, and a target it rounds to 0 makes the HPA invalid.
+        target_concurrency=md.get("targetConcurrency", _float(0.1, 1e6)),
         activation_threshold=md.get("activationThreshold", _float(0, 1e9)),
         queue_key=queue_key,
         queue_type=queue_type,
         consumer_group=consumer_group,
         stale_after_s=md.get("staleAfterSeconds", _float(1, 3600)),
-        target_utilization=md.get("targetUtilization", _float(0, 1, low_open=True)),
+        target_utilization=md.get("targetUtilization", _float(0.05, 1)),
         scale_down_delay_s=md.get("scaleDownDelaySeconds", _float(0, 3600)),
         scale_to_zero_delay_s=md.get("scaleToZeroDelaySeconds", _float(0, 86400)),
         burst_threshold=md.get("burstThreshold", _float(1, 1000, low_open=True)),

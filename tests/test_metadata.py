@@ -75,7 +75,7 @@ BAD = [
     (
         "zero-target",
         {"targetConcurrency": "0"},
-        "targetConcurrency = '0', must be a number in (0; 1e+06]",
+        "targetConcurrency = '0', must be a number in [0.1; 1e+06]",
     ),
     ("negative-target", {"targetConcurrency": "-3"}, "targetConcurrency = '-3'"),
     ("nan-target", {"targetConcurrency": "NaN"}, "targetConcurrency = 'NaN'"),
@@ -117,7 +117,7 @@ BAD = [
     (
         "zero-utilization",
         {"targetUtilization": "0"},
-        "targetUtilization = '0', must be a number in (0; 1]",
+        "targetUtilization = '0', must be a number in [0.05; 1]",
     ),
     ("over-utilization", {"targetUtilization": "1.2"}, "targetUtilization = '1.2'"),
     (
