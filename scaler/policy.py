@@ -123,10 +123,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     was_active = now < state.active_until
     active_until = state.active_until
     if wakes or (was_active and demand > 0):
-        # Rounded up to a bucket edge: never earlier than the delay asks, and the
-        # stored state then changes once per bucket, not on every poll.
-        deadline = math.ceil((now + config.scale_to_zero_delay_s) / bucket_s) * bucket_s
-        active_until = max(active_until, deadline)
+        active_until = max(active_until, _deadline(now, config.scale_to_zero_delay_s))
     active = wakes or now < active_until
 
     new_state = PolicyState(
@@ -141,6 +138,16 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         config, demand, metric, held, active, in_burst, burst_peak, committed, active_until - now
     )
     return Decision(metric, active, reason, detail, new_state, demand, now)
+
+
+def _deadline(now: float, delay_s: float) -> float:
+    """now + delay_s, rounded up to a 60th of the delay: never earlier than asked
+    (at most 1.7% later), and the stored deadline then changes 60 times per delay
+    rather than on every poll (see `needs_saving`)."""
+    if delay_s <= 0:
+        return now
+    quantum = delay_s / BUCKETS_PER_WINDOW
+    return math.ceil((now + delay_s) / quantum) * quantum
 
 
 def _rebucketed(state: PolicyState, bucket_s: float, now: float) -> window.Buckets:
