@@ -1,0 +1,112 @@
+"""Command line: `python -m sidecar` reports this pod's Triton load to Redis until SIGTERM.
+
+Wires the parts together and owns the process's lifecycle: the real clocks are
+read here and nowhere else; /metrics and /healthz are served next to the report
+loop; on SIGTERM (the pod is being deleted) the loop stops and the pod's report
+is removed at once, so the scaler stops counting the pod before it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from scaler.metrics_http import MetricsEndpoint
+from scaler.reports import ReportWriter, report_keys
+from sidecar.config import ConfigError, SidecarConfig, load_config
+from sidecar.readiness import ReadinessProbe
+from sidecar.reporter import Reporter
+from sidecar.scrape import MetricsScraper
+from sidecar.telemetry import SidecarMetrics
+
+log = logging.getLogger("sidecar")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        print(f"sidecar: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, config.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(config))
+    return 0
+
+
+def redis_client(config: SidecarConfig) -> Redis:
+    """Calls fail fast (the reporter backs off); one quick retry covers a connection
+    that a restarted Redis closed under us."""
+    client: Redis = Redis.from_url(
+        config.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=config.redis_timeout_s,
+        socket_timeout=config.redis_timeout_s,
+        retry=Retry(NoBackoff(), 1),
+    )
+    if config.redis_password is not None:
+        client.connection_pool.connection_kwargs["password"] = config.redis_password
+    return client
+
+
+async def serve(config: SidecarConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    registry = CollectorRegistry()
+    redis = redis_client(config)
+    probe = ReadinessProbe(config.triton_grpc_url, config.models, config.triton_timeout_s)
+    reporter = Reporter(
+        config,
+        probe,
+        MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
+        ReportWriter(redis, report_keys(config.namespace, config.target)),
+        SidecarMetrics(registry),
+        clock=time.monotonic,
+        wall_at_start=time.time(),
+    )
+    endpoint = MetricsEndpoint(registry, health_path="/healthz", healthy=reporter.healthy)
+    await endpoint.start(config.bind_address, config.metrics_port)
+    log.info(
+        "reporting %s/%s for target %s every %gs (reading triton %s every %gs); "
+        "/metrics and /healthz on %s:%d",
+        config.namespace,
+        config.pod,
+        config.target,
+        config.interval_s,
+        config.triton_grpc_url,
+        config.poll_interval_s,
+        config.bind_address,
+        endpoint.port,
+    )
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            reports = tasks.create_task(reporter.run(stop))
+            await stop.wait()
+            # The pod is going away: stop mid-tick rather than finish it, so nothing
+            # is written after the report is removed.
+            reports.cancel()
+        log.info("SIGTERM: removing this pod's report")
+        await reporter.remove()
+    finally:
+        await endpoint.stop()
+        with contextlib.suppress(Exception):  # shutting down: nothing left to tell
+            await probe.close()
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The sidecar's process configuration: flags, then environment, then defaults, checked once.
+
+Every setting has one flag and one environment variable (the pod manifest can use
+either; the downward API and Secrets only fill variables), its default and its
+allowed range live in `SETTINGS` below, in one place. A bad value stops the
+process at start with "--flag (env VAR) = 'value', must be ..." and a non-zero
+exit, before anything is written anywhere.
+
+The Redis password is deliberately a variable only (REDIS_PASSWORD, from a
+Secret): a flag would show it in `ps` and in the pod spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from scaler.parsing import int_in_range, number_in_range, shown
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, malformed or out of range; the message names flag and variable."""
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    pod: str
+    namespace: str
+    target: str
+    redis_url: str = "redis://localhost:6379/0"
+    redis_password: str | None = None
+    triton_grpc_url: str = "localhost:8001"
+    triton_metrics_url: str = "http://localhost:8002/metrics"
+    # Empty: every model Triton serves counts; readiness then checks the server alone.
+    models: tuple[str, ...] = ()
+    # Concurrent requests one pod serves when the engine does not publish its own
+    # maximum (plain Triton), and the capacity a starting pod announces. 0: unknown.
+    capacity: float = 0.0
+    # A report is written at least this often, and at once when the load changes.
+    interval_s: float = 1.0
+    # Triton is read this often to notice a change between two interval reports.
+    poll_interval_s: float = 0.5
+    # Bound on one call to Triton (gRPC readiness, metrics scrape) and to Redis.
+    triton_timeout_s: float = 0.5
+    redis_timeout_s: float = 1.0
+    bind_address: str = "0.0.0.0"
+    metrics_port: int = 9102
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:  # the password must never reach a log line
+        password = None if self.redis_password is None else "***"
+        return (
+            f"SidecarConfig(pod={self.pod!r}, namespace={self.namespace!r}, "
+            f"target={self.target!r}, redis_url={_without_password(self.redis_url)!r}, "
+            f"redis_password={password!r}, triton_grpc_url={self.triton_grpc_url!r}, "
+            f"triton_metrics_url={self.triton_metrics_url!r}, models={self.models!r}, "
+            f"capacity={self.capacity!r}, interval_s={self.interval_s!r}, "
+            f"poll_interval_s={self.poll_interval_s!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Setting:
+    flag: str
+    env: str
+    help: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.flag} (env {self.env})"
+
+
+SETTINGS: dict[str, Setting] = {
+    "pod": Setting("--pod-name", "POD_NAME", "this pod's name (downward API metadata.name)"),
+    "namespace": Setting(
+        "--namespace", "POD_NAMESPACE", "this pod's namespace (downward API metadata.namespace)"
+    ),
+    "target": Setting(
+        "--target",
+        "TARGET_NAME",
+        "name reports are filed under: the ScaledObject's targetName (default: its name)",
+    ),
+    "redis_url": Setting("--redis-url", "REDIS_URL", "redis://, rediss:// or unix:// URL"),
+    "triton_grpc_url": Setting("--triton-grpc-url", "TRITON_GRPC_URL", "Triton's gRPC host:port"),
+    "triton_metrics_url": Setting(
+        "--triton-metrics-url", "TRITON_METRICS_URL", "Triton's Prometheus endpoint (http://)"
+    ),
+    "models": Setting(
+        "--models", "TRITON_MODELS", "comma-separated models to count and check; empty: all"
+    ),
+    "capacity": Setting(
+        "--capacity", "CAPACITY", "requests one pod serves at once when Triton does not say, >= 0"
+    ),
+    "interval_s": Setting(
+        "--interval", "REPORT_INTERVAL_SECONDS", "seconds between reports, in (0; 60]"
+    ),
+    "poll_interval_s": Setting(
+        "--poll-interval",
+        "POLL_INTERVAL_SECONDS",
+        "seconds between reads of Triton, in (0; interval]; default min(0.5, interval)",
+    ),
+    "triton_timeout_s": Setting(
+        "--triton-timeout", "TRITON_TIMEOUT_SECONDS", "bound on one call to Triton, in (0; 30]"
+    ),
+    "redis_timeout_s": Setting(
+        "--redis-timeout", "REDIS_TIMEOUT_SECONDS", "bound on one call to Redis, in (0; 30]"
+    ),
+    "bind_address": Setting("--bind-address", "BIND_ADDRESS", "address of /metrics and /healthz"),
+    "metrics_port": Setting("--metrics-port", "METRICS_PORT", "port of /metrics and /healthz"),
+    "log_level": Setting("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
+}
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Kubernetes object names (RFC 1123 subdomain), the shape of pod and target names.
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Triton model names are directory names in the model repository.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sidecar",
+        description="Reports this pod's Triton load to Redis for the LLM KEDA scaler. "
+        "Every flag can also be given as the environment variable named in its help; "
+        "the flag wins. REDIS_PASSWORD (from a Secret) is read from the environment only.",
+    )
+    for key, setting in SETTINGS.items():
+        parser.add_argument(
+            setting.flag, dest=key, default=None, help=f"{setting.help} [env {setting.env}]"
+        )
+    return parser
+
+
+def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
+    """Flags from `argv`, else variables from `env`, else defaults; raises ConfigError."""
+    flags = vars(argument_parser().parse_args(list(argv)))
+    d = SidecarConfig(pod="-", namespace="-", target="-")
+
+    def raw(key: str, default: str | None = None) -> str | None:
+        value = flags.get(key)
+        if value is None:
+            value = env.get(SETTINGS[key].env)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    def name(key: str) -> str:
+        value = raw(key)
+        setting = SETTINGS[key]
+        if value is None:
+            raise ConfigError(f"{setting.name} is required: {setting.help}")
+        if not _K8S_NAME.match(value):
+            raise ConfigError(
+                f"{setting.name} = {shown(value)}, must be a Kubernetes object name "
+                "(lower-case letters, digits, '-' and '.', at most 253 characters)"
+            )
+        return value
+
+    def number(key: str, default: float, low: float, high: float, *, low_open: bool) -> float:
+        value = raw(key, str(default))
+        assert value is not None
+        return number_in_range(
+            SETTINGS[key].name, value, low, high, low_open=low_open, error=ConfigError
+        )
+
+    interval_s = number("interval_s", d.interval_s, 0, 60, low_open=True)
+    poll_default = min(d.poll_interval_s, interval_s)
+    poll_interval_s = number("poll_interval_s", poll_default, 0, interval_s, low_open=True)
+    metrics_port_raw = raw("metrics_port", str(d.metrics_port))
+    assert metrics_port_raw is not None
+    log_level = (raw("log_level", d.log_level) or d.log_level).upper()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError(
+            f"{SETTINGS['log_level'].name} = {shown(log_level)}, must be one of {_LOG_LEVELS}"
+        )
+    return SidecarConfig(
+        pod=name("pod"),
+        namespace=name("namespace"),
+        target=_target_name(raw("target")),
+        redis_url=_redis_url(raw("redis_url", d.redis_url) or d.redis_url),
+        redis_password=env.get("REDIS_PASSWORD") or None,
+        triton_grpc_url=_grpc_address(raw("triton_grpc_url", d.triton_grpc_url)),
+        triton_metrics_url=_metrics_url(raw("triton_metrics_url", d.triton_metrics_url)),
+        models=_models(raw("models", "") or ""),
+        capacity=number("capacity", d.capacity, 0, 1_000_000, low_open=False),
+        interval_s=interval_s,
+        poll_interval_s=poll_interval_s,
+        triton_timeout_s=number("triton_timeout_s", d.triton_timeout_s, 0, 30, low_open=True),
+        redis_timeout_s=number("redis_timeout_s", d.redis_timeout_s, 0, 30, low_open=True),
+        bind_address=raw("bind_address", d.bind_address) or d.bind_address,
+        metrics_port=int_in_range(
+            SETTINGS["metrics_port"].name, metrics_port_raw, 0, 65535, error=ConfigError
+        ),
+        log_level=log_level,
+    )
+
+
+def _target_name(value: str | None) -> str:
+    setting = SETTINGS["target"]
+    if value is None:
+        raise ConfigError(f"{setting.name} is required: {setting.help}")
+    # The scaler accepts targetName in this shape (scaler.target_config); anything
+    # else would be filed under a key no ScaledObject can name.
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$", value):
+        raise ConfigError(
+            f"{setting.name} = {shown(value)}, must be a name of letters, digits, '.', '_' "
+            "and '-' (at most 253 characters), as in the ScaledObject's targetName"
+        )
+    return value
+
+
+def _redis_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"{SETTINGS['redis_url'].name} = {shown(_without_password(value))}, "
+            "must be a redis://, rediss:// or unix:// URL"
+        )
+    return value
+
+
+def _grpc_address(value: str | None) -> str:
+    setting = SETTINGS["triton_grpc_url"]
+    text = value or ""
+    host, _, port = text.rpartition(":")
+    if "://" in text or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"{setting.name} = {shown(text)}, must be host:port, e.g. localhost:8001 "
+            "(no scheme: tritonclient's gRPC client takes a plain address)"
+        )
+    return text
+
+
+def _metrics_url(value: str | None) -> str:
+    setting = SETTINGS["triton_metrics_url"]
+    text = value or ""
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port is not None or parts.scheme == "http"
+    except ValueError:
+        port_ok = False
+    if parts.scheme != "http" or not parts.hostname or not port_ok:
+        raise ConfigError(
+            f"{setting.name} = {shown(text)}, must be an http:// URL, "
+            "e.g. http://localhost:8002/metrics"
+        )
+    return text
+
+
+def _models(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
+    for model in names:
+        if not _MODEL_NAME.match(model):
+            raise ConfigError(
+                f"{SETTINGS['models'].name} = {shown(value)}: model {shown(model)} must be "
+                "letters, digits, '_', '.' and '-'"
+            )
+    return names
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)

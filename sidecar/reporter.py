@@ -1,0 +1,306 @@
+"""The report loop: read Triton, decide whether to write, write the pod report, back off.
+
+One `tick` reads readiness (gRPC) and the metrics page, turns them into the
+report's figures and writes them through `scaler.reports.ReportWriter` when the
+report interval is over or the load changed. Tests drive `tick` directly with a
+stepped clock; `run` calls it every poll interval.
+
+The rules it keeps:
+- Missing data is not zero. Triton not answering, a metrics page that cannot be
+  read or parsed, or an in-flight figure not yet measurable: nothing is written,
+  the failure is counted, and the scaler drops the last report once it is older
+  than staleAfterSeconds. A not-ready server is different: it answers, gets no
+  traffic (its pod is out of the Service's endpoints), so its load is a real 0
+  and it reports itself as starting.
+- Never stale data as fresh: every write is built from a reading taken in the
+  same tick, and Redis stamps it with its own clock. A failed write is not
+  retried as is; the next attempt reads Triton again.
+- Redis down: attempts back off from one poll interval to `MAX_BACKOFF_S`, so
+  reports resume at most that long after Redis is back.
+- Cold start: measured once per start, from the start (the sidecar's own start,
+  which is the pod's, or the moment a ready Triton was seen gone) to the first
+  ready answer, and carried in every report after, so a scaler that reads only
+  at its polls cannot miss it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from redis.exceptions import RedisError
+
+from scaler.reports import PodReport, ReportWriter
+from sidecar.config import SidecarConfig
+from sidecar.readiness import Readiness, ReadinessProbe, TritonUnavailable
+from sidecar.scrape import MetricsScraper, ScrapeError
+from sidecar.telemetry import SidecarMetrics
+from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+MAX_BACKOFF_S = 2.0
+# A change smaller than this is noise in a Little's-law average, not new load;
+# integer gauges (TensorRT-LLM) always move by at least 1.
+CHANGE_THRESHOLD = 0.5
+
+
+class TickResult(StrEnum):
+    WROTE = "wrote"
+    UNCHANGED = "unchanged"  # interval not over and nothing changed
+    BACKING_OFF = "backing_off"  # waiting out a Redis failure
+    TRITON_UNAVAILABLE = "triton_unavailable"
+    METRICS_UNAVAILABLE = "metrics_unavailable"
+    NO_FIGURE = "no_figure"  # metrics read, in-flight not measurable yet (first window)
+    REDIS_FAILED = "redis_failed"
+    STOPPED = "stopped"  # the report was removed on shutdown; nothing more is written
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one report says about the load, compared between ticks to spot a change."""
+
+    ready: bool
+    inflight: float
+    waiting: float
+    capacity: float
+    kv_cache_utilization: float | None
+
+    def differs_from(self, other: Figures) -> bool:
+        return (
+            self.ready != other.ready
+            or self.capacity != other.capacity
+            or abs(self.inflight - other.inflight) >= CHANGE_THRESHOLD
+            or abs(self.waiting - other.waiting) >= CHANGE_THRESHOLD
+        )
+
+
+class StartTracker:
+    """When the current start of the server began, and its cold start once measured."""
+
+    def __init__(self, now: float, wall_at_now: float) -> None:
+        self._mono_origin = now
+        self._wall_origin = wall_at_now
+        self.started_at = now  # on the monotonic clock
+        self.cold_start_s: float | None = None
+        self._ready: bool | None = None  # None: not observed yet
+
+    @property
+    def started_at_wall(self) -> float:
+        return self._wall_origin + (self.started_at - self._mono_origin)
+
+    def not_ready(self, now: float) -> None:
+        """Triton did not answer, or answered not ready. If it was ready, a new start
+        (a Triton restart) begins now."""
+        if self._ready:
+            self.started_at, self.cold_start_s = now, None
+        self._ready = False
+
+    def ready(self, now: float) -> float | None:
+        """Returns the cold start when this answer ends a start, else None."""
+        was, self._ready = self._ready, True
+        if was is False:
+            self.cold_start_s = max(0.0, now - self.started_at)
+            return self.cold_start_s
+        # was None: ready at the first look (the sidecar restarted next to a running
+        # server): how long that start took is unknown, so no cold start is claimed.
+        return None
+
+
+class Reporter:
+    def __init__(
+        self,
+        config: SidecarConfig,
+        probe: ReadinessProbe,
+        scraper: MetricsScraper,
+        writer: ReportWriter,
+        metrics: SidecarMetrics,
+        clock: Clock,
+        wall_at_start: float,
+    ) -> None:
+        """`clock`: monotonic seconds; `wall_at_start`: unix seconds at clock() now."""
+        self._config = config
+        self._probe = probe
+        self._scraper = scraper
+        self._writer = writer
+        self._metrics = metrics
+        self._clock = clock
+        now = clock()
+        self._starts = StartTracker(now, wall_at_start)
+        self._estimator = LoadEstimator(window_s=config.interval_s)
+        # seq starts at the run's start in milliseconds, so the reports of a restarted
+        # sidecar also sort after its previous run's (each run writes < 1000 per second).
+        self._seq = int(wall_at_start * 1000)
+        self._last_written: tuple[float, Figures] | None = None
+        self._engine_capacity: float | None = None
+        self._backoff_s = 0.0
+        self._retry_at = now
+        self._last_tick_at = now
+        self._failing: str | None = None
+        self._readiness_seen: tuple[float, Readiness] | None = None
+        self._stopped = False
+        # Liveness: a tick is bounded by its timeouts, so one that has not completed
+        # in a few times that bound is stuck, and a restart is the cure.
+        tick_bound = config.poll_interval_s + 2 * config.triton_timeout_s + config.redis_timeout_s
+        self.stall_after_s = max(5.0, 3 * tick_bound)
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def healthy(self) -> bool:
+        return self._clock() - self._last_tick_at <= self.stall_after_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick every poll interval until `stop` is set. Never raises out of a tick."""
+        while not stop.is_set():
+            began = self._clock()
+            try:
+                await self.tick()
+            except Exception:  # a bug must not end the reports of a healthy pod
+                log.exception("report tick failed")
+            pause = self._config.poll_interval_s - (self._clock() - began)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, pause))
+
+    async def tick(self) -> TickResult:
+        now = self._clock()
+        try:
+            return await self._tick(now)
+        finally:
+            self._last_tick_at = self._clock()
+
+    async def remove(self) -> bool:
+        """Delete this pod's report at once (SIGTERM) and write none after; True when done."""
+        self._stopped = True
+        try:
+            async with asyncio.timeout(self._config.redis_timeout_s):
+                await self._writer.delete(self._config.pod)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._metrics.failures.labels("redis").inc()
+            log.warning(
+                "could not remove the report of %s (%s); the scaler drops it once stale",
+                self._config.pod,
+                exc or type(exc).__name__,
+            )
+            return False
+        log.info("removed the report of %s", self._config.pod)
+        return True
+
+    async def _tick(self, now: float) -> TickResult:
+        if self._stopped:
+            return TickResult.STOPPED
+        if now < self._retry_at:
+            return TickResult.BACKING_OFF
+        try:
+            readiness = await self._readiness(now)
+        except TritonUnavailable as exc:
+            self._readiness_seen = None
+            self._starts.not_ready(now)
+            self._estimator.reset()  # its counters start again when it is back
+            self._metrics.ready.set(0)
+            return self._fail("triton", str(exc), TickResult.TRITON_UNAVAILABLE)
+        # Read even while not ready: the in-flight window is then measured by the time
+        # the server is ready, and its first ready report need not wait for it.
+        load, error = await self._read_load(now)
+        if not readiness.ready:
+            self._starts.not_ready(now)
+            figures = Figures(False, 0.0, 0.0, self._starting_capacity(), None)
+        else:
+            cold_start = self._starts.ready(now)
+            if cold_start is not None:
+                self._metrics.cold_start.set(cold_start)
+                self._metrics.cold_starts.inc()
+                log.info("triton ready: cold start %.1f s", cold_start)
+            if load is None:
+                if error is not None:
+                    self._readiness_seen = None  # a dead server fails here first: ask again
+                    return self._fail("metrics", error, TickResult.METRICS_UNAVAILABLE)
+                return TickResult.NO_FIGURE
+            capacity = load.capacity if load.capacity is not None else self._config.capacity
+            kv = load.kv_cache_utilization
+            figures = Figures(True, load.inflight, load.waiting, capacity, kv)
+        if self._last_written is not None:
+            written_at, written = self._last_written
+            if now - written_at < self._config.interval_s and not figures.differs_from(written):
+                return TickResult.UNCHANGED
+        return await self._write(figures, now)
+
+    async def _readiness(self, now: float) -> Readiness:
+        """Asked every poll while not ready (a start ends at once), else once per interval:
+        a ready server stays ready for long, and one that dies fails the scrape at once."""
+        if self._readiness_seen is not None:
+            asked_at, seen = self._readiness_seen
+            if seen.ready and now - asked_at < self._config.interval_s:
+                return seen
+        readiness = await self._probe.check()
+        self._readiness_seen = (now, readiness)
+        self._metrics.ready.set(1 if readiness.ready else 0)
+        return readiness
+
+    async def _read_load(self, now: float) -> tuple[Load | None, str | None]:
+        try:
+            sample = parse_exposition(await self._scraper.fetch(), self._config.models)
+        except (ScrapeError, MetricsError) as exc:
+            return None, str(exc)
+        load = self._estimator.observe(sample, now)
+        if load is not None:
+            self._metrics.inflight.set(load.inflight)
+            self._metrics.waiting.set(load.waiting)
+            if load.kv_cache_utilization is not None:
+                self._metrics.kv_cache_utilization.set(load.kv_cache_utilization)
+            if load.capacity is not None:
+                self._engine_capacity = load.capacity
+        return load, None
+
+    def _starting_capacity(self) -> float:
+        # Capacity on its way: what the engine said before a restart, else the configured one.
+        if self._engine_capacity is not None:
+            return self._engine_capacity
+        return self._config.capacity
+
+    async def _write(self, figures: Figures, now: float) -> TickResult:
+        report = PodReport(
+            pod=self._config.pod,
+            inflight=figures.inflight,
+            waiting=figures.waiting,
+            capacity=figures.capacity,
+            ready=figures.ready,
+            started_at=self._starts.started_at_wall,
+            seq=self._seq + 1,
+            cold_start_s=self._starts.cold_start_s,
+            kv_cache_utilization=figures.kv_cache_utilization,
+        )
+        try:
+            async with asyncio.timeout(self._config.redis_timeout_s):
+                stamped_at = await self._writer.write(report)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._backoff_s = min(
+                MAX_BACKOFF_S, max(self._config.poll_interval_s, 2 * self._backoff_s)
+            )
+            self._retry_at = now + self._backoff_s
+            message = f"{exc or type(exc).__name__}; next attempt in {self._backoff_s:g} s"
+            return self._fail("redis", message, TickResult.REDIS_FAILED)
+        self._seq = report.seq
+        self._last_written = (now, figures)
+        self._backoff_s = 0.0
+        self._metrics.reports_written.inc()
+        self._metrics.last_report.set(stamped_at)
+        self._metrics.capacity.set(figures.capacity)
+        if self._failing is not None:
+            log.info("reporting again after %s failures", self._failing)
+            self._failing = None
+        return TickResult.WROTE
+
+    def _fail(self, stage: str, message: str, result: TickResult) -> TickResult:
+        self._metrics.failures.labels(stage).inc()
+        if self._failing != stage:  # once per kind of outage, not once per tick
+            log.warning("no report (%s): %s", stage, message)
+            self._failing = stage
+        return result

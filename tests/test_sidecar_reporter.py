@@ -1,0 +1,400 @@
+"""The report loop against the Triton stand-in (real gRPC, real HTTP) and a real Redis.
+
+Time is a stepped FakeClock: each test drives `Reporter.tick` itself, so nothing
+sleeps on wall time except the bounded waits for a real server to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from scaler.local_redis import LocalRedis
+from scaler.reports import PodReport, ReportWriter, report_keys
+from sidecar.__main__ import redis_client
+from sidecar.config import SidecarConfig
+from sidecar.readiness import ReadinessProbe
+from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult
+from sidecar.scrape import MetricsScraper
+from sidecar.telemetry import SidecarMetrics
+from tests.harness import NAMESPACE, FakeClock
+from tests.triton_standin import ModelFigures, TritonStandIn, TrtFigures
+
+POD = "llama-0"
+TARGET = "llama"
+WALL_AT_START = 1_750_000_000.0
+KEYS = report_keys(NAMESPACE, TARGET)
+
+
+@pytest.fixture
+def triton() -> Iterator[TritonStandIn]:
+    standin = TritonStandIn().start()
+    yield standin
+    standin.stop()
+
+
+def engine(
+    active: float = 0, waiting: float = 0, pending: float = 0, **trt: float
+) -> dict[str, ModelFigures]:
+    figures = TrtFigures(active=active, waiting=waiting, max=8, kv_used=100, kv_max=400, **trt)  # type: ignore[arg-type]
+    return {"tensorrt_llm": ModelFigures(pending=pending, trt=figures)}
+
+
+@dataclass
+class Sidecar:
+    reporter: Reporter
+    registry: CollectorRegistry
+    clock: FakeClock
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+    async def tick(self, after_s: float = 0.0) -> TickResult:
+        self.clock.advance(after_s)
+        return await self.reporter.tick()
+
+
+@contextlib.asynccontextmanager
+async def sidecar(
+    triton: TritonStandIn, redis_url: str, **overrides: object
+) -> AsyncIterator[Sidecar]:
+    config = SidecarConfig(
+        pod=POD,
+        namespace=NAMESPACE,
+        target=TARGET,
+        redis_url=redis_url,
+        triton_grpc_url=triton.grpc_url,
+        triton_metrics_url=triton.metrics_url,
+        capacity=4,
+        poll_interval_s=0.25,
+        redis_timeout_s=0.5,
+        **overrides,  # type: ignore[arg-type]
+    )
+    client = redis_client(config)
+    probe = ReadinessProbe(config.triton_grpc_url, config.models, config.triton_timeout_s)
+    registry = CollectorRegistry()
+    clock = FakeClock(1000.0)  # a monotonic clock: any origin
+    reporter = Reporter(
+        config,
+        probe,
+        MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
+        ReportWriter(client, KEYS),
+        SidecarMetrics(registry),
+        clock=clock,
+        wall_at_start=WALL_AT_START,
+    )
+    try:
+        yield Sidecar(reporter, registry, clock)
+    finally:
+        await probe.close()
+        await client.aclose()
+
+
+def stored(client: redis.Redis) -> PodReport | None:
+    payload = client.hget(KEYS.reports, POD)
+    return None if payload is None else PodReport.from_json(payload)  # type: ignore[arg-type]
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    """Waits for a real server to come back (process start, reconnect): real time, bounded."""
+    for _ in range(int(timeout_s / 0.02)):
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not so within {timeout_s} s")
+
+
+def test_ready_trt_llm_pod_reports_the_engine_figures(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready(models=("tensorrt_llm",))
+    triton.set_models(engine(active=5, waiting=2, pending=1))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url, models=("tensorrt_llm",)) as car:
+            assert await car.tick() is TickResult.WROTE
+            assert car.sample("llm_sidecar_reports_written_total") == 1
+            assert car.sample("llm_sidecar_inflight_requests") == 5
+            assert car.sample("llm_sidecar_kv_cache_utilization_ratio") == 0.25
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None
+    assert (report.inflight, report.waiting, report.capacity, report.ready) == (5, 3, 8, True)
+    assert report.kv_cache_utilization == 0.25
+    assert report.started_at == WALL_AT_START
+    assert report.cold_start_s is None  # ready at the first look: its start is unknown
+    # Stamped with Redis's own clock, not the pod's.
+    (seen,) = redis_client.zrange(KEYS.seen, 0, -1, withscores=True)
+    assert seen[0] == POD and abs(seen[1] - float(redis_client.time()[0])) < 5
+
+
+def test_plain_triton_reports_littles_law_in_flight_and_pending(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready()
+    triton.set_models({"resnet": ModelFigures(request_duration_us=1e6)})
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            # One sample measures no window yet: nothing is written rather than a zero.
+            assert await car.tick() is TickResult.NO_FIGURE
+            assert stored(redis_client) is None
+            # 1.5 s of execution (2.0 s request - 0.5 s queue) in 0.5 s: 3 in flight.
+            triton.set_models(
+                {"resnet": ModelFigures(pending=2, request_duration_us=3e6, queue_duration_us=5e5)}
+            )
+            assert await car.tick(0.5) is TickResult.WROTE
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None
+    assert (report.inflight, report.waiting, report.capacity) == (3.0, 2, 4)  # configured
+    assert report.kv_cache_utilization is None
+
+
+def test_model_filter_counts_and_checks_only_the_listed_models(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    models = {
+        **engine(active=2, pending=1),
+        "preprocessing": ModelFigures(pending=3),
+        "other_team_model": ModelFigures(pending=50),
+    }
+    triton.set_models(models)
+    triton.set_ready(models=("preprocessing", "other_team_model"))  # tensorrt_llm loading
+
+    async def scenario() -> None:
+        async with sidecar(
+            triton, redis_server.url, models=("tensorrt_llm", "preprocessing")
+        ) as car:
+            await car.tick()
+            starting = stored(redis_client)
+            assert starting is not None and not starting.ready
+            triton.set_ready(models=("tensorrt_llm", "preprocessing"))
+            assert await car.tick(1.0) is TickResult.WROTE
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None
+    assert (report.ready, report.inflight, report.waiting) == (True, 2, 1 + 3)
+
+
+def test_starting_pod_reports_its_start_then_its_cold_start_once(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready(server=False)
+    triton.set_models({})  # models loading: no per-model metrics yet
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url, models=("tensorrt_llm",)) as car:
+            assert await car.tick() is TickResult.WROTE
+            starting = stored(redis_client)
+            assert starting is not None
+            assert (starting.ready, starting.inflight, starting.waiting) == (False, 0, 0)
+            assert starting.capacity == 4  # the configured capacity, on its way
+            assert starting.started_at == WALL_AT_START
+            assert starting.cold_start_s is None
+
+            triton.set_ready(models=("tensorrt_llm",))
+            triton.set_models(engine(active=1))
+            assert await car.tick(42.0) is TickResult.WROTE
+            assert car.sample("llm_sidecar_cold_start_seconds") == 42.0
+            for _ in range(3):
+                assert await car.tick(1.0) is TickResult.WROTE
+            assert car.sample("llm_sidecar_cold_starts_total") == 1
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None
+    assert (report.ready, report.capacity, report.inflight) == (True, 8, 1)
+    assert report.cold_start_s == 42.0  # measured once, kept in every later report
+    assert report.started_at == WALL_AT_START
+
+
+def test_triton_down_at_start_writes_nothing_then_reports_once_up(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.stop()
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            assert await car.tick() is TickResult.TRITON_UNAVAILABLE
+            assert await car.tick(0.25) is TickResult.TRITON_UNAVAILABLE
+            assert stored(redis_client) is None  # missing data is not a zero report
+            assert car.sample("llm_sidecar_failures_total", stage="triton") == 2
+
+            triton.set_ready(server=False)
+            triton.start()
+            await until(lambda: _wrote(car))
+            assert stored(redis_client) is not None
+
+            triton.set_ready()
+            triton.set_models(engine(active=3))
+            assert await car.tick(30.0) is TickResult.WROTE
+            assert car.sample("llm_sidecar_cold_start_seconds") == 30.25
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None and report.ready and report.inflight == 3
+
+
+async def _wrote(car: Sidecar) -> bool:
+    return await car.tick() is TickResult.WROTE
+
+
+def test_triton_restart_begins_a_new_start_and_writes_nothing_while_gone(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready()
+    triton.set_models(engine(active=6))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            assert await car.tick() is TickResult.WROTE
+            before = stored(redis_client)
+            triton.stop()
+            result = await car.tick(1.0)
+            assert result in (TickResult.METRICS_UNAVAILABLE, TickResult.TRITON_UNAVAILABLE)
+            assert await car.tick(0.25) is TickResult.TRITON_UNAVAILABLE
+            assert stored(redis_client) == before  # the last report ages out; no fake zero
+
+            triton.set_ready(server=False)
+            triton.start()
+            car.clock.advance(10.0)
+            await until(lambda: _wrote(car))
+            restarting = stored(redis_client)
+            assert restarting is not None and not restarting.ready
+            assert restarting.capacity == 8  # what the engine said before the restart
+            assert restarting.started_at == WALL_AT_START + 1.0  # when it was seen gone
+
+            triton.set_ready()
+            assert await car.tick(60.0) is TickResult.WROTE
+            assert car.sample("llm_sidecar_cold_start_seconds") == 70.25
+
+    run(scenario)
+
+
+def test_unreadable_metrics_write_nothing_and_count_a_failure(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready()
+    triton.set_models(engine(active=2))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            assert await car.tick() is TickResult.WROTE
+            triton.set_metrics_text("overloaded\n", status=503)
+            assert await car.tick(1.0) is TickResult.METRICS_UNAVAILABLE
+            triton.set_metrics_text("<html>not metrics</html>\n")
+            assert await car.tick(1.0) is TickResult.METRICS_UNAVAILABLE
+            assert car.sample("llm_sidecar_failures_total", stage="metrics") == 2
+            assert car.sample("llm_sidecar_reports_written_total") == 1
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None and report.inflight == 2
+
+
+def test_a_load_change_is_written_at_once_else_once_per_interval(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready()
+    triton.set_models(engine(active=2))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url, interval_s=1.0) as car:
+            assert await car.tick() is TickResult.WROTE
+            first = car.reporter.seq
+            assert await car.tick(0.25) is TickResult.UNCHANGED
+            triton.set_models(engine(active=3))
+            assert await car.tick(0.25) is TickResult.WROTE  # changed: no wait
+            assert await car.tick(0.25) is TickResult.UNCHANGED
+            assert await car.tick(0.5) is TickResult.UNCHANGED
+            triton.set_models(engine(active=3))
+            assert await car.tick(0.5) is TickResult.WROTE  # interval over: written anyway
+            assert car.reporter.seq == first + 2
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None and report.inflight == 3
+
+
+def test_redis_killed_then_restarted_reports_resume_with_a_fresh_reading(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready()
+    triton.set_models(engine(active=2))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            assert await car.tick() is TickResult.WROTE
+            seq = car.reporter.seq
+            redis_server.kill()
+            try:
+                triton.set_models(engine(active=5))
+                assert await car.tick(1.0) is TickResult.REDIS_FAILED
+                waits = []
+                for _ in range(5):  # backs off 0.25, 0.5, 1, 2, 2 s: never a crash
+                    assert await car.tick(0.01) is TickResult.BACKING_OFF
+                    backoff = car.reporter._retry_at - car.clock()
+                    car.clock.advance(backoff)
+                    waits.append(round(backoff + 0.01, 6))
+                    assert await car.tick() is TickResult.REDIS_FAILED
+                assert waits == [0.25, 0.5, 1.0, MAX_BACKOFF_S, MAX_BACKOFF_S]
+                assert car.sample("llm_sidecar_failures_total", stage="redis") == 6
+                assert car.reporter.healthy()  # Redis down is not a reason to restart us
+            finally:
+                redis_server.start()
+            # Load moved while Redis was away: the next report carries the new reading.
+            triton.set_models(engine(active=7))
+            car.clock.advance(MAX_BACKOFF_S)
+            assert await car.tick() is TickResult.WROTE
+            assert car.reporter.seq == seq + 1
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None and report.inflight == 7
+
+
+def test_removed_report_is_gone_and_nothing_is_written_after(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    triton.set_ready()
+    triton.set_models(engine(active=2))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            assert await car.tick() is TickResult.WROTE
+            assert stored(redis_client) is not None
+            assert await car.reporter.remove()
+            assert stored(redis_client) is None
+            assert redis_client.zscore(KEYS.seen, POD) is None
+            assert await car.tick(5.0) is TickResult.STOPPED
+            assert stored(redis_client) is None
+
+    run(scenario)
+
+
+def test_health_fails_only_when_the_loop_stops_ticking(
+    triton: TritonStandIn, redis_server: LocalRedis
+) -> None:
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url) as car:
+            assert car.reporter.healthy()
+            car.clock.advance(car.reporter.stall_after_s + 1)
+            assert not car.reporter.healthy()
+            await car.tick()  # Triton not ready, whatever: the loop is alive
+            assert car.reporter.healthy()
+
+    run(scenario)

@@ -1,0 +1,264 @@
+"""A Triton the test controls: Triton's real gRPC API and a metrics page in Triton's format.
+
+The gRPC side is tritonclient's own generated servicer
+(`service_pb2_grpc.GRPCInferenceServiceServicer`) on a real server on loopback,
+answering ServerLive / ServerReady / ModelReady / ServerMetadata from the state the
+test sets; anything else answers UNIMPLEMENTED, as the base class does. The
+metrics side is an HTTP server serving `exposition(...)` text, laid out the way
+Triton prints it (HELP/TYPE lines, labels in alphabetical order, counters without
+`_total`, GPU families the sidecar must skip). Both run in threads, so sync and
+asyncio tests can use them alike, and `stop`/`start` keep the ports, as a
+restarted Triton container would.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from scaler.local_redis import free_port
+
+
+@dataclass
+class TrtFigures:
+    """The TensorRT-LLM backend's gauges for one model. None: not published (older backend)."""
+
+    active: float = 0
+    max: float = 256
+    scheduled: float = 0
+    context: float = 0
+    waiting: float | None = None
+    kv_max: float | None = 1000
+    kv_used: float | None = 0
+    kv_fraction: float | None = None
+    # None: in the stand-in, the engine's own counter, moving on each scrape while it has
+    # work, as a real engine iterates every few ms; a number pins it (None in `exposition`:
+    # not published, as by older backends).
+    iteration_counter: float | None = None
+    kv_tokens_per: float | None = 64
+
+    @property
+    def kv_free(self) -> float | None:
+        if self.kv_max is None or self.kv_used is None:
+            return None
+        return self.kv_max - self.kv_used
+
+
+@dataclass
+class ModelFigures:
+    pending: float = 0
+    request_duration_us: float = 0
+    queue_duration_us: float = 0
+    compute_infer_duration_us: float = 0
+    success: float = 0
+    trt: TrtFigures | None = None
+    versions: tuple[str, ...] = ("1",)
+
+
+# (family, TYPE, HELP, ModelFigures attribute), in the order Triton prints them.
+_MODEL_FAMILIES = (
+    ("nv_inference_request_success", "counter",
+     "Number of successful inference requests, all batch sizes", "success"),
+    ("nv_inference_request_duration_us", "counter",
+     "Cumulative inference request duration in microseconds (includes cached requests)",
+     "request_duration_us"),
+    ("nv_inference_queue_duration_us", "counter",
+     "Cumulative inference queuing duration in microseconds (includes cached requests)",
+     "queue_duration_us"),
+    ("nv_inference_compute_infer_duration_us", "counter",
+     "Cumulative compute inference duration in microseconds (does not include cached requests)",
+     "compute_infer_duration_us"),
+    ("nv_inference_pending_request_count", "gauge",
+     "Instantaneous number of pending requests awaiting execution per-model.", "pending"),
+)  # fmt: skip
+# (family, HELP, category label, {label value: TrtFigures attribute}), as the backend names them.
+_TRT_FAMILIES = (
+    ("nv_trt_llm_request_metrics", "TRT LLM request metrics", "request_type",
+     {"waiting": "waiting", "context": "context", "scheduled": "scheduled", "max": "max",
+      "active": "active"}),
+    ("nv_trt_llm_kv_cache_block_metrics", "TRT LLM KV cache block metrics", "kv_cache_block_type",
+     {"fraction": "kv_fraction", "tokens_per": "kv_tokens_per", "used": "kv_used",
+      "free": "kv_free", "max": "kv_max"}),
+    ("nv_trt_llm_general_metrics", "General TRT LLM metrics", "general_type",
+     {"iteration_counter": "iteration_counter"}),
+)  # fmt: skip
+
+Rows = list[tuple[dict[str, str], float]]
+
+
+def exposition(models: dict[str, ModelFigures], gpus: int = 2) -> str:
+    """Metrics page text for `models`; each version of a model shows the same figures."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, doc: str, rows: Rows) -> None:
+        out.append(f"# HELP {name} {doc}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in rows:
+            text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            out.append(f"{name}{{{text}}} {value:g}")
+
+    for name, kind, doc, attr in _MODEL_FAMILIES:
+        rows: Rows = [
+            ({"model": m, "version": v}, getattr(f, attr))
+            for m, f in models.items()
+            for v in f.versions
+        ]
+        family(name, kind, doc, rows)
+    trt = {m: f for m, f in models.items() if f.trt is not None}
+    for name, doc, label, kinds in _TRT_FAMILIES if trt else ():
+        rows = []
+        for m, f in trt.items():
+            for kind, attr in kinds.items():
+                value = getattr(f.trt, attr)
+                if value is not None:
+                    rows += [({"model": m, "version": v, label: kind}, value) for v in f.versions]
+        family(name, "gauge", doc, rows)
+    gpu = [({"gpu_uuid": f"GPU-{i:08x}-0000-0000-0000-000000000000"}, 0.5) for i in range(gpus)]
+    family("nv_gpu_utilization", "gauge", "GPU utilization rate [0.0 - 1.0)", gpu)
+    family("nv_gpu_memory_total_bytes", "gauge", "GPU total memory, in bytes", gpu)
+    family("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes", gpu)
+    family("nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]", [({}, 0.1)])
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class _State:
+    server_ready: bool = False
+    ready_models: set[str] = field(default_factory=set)
+    models: dict[str, ModelFigures] | None = None  # rendered at each scrape
+    metrics_text: str = ""  # served as is when `models` is None
+    metrics_status: int = 200
+    iterations: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, state: _State, lock: threading.Lock) -> None:
+        self._state = state
+        self._lock = lock
+
+    def _count(self, method: str) -> None:
+        with self._lock:
+            self._state.calls[method] = self._state.calls.get(method, 0) + 1
+
+    def ServerLive(self, request: Any, context: Any) -> Any:
+        self._count("ServerLive")
+        return service_pb2.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: Any) -> Any:
+        self._count("ServerReady")
+        with self._lock:
+            return service_pb2.ServerReadyResponse(ready=self._state.server_ready)
+
+    def ModelReady(self, request: Any, context: Any) -> Any:
+        self._count("ModelReady")
+        with self._lock:
+            ready = self._state.server_ready and request.name in self._state.ready_models
+        return service_pb2.ModelReadyResponse(ready=ready)
+
+    def ServerMetadata(self, request: Any, context: Any) -> Any:
+        self._count("ServerMetadata")
+        return service_pb2.ServerMetadataResponse(name="triton", version="2.52.0")
+
+
+class TritonStandIn:
+    def __init__(self) -> None:
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._grpc: grpc.Server | None = None
+        self._http: ThreadingHTTPServer | None = None
+        self._http_thread: threading.Thread | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def set_ready(self, server: bool = True, models: tuple[str, ...] = ()) -> None:
+        with self._lock:
+            self._state.server_ready = server
+            self._state.ready_models = set(models)
+
+    def set_models(self, models: dict[str, ModelFigures]) -> None:
+        with self._lock:
+            self._state.models = models
+            self._state.metrics_status = 200
+
+    def set_metrics_text(self, text: str, status: int = 200) -> None:
+        with self._lock:
+            self._state.models = None
+            self._state.metrics_text = text
+            self._state.metrics_status = status
+
+    def _page(self) -> tuple[str, int]:
+        with self._lock:
+            state = self._state
+            if state.models is None:
+                return state.metrics_text, state.metrics_status
+            models = dict(state.models)
+            for name, figures in models.items():
+                trt = figures.trt
+                if trt is not None and trt.iteration_counter is None:
+                    busy = 1 if trt.active or trt.waiting else 0
+                    state.iterations[name] = state.iterations.get(name, 0) + busy
+                    pinned = replace(trt, iteration_counter=state.iterations[name])
+                    models[name] = replace(figures, trt=pinned)
+            return exposition(models), state.metrics_status
+
+    def calls(self, method: str) -> int:
+        with self._lock:
+            return self._state.calls.get(method, 0)
+
+    def start(self) -> TritonStandIn:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            _Servicer(self._state, self._lock), server
+        )
+        if server.add_insecure_port(self.grpc_url) != self.grpc_port:
+            raise RuntimeError(f"stand-in could not bind gRPC port {self.grpc_port}")
+        server.start()
+        self._grpc = server
+        self._http = ThreadingHTTPServer(("127.0.0.1", self.metrics_port), self._handler())
+        self._http.daemon_threads = True
+        self._http_thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._http_thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Both endpoints go away at once, as when the Triton container dies."""
+        if self._grpc is not None:
+            self._grpc.stop(0).wait(5)
+            self._grpc = None
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                text, status = standin._page()
+                body = text.encode() if self.path == "/metrics" else b"not found\n"
+                self.send_response(status if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", "text/plain; charset=utf-8; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # the test's output is for the test
+
+        return Handler
