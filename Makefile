@@ -13,7 +13,7 @@ REDIS_URL ?= redis://localhost:6379/0
 GRPC_PORT ?= 9090
 METRICS_PORT ?= 9100
 
-.PHONY: run test lint bench gen venv clean
+.PHONY: run test lint bench simulate gen venv clean
 
 run: $(READY)
 	REDIS_URL=$(REDIS_URL) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
@@ -24,6 +24,12 @@ test: $(READY)
 
 bench: $(READY)
 	$(PY) -m tests.benchmarks
+
+# The README's Simulator section: the conversation trace (Patel et al., Splitwise,
+# ISCA 2024), our scaler against the baselines; outputs under build/simulate/.
+TRACE ?= ../shared/traces/AzureLLMInferenceTrace_conv.csv
+simulate: $(READY)
+	$(PY) -m scaler simulate --trace $(TRACE) --out build/simulate
 
 lint: $(READY)
 	$(VENV)/bin/ruff check scaler sidecar tests

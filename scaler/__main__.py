@@ -1,4 +1,5 @@
-"""Command line: `python -m scaler serve` runs the KEDA external scaler."""
+"""Command line: `python -m scaler serve` runs the KEDA external scaler;
+`python -m scaler simulate` replays a request trace through its decision."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 from scaler.local_redis import LocalRedis, answers
 from scaler.server import ScalerServer
 from scaler.settings import Settings, SettingsError, configure_logging, settings_from_env
+from scaler.simulator import cli as simulate
 
 log = logging.getLogger("scaler")
 
@@ -26,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="development: when nothing answers at a localhost REDIS_URL, start a redis-server",
     )
+    simulate.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return simulate.main(args)
     try:
         settings = settings_from_env(os.environ)
     except SettingsError as exc:

@@ -198,15 +198,13 @@ class Cluster:
         while True:
             next_ready = starting[0][0] if starting else math.inf
             next_done = running[0][0] if running else math.inf
+            if min(next_ready, next_done) > t or not (starting or running):
+                break
             if next_ready <= next_done:
-                if next_ready > t:
-                    break
                 _, _, pod = heapq.heappop(starting)
                 if pod.gone_at is None:
                     self._make_ready(pod, next_ready)
             else:
-                if next_done > t:
-                    break
                 _, _, pod = heapq.heappop(running)
                 self._finish_one(pod, next_done)
         self.now = max(self.now, t)

@@ -80,10 +80,13 @@ class KedaHpaState:
 
 
 def initial_state(config: KedaHpaConfig, replicas: int, now: float = 0.0) -> KedaHpaState:
-    """Replicas as found at `now`; treated as active just now, as KEDA does at creation."""
+    """Replicas as found at `now`, in a steady state: active just now, and the HPA
+    remembering that it recommended this count (so its first sync cannot drop a warm
+    fleet that its stabilisation window would have held)."""
     return KedaHpaState(
         replicas=replicas,
         last_active_at=now,
+        recommendations=((now, replicas),) if replicas else (),
         next_poll_at=now + config.keda_offset_s,
         next_sync_at=now + config.hpa_offset_s,
     )

@@ -24,7 +24,6 @@ policy is given the same warm fleet, `warm_replicas`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,11 +109,3 @@ def _bridged(
         else:
             held.append((start, end, False))
     return held
-
-
-def fixed_fleet_gpu_s(replicas: int, horizon_s: float) -> float:
-    return replicas * horizon_s
-
-
-def replicas_for(concurrency: float, slots: int) -> int:
-    return math.ceil(concurrency / slots)

@@ -1,0 +1,74 @@
+"""`python -m scaler simulate`: arguments -> trace and knobs -> comparison or sweep -> outputs.
+
+Writes `summary.json` (and `sweep.json` with --sweep) and `simulate.png` under
+--out, and prints the same figures as tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# The names only: importing the simulation itself (numpy, the models) is left to
+# `main`, so `python -m scaler serve` never pays for it.
+BASELINES = ("oracle", "fixed-peak", "redis-list", "hpa-utilisation")
+
+_SHORTHANDS = (
+    ("--target-concurrency", "targetConcurrency", "8"),
+    ("--target-utilization", "targetUtilization", None),
+    ("--scale-down-delay", "scaleDownDelaySeconds", None),
+    ("--scale-to-zero-delay", "scaleToZeroDelaySeconds", None),
+    ("--activation-threshold", "activationThreshold", None),
+    ("--burst-threshold", "burstThreshold", None),
+)
+
+
+def add_parser(commands: Any) -> None:
+    """Register `simulate` on the CLI's subparsers."""
+    p: argparse.ArgumentParser = commands.add_parser(
+        "simulate",
+        help="replay a request trace through the scaling decision and compare with baselines",
+        description=__doc__,
+    )
+    src = p.add_argument_group("traffic")
+    src.add_argument("--trace", type=Path, help="CSV: Azure LLM trace layout or arrival_s,...")
+    src.add_argument("--synthetic", choices=["bursty"], help="generate traffic instead")
+    src.add_argument("--synthetic-rate", type=float, default=1.0, help="mean req/s (bursty)")
+    src.add_argument("--span-s", type=float, default=3600.0, help="synthetic span (s)")
+    src.add_argument("--repeat-to-s", type=float, help="tile the trace to this span (s)")
+    src.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or superpose (>1)")
+    src.add_argument("--seed", type=int, default=0)
+    pol = p.add_argument_group("our scaler (trigger metadata)")
+    for flag, key, default in _SHORTHANDS:
+        pol.add_argument(flag, dest=key, default=default, help=f"metadata {key}")
+    pol.add_argument("--meta", action="append", default=[], help="any other KEY=VALUE")
+    keda = p.add_argument_group("KEDA / HPA")
+    keda.add_argument("--polling-interval", type=float, default=30.0)
+    keda.add_argument("--cooldown-period", type=float, default=300.0)
+    keda.add_argument("--min-replicas", type=int, default=0)
+    keda.add_argument("--max-replicas", type=int, default=100)
+    keda.add_argument("--scale-down-stabilization", type=float, default=300.0)
+    keda.add_argument("--no-stream", action="store_true", help="trigger type external (no push)")
+    keda.add_argument("--redis-list-length", type=float, default=5.0, help="redis-list baseline")
+    pods = p.add_argument_group("pods")
+    pods.add_argument("--slots", type=int, default=8, help="concurrent requests per replica")
+    pods.add_argument("--prefill-tps", type=float, default=10_000.0, help="prefill tokens/s")
+    pods.add_argument("--decode-ms", type=float, default=30.0, help="ms per output token")
+    pods.add_argument("--cold-start", default="60", help="'60', '45-90', 'lognormal:60:0.3'")
+    out = p.add_argument_group("output")
+    out.add_argument("--slo-wait-s", type=float, default=2.0, help="SLO on the wait to start")
+    out.add_argument("--slo-target", type=float, default=0.99, help="share that must meet it")
+    out.add_argument("--baselines", default=",".join(BASELINES), help="comma list, or 'none'")
+    out.add_argument("--out", type=Path, default=Path("build/simulate"))
+    out.add_argument("--no-plot", action="store_true")
+    sw = p.add_argument_group("sweep")
+    sw.add_argument("--sweep", action="store_true", help="try a grid of knobs")
+    sw.add_argument("--grid", action="append", default=[], help="KEY=V1,V2 (repeatable)")
+    sw.add_argument("--no-break-even", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    from scaler.simulator import run
+
+    return run.main(args)

@@ -1,0 +1,108 @@
+"""One comparison: our scaler and the baselines on the same trace, cluster and warm start.
+
+`Knobs` is everything a user can turn: the trigger metadata (validated by the
+server's own `parse_target_config`), the ScaledObject's KEDA fields, the HPA
+behavior, the cluster model and the SLO. Every policy starts from the oracle's
+warm fleet and draws the same cold-start samples (same seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from scaler.simulator.cluster import ClusterParams
+from scaler.simulator.controllers import (
+    Controller,
+    FixedController,
+    MetricController,
+    ScalerController,
+    ScheduleController,
+    redis_list_metric,
+    slot_utilisation_metric,
+)
+from scaler.simulator.engine import RunResult, run
+from scaler.simulator.keda_hpa import HpaBehavior, KedaHpaConfig
+from scaler.simulator.oracle import Floor, clairvoyant_floor
+from scaler.simulator.summary import Summary, summarise
+from scaler.simulator.trace import Trace
+from scaler.target_config import TargetConfig, parse_target_config
+
+BASELINES = ("oracle", "fixed-peak", "redis-list", "hpa-utilisation")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    metadata: Mapping[str, str] = field(default_factory=lambda: {"targetConcurrency": "8"})
+    polling_interval_s: float = 30.0
+    cooldown_period_s: float = 300.0
+    min_replicas: int = 0
+    max_replicas: int = 100
+    behavior: HpaBehavior = field(default_factory=HpaBehavior)
+    stream: bool = True  # trigger type external-push (StreamIsActive) rather than external
+    cluster: ClusterParams = field(default_factory=ClusterParams)
+    slo_wait_s: float = 2.0
+    redis_list_length: float = 5.0  # KEDA redis scaler `listLength` default
+    hpa_target_utilisation: float = 0.8
+    seed: int = 0
+
+    def target_config(self) -> TargetConfig:
+        return parse_target_config("simulated", "llm", dict(self.metadata)).config
+
+    def keda(self, target_per_replica: float, min_replicas: int | None = None) -> KedaHpaConfig:
+        return KedaHpaConfig(
+            target_per_replica=target_per_replica,
+            polling_interval_s=self.polling_interval_s,
+            cooldown_period_s=self.cooldown_period_s,
+            min_replicas=self.min_replicas if min_replicas is None else min_replicas,
+            max_replicas=self.max_replicas,
+            behavior=self.behavior,
+        )
+
+    def with_metadata(self, **values: str) -> Knobs:
+        return replace(self, metadata={**self.metadata, **values})
+
+
+def ours(knobs: Knobs) -> ScalerController:
+    config = knobs.target_config()
+    return ScalerController(config, knobs.keda(config.replica_target), stream=knobs.stream)
+
+
+def baseline(name: str, knobs: Knobs, floor: Floor) -> Controller:
+    if name == "oracle":
+        return ScheduleController(floor.schedule, knobs.cluster.cold_start.nominal_s)
+    if name == "fixed-peak":
+        return FixedController()
+    if name == "redis-list":
+        return MetricController(
+            "redis-list", knobs.keda(knobs.redis_list_length), redis_list_metric()
+        )
+    if name == "hpa-utilisation":
+        slots = knobs.cluster.slots_per_replica
+        return MetricController(
+            "hpa-utilisation",
+            knobs.keda(knobs.hpa_target_utilisation, min_replicas=max(1, knobs.min_replicas)),
+            slot_utilisation_metric(slots),
+        )
+    raise ValueError(f"baseline = {name!r}, must be one of {', '.join(BASELINES)}")
+
+
+def floor_of(trace: Trace, knobs: Knobs) -> Floor:
+    return clairvoyant_floor(trace, knobs.cluster)
+
+
+def run_policy(trace: Trace, knobs: Knobs, controller: Controller, floor: Floor) -> RunResult:
+    initial = (
+        floor.peak_replicas if isinstance(controller, FixedController) else floor.warm_replicas
+    )
+    return run(trace, knobs.cluster, controller, floor.horizon_s, initial, seed=knobs.seed)
+
+
+def compare(
+    trace: Trace, knobs: Knobs, baselines: tuple[str, ...] = BASELINES
+) -> tuple[Floor, list[RunResult], list[Summary]]:
+    floor = floor_of(trace, knobs)
+    controllers = [ours(knobs), *(baseline(name, knobs, floor) for name in baselines)]
+    results = [run_policy(trace, knobs, c, floor) for c in controllers]
+    summaries = [summarise(r, knobs.slo_wait_s, floor.gpu_hours) for r in results]
+    return floor, results, summaries

@@ -1,0 +1,135 @@
+"""The figures of a run, comparable across policies: as a dict (for JSON) and as a table.
+
+- SLO attainment: share of requests whose wait to start is <= the SLO (2 s);
+  a request never served counts as a miss.
+- wait p50/p95/p99: from arrival to start of service (infinite if unserved).
+- TTFT p50/p99 (estimate): wait + prefill + one decode step (see `cluster`).
+- GPU-hours: pod-time alive in [0, horizon], cold starts included; "x floor"
+  divides it by the clairvoyant floor's (see `oracle`).
+- idle replica-hours: ready pod-time with no request in flight.
+- scale events: changes of the replica count asked for; cold starts: pods created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from scaler.simulator.engine import RunResult
+
+
+@dataclass(frozen=True)
+class Summary:
+    policy: str
+    requests: int
+    unserved: int
+    slo_wait_s: float
+    slo_attainment: float
+    wait_p50_s: float
+    wait_p95_s: float
+    wait_p99_s: float
+    wait_max_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    gpu_hours: float
+    x_floor: float
+    idle_replica_hours: float
+    scale_events: int
+    cold_starts: int
+    peak_replicas: int
+    decisions: int
+    sim_wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: _jsonable(v) for k, v in self.__dict__.items()}
+
+
+def summarise(result: RunResult, slo_wait_s: float, floor_gpu_hours: float) -> Summary:
+    waits = np.nan_to_num(result.wait_s, nan=np.inf)
+    ttft = waits + result.params.first_token_s(result.trace)
+    served = np.isfinite(waits)
+    gpu_hours = result.accounts.gpu_s / 3600
+
+    def pct(values: np.ndarray[Any, np.dtype[np.float64]], q: float) -> float:
+        if values.size == 0:
+            return 0.0
+        return float(np.percentile(values, q, method="higher"))
+
+    return Summary(
+        policy=result.name,
+        requests=int(waits.size),
+        unserved=int((~served).sum()),
+        slo_wait_s=slo_wait_s,
+        slo_attainment=float((waits <= slo_wait_s).mean()) if waits.size else 1.0,
+        wait_p50_s=pct(waits, 50),
+        wait_p95_s=pct(waits, 95),
+        wait_p99_s=pct(waits, 99),
+        wait_max_s=float(waits.max()) if waits.size else 0.0,
+        ttft_p50_s=pct(ttft, 50),
+        ttft_p99_s=pct(ttft, 99),
+        gpu_hours=gpu_hours,
+        x_floor=gpu_hours / floor_gpu_hours if floor_gpu_hours > 0 else float("inf"),
+        idle_replica_hours=result.accounts.idle_s / 3600,
+        scale_events=result.scale_events,
+        cold_starts=result.accounts.cold_starts,
+        peak_replicas=result.peak_replicas,
+        decisions=result.decisions,
+        sim_wall_s=result.wall_s,
+    )
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else "inf"
+    return value
+
+
+_COLUMNS = (
+    ("policy", "policy", "{}"),
+    ("SLO met", "slo_attainment", "{:.2%}"),
+    ("wait p50", "wait_p50_s", "{:.2f}s"),
+    ("p95", "wait_p95_s", "{:.2f}s"),
+    ("p99", "wait_p99_s", "{:.2f}s"),
+    ("TTFT p99", "ttft_p99_s", "{:.2f}s"),
+    ("GPU-h", "gpu_hours", "{:.2f}"),
+    ("x floor", "x_floor", "{:.2f}"),
+    ("idle h", "idle_replica_hours", "{:.2f}"),
+    ("scale ev", "scale_events", "{}"),
+    ("cold st", "cold_starts", "{}"),
+    ("peak", "peak_replicas", "{}"),
+)
+
+
+def table(summaries: list[Summary]) -> str:
+    """A fixed-width table, one row per policy."""
+    rows = [[title for title, _, _ in _COLUMNS]]
+    for s in summaries:
+        rows.append([_cell(fmt, getattr(s, key)) for _, key, fmt in _COLUMNS])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(_COLUMNS))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(summaries: list[Summary]) -> str:
+    head = "| " + " | ".join(title for title, _, _ in _COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in _COLUMNS) + "|"
+    body = [
+        "| " + " | ".join(_cell(fmt, getattr(s, key)) for _, key, fmt in _COLUMNS) + " |"
+        for s in summaries
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def _cell(fmt: str, value: object) -> str:
+    if isinstance(value, float) and not np.isfinite(value):
+        return "inf"
+    return fmt.format(value)

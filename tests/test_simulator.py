@@ -1,0 +1,380 @@
+"""The simulator, on traces small enough to work out by hand.
+
+Most cases use UNIT pods: prefill is free and a request is served in exactly
+output_tokens x 1 s, so every wait and every GPU-second can be counted on paper.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaler.__main__ import main
+from scaler.simulator import keda_hpa
+from scaler.simulator.cluster import Cluster, ClusterParams, ColdStart
+from scaler.simulator.compare import Knobs, baseline, compare, floor_of, ours, run_policy
+from scaler.simulator.controllers import FixedController
+from scaler.simulator.engine import run
+from scaler.simulator.keda_hpa import Call, KedaHpaConfig
+from scaler.simulator.oracle import clairvoyant_floor
+from scaler.simulator.summary import summarise
+from scaler.simulator.sweep import break_even, sweep
+from scaler.simulator.trace import Trace, bursty, load_csv, repeat_to, scale_rate
+
+UNIT = ClusterParams(
+    slots_per_replica=8,
+    prefill_tokens_per_s=1e12,
+    decode_s_per_token=1.0,
+    cold_start=ColdStart("fixed", 60.0),
+)
+
+
+def unit_trace(*requests: tuple[float, int]) -> Trace:
+    """(arrival s, service s) pairs, arrival times kept as given."""
+    return Trace(
+        name="hand",
+        arrival_s=np.array([a for a, _ in requests], dtype=np.float64),
+        input_tokens=np.zeros(len(requests), dtype=np.int64),
+        output_tokens=np.array([s for _, s in requests], dtype=np.int64),
+    )
+
+
+def unit_knobs(**changes: object) -> Knobs:
+    return replace(Knobs(cluster=UNIT), **changes)  # type: ignore[arg-type]
+
+
+# -- pods, batching, queue -------------------------------------------------------------
+
+
+def test_service_time_is_prefill_plus_decode_as_documented() -> None:
+    trace = unit_trace((0.0, 211))
+    trace = replace(trace, input_tokens=np.array([1154], dtype=np.int64))
+    params = ClusterParams()
+    assert params.service_s(trace)[0] == pytest.approx(0.1154 + 6.33)
+    assert params.first_token_s(trace)[0] == pytest.approx(0.1154 + 0.03)
+
+
+def test_a_ninth_request_on_one_full_replica_waits_for_the_first_slot_to_free() -> None:
+    trace = unit_trace(*[(0.0, 10)] * 8, (1.0, 10))
+    result = run(trace, UNIT, FixedController(), horizon_s=100.0, initial_replicas=1)
+    assert result.wait_s.tolist() == [0.0] * 8 + [9.0]  # starts at t=10, arrived at t=1
+    assert result.accounts.gpu_s == 100.0
+
+
+def test_the_queue_is_first_in_first_out() -> None:
+    trace = unit_trace(*[(0.0, 5)] * 8, (1.0, 1), (2.0, 1), (3.0, 1))
+    result = run(trace, UNIT, FixedController(), horizon_s=50.0, initial_replicas=1)
+    assert result.start_s[8:].tolist() == [5.0, 5.0, 5.0]
+    slow = unit_trace((0.0, 5), (0.0, 9), (1.0, 1), (2.0, 1))
+    one_slot = replace(UNIT, slots_per_replica=1)
+    result = run(slow, one_slot, FixedController(), horizon_s=50.0, initial_replicas=1)
+    assert result.start_s.tolist() == [0.0, 5.0, 14.0, 15.0]
+
+
+def test_a_scaled_down_pod_drains_and_is_paid_until_its_last_request_ends() -> None:
+    cluster = Cluster(unit_trace((0.0, 30)), UNIT, horizon_s=100.0, initial_ready=1)
+    cluster.arrive(0, 0.0)
+    cluster.set_replicas(10.0, 0)
+    cluster.advance_to(100.0)
+    assert cluster.close().gpu_s == 30.0
+
+
+@pytest.mark.parametrize(
+    ("text", "nominal"),
+    [("60", 60.0), ("45-90", 67.5), ("lognormal:60:0.3", 60.0)],
+    ids=["fixed", "uniform-mean", "lognormal-median"],
+)
+def test_cold_start_forms(text: str, nominal: float) -> None:
+    cold = ColdStart.parse(text)
+    assert cold.nominal_s == nominal
+    sample = cold.sample(np.random.default_rng(1))
+    assert sample > 0
+    if cold.kind == "uniform":
+        assert 45 <= sample <= 90
+
+
+def test_a_bad_cold_start_is_refused_with_the_forms_allowed() -> None:
+    with pytest.raises(ValueError, match="lognormal:MEDIAN:SIGMA"):
+        ColdStart.parse("soon")
+
+
+# -- KEDA and the HPA ----------------------------------------------------------------
+
+TARGET = KedaHpaConfig(target_per_replica=6.4)
+
+
+@pytest.mark.parametrize(
+    ("metric", "replicas", "expected"),
+    [
+        (19.2, 3, 3),  # exactly at target: 3 replicas, no float error
+        (24.0, 3, 4),  # ratio 1.25 -> ceil(3.75)
+        (20.0, 3, 3),  # ratio 1.04: inside the 0.1 tolerance
+        (17.0, 3, 3),  # ratio 0.885 -> ceil(2.66) = 3 anyway
+        (12.8, 3, 2),  # ratio 0.67 -> 2
+        (0.0, 3, 0),
+        (5.0, 0, 1),  # no tolerance test from zero
+    ],
+    ids=["at-target", "above", "in-tolerance", "below-rounds-up", "down", "zero", "from-zero"],
+)
+def test_hpa_average_value_with_tolerance(metric: float, replicas: int, expected: int) -> None:
+    assert keda_hpa.raw_desired(metric, replicas, TARGET) == expected
+
+
+def sync(state: keda_hpa.KedaHpaState, now: float, metric: float) -> keda_hpa.KedaHpaState:
+    return keda_hpa.hpa_sync(state, TARGET, now, metric)
+
+
+def test_hpa_worked_example_rate_limit_then_stabilised_scale_down() -> None:
+    state = keda_hpa.initial_state(TARGET, 3)
+    state = sync(state, 15.0, 20.0)
+    assert state.replicas == 3  # tolerance
+    state = sync(state, 30.0, 40.0)
+    assert state.replicas == 7  # ceil(6.25); limit max(3 x 2, 3 + 4) = 7
+    state = sync(state, 45.0, 10.0)
+    assert state.replicas == 7  # raw 2, but 7 was recommended within 300 s
+    state = sync(state, 329.0, 10.0)
+    assert state.replicas == 7
+    state = sync(state, 331.0, 10.0)
+    assert state.replicas == 2
+
+
+def test_hpa_scale_up_rate_counts_from_the_period_start() -> None:
+    state = keda_hpa.initial_state(TARGET, 2)
+    state = sync(state, 15.0, 640.0)  # wants 100: max(2 x 2, 2 + 4) = 6
+    assert state.replicas == 6
+    state = sync(state, 20.0, 640.0)  # same 15 s period: still from 2
+    assert state.replicas == 6
+    state = sync(state, 31.0, 640.0)  # new period from 6: max(12, 10)
+    assert state.replicas == 12
+
+
+def test_keda_wakes_from_zero_and_scales_to_zero_after_cooldown() -> None:
+    state = keda_hpa.initial_state(TARGET, 0)
+    state = keda_hpa.step(state, TARGET, 0.0, Call.HPA_SYNC, 50.0, True)
+    assert state.replicas == 0  # the HPA does nothing at zero
+    state = keda_hpa.step(state, TARGET, 30.0, Call.KEDA_POLL, 0.0, True)
+    assert state.replicas == 1 and state.last_active_at == 30.0
+    state = keda_hpa.keda_poll(state, TARGET, 329.0, False)
+    assert state.replicas == 1  # 299 s inactive < cooldown 300 s
+    state = keda_hpa.keda_poll(state, TARGET, 330.0, False)
+    assert state.replicas == 0
+    kept = replace(TARGET, min_replicas=2)
+    state = keda_hpa.keda_poll(keda_hpa.initial_state(kept, 2), kept, 9999.0, False)
+    assert state.replicas == 2  # minReplicaCount > 0: KEDA never scales to zero
+
+
+def test_a_streamed_true_wakes_at_once() -> None:
+    state = keda_hpa.keda_push(keda_hpa.initial_state(TARGET, 0), TARGET, 12.5)
+    assert (state.replicas, state.last_active_at) == (1, 12.5)
+
+
+def test_due_alternates_keda_polls_and_hpa_syncs() -> None:
+    state = keda_hpa.initial_state(TARGET, 1)
+    assert keda_hpa.due(state) == (0.0, Call.KEDA_POLL)
+    state = keda_hpa.keda_poll(state, TARGET, 0.0, True)
+    assert keda_hpa.due(state) == (7.0, Call.HPA_SYNC)
+
+
+# -- our scaler end to end: the hand-worked cases -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stream", "wait"),
+    [(True, 60.0), (False, 80.0)],
+    ids=["stream-wakes-at-once-waits-the-cold-start", "polling-adds-the-wait-for-the-poll"],
+)
+def test_one_request_at_zero_replicas(stream: bool, wait: float) -> None:
+    trace = unit_trace((100.0, 5))  # KEDA polls at 0, 30, ..., 120
+    tuned = unit_knobs(stream=stream)
+    result = run(trace, UNIT, ours(tuned), horizon_s=105.0, initial_replicas=0)
+    assert result.wait_s.tolist() == [wait]
+    assert result.accounts.cold_starts == 1
+
+
+def test_a_fixed_load_at_exactly_capacity_needs_exactly_n_replicas() -> None:
+    # 24 requests always in flight (each replaced the moment it ends), 8 slots per replica,
+    # targetUtilization 1: demand 24 / 8 = exactly 3 replicas, never a 4th.
+    requests = [(float(t), 10) for t in range(0, 600, 10) for _ in range(24)]
+    tuned = unit_knobs(metadata={"targetConcurrency": "8", "targetUtilization": "1"})
+    result = run(unit_trace(*requests), UNIT, ours(tuned), horizon_s=610.0, initial_replicas=3)
+    assert result.peak_replicas == 3 and result.scale_events == 0
+    assert float(np.nanmax(result.wait_s)) == 0.0
+
+
+def test_the_real_decision_runs_at_every_poll_sync_and_stream_check() -> None:
+    trace = unit_trace((0.0, 5))
+    controller = ours(unit_knobs(stream=False))
+    run(trace, UNIT, controller, horizon_s=60.0, initial_replicas=1)
+    # KEDA polls at 0, 30, 60 and HPA syncs at 7, 22, 37, 52: two decisions each.
+    assert controller.decisions == 2 * 7
+
+
+# -- the oracle ---------------------------------------------------------------------------
+
+
+def test_oracle_worked_example_orders_one_cold_start_ahead() -> None:
+    floor = clairvoyant_floor(unit_trace(*[(100.0, 100)] * 12), UNIT)
+    assert (floor.warm_replicas, floor.peak_replicas) == (0, 2)
+    assert floor.gpu_s == 2 * 160.0
+    assert floor.schedule == ((40.0, 1), (40.0, 1), (200.0, -1), (200.0, -1))
+
+
+@pytest.mark.parametrize(
+    ("gap", "gpu_s"),
+    [(30.0, 60 + 100 + 30 + 100), (90.0, 2 * (60 + 100))],
+    ids=["gap-shorter-than-cold-start-bridged", "longer-gap-restarts"],
+)
+def test_oracle_bridges_gaps_shorter_than_a_cold_start(gap: float, gpu_s: float) -> None:
+    floor = clairvoyant_floor(unit_trace((100.0, 100), (200.0 + gap, 100)), UNIT)
+    assert floor.gpu_s == gpu_s
+
+
+def test_the_oracle_replayed_meets_its_floor_with_no_wait() -> None:
+    trace = unit_trace(*[(100.0, 100)] * 12, *[(230.0, 50)] * 20)
+    tuned = unit_knobs()
+    floor = floor_of(trace, tuned)
+    result = run_policy(trace, tuned, baseline("oracle", tuned, floor), floor)
+    assert float(np.max(result.wait_s)) == 0.0
+    assert result.accounts.gpu_s == pytest.approx(floor.gpu_s)
+
+
+def test_load_within_the_first_cold_start_is_served_by_the_warm_fleet() -> None:
+    floor = clairvoyant_floor(unit_trace(*[(10.0, 20)] * 9), UNIT)
+    assert floor.warm_replicas == 2 and floor.gpu_s == 2 * 30.0
+
+
+# -- baselines, summary, sweep ----------------------------------------------------------
+
+
+def test_redis_list_scaler_sees_only_the_queue_and_sleeps_while_pods_are_busy() -> None:
+    # Requests start at once on the warm replica: the list stays empty, so KEDA sees
+    # no activity and scales to zero after the cooldown although requests run.
+    trace = unit_trace(*[(float(t), 5) for t in range(0, 900, 10)])
+    tuned = unit_knobs()
+    floor = floor_of(trace, tuned)
+    result = run_policy(trace, tuned, baseline("redis-list", tuned, floor), floor)
+    assert result.accounts.cold_starts >= 1
+    assert float(np.nanmax(result.wait_s)) >= 60.0
+
+
+def test_compare_summarises_every_policy_against_the_same_floor() -> None:
+    trace = unit_trace(*[(float(t), 8) for t in range(0, 600, 2)])
+    floor, results, summaries = compare(trace, unit_knobs())
+    assert [s.policy for s in summaries] == [
+        "llm-keda-scaler",
+        "oracle",
+        "fixed-peak",
+        "redis-list",
+        "hpa-utilisation",
+    ]
+    fixed = summaries[2]
+    assert fixed.slo_attainment == 1.0 and fixed.x_floor >= 1.0
+    assert summaries[1].x_floor == pytest.approx(1.0, abs=0.02)
+    assert all(r.horizon_s == floor.horizon_s for r in results)
+    json.dumps([s.as_dict() for s in summaries])
+
+
+def test_an_unserved_request_is_a_miss_with_an_infinite_wait() -> None:
+    trace = unit_trace((0.0, 5), (1.0, 5))
+    result = run(trace, UNIT, FixedController(), horizon_s=10.0, initial_replicas=0)
+    summary = summarise(result, 2.0, 1.0)
+    assert (summary.unserved, summary.slo_attainment) == (2, 0.0)
+    assert summary.as_dict()["wait_p99_s"] == "inf"
+
+
+def test_sweep_marks_the_cheapest_setting_meeting_the_slo() -> None:
+    trace = unit_trace(*[(float(t), 30) for t in range(0, 1200, 3)])
+    grid = {"targetConcurrency": ("6", "8", "12")}
+    points = sweep(trace, unit_knobs(), grid, slo_target=0.99)
+    gpu = [p.summary.gpu_hours for p in points]
+    assert gpu == sorted(gpu)
+    marked = [p for p in points if p.cheapest_meeting_slo]
+    assert len(marked) == 1 and marked[0].summary.slo_attainment >= 0.99
+    cheaper = points[: points.index(marked[0])]
+    assert all(p.summary.slo_attainment < 0.99 for p in cheaper)
+    assert points[0].on_frontier
+
+
+def test_break_even_scale_to_zero_saves_only_when_silences_outlast_its_delays() -> None:
+    # One request every 20 s: never idle for 300 + 300 s, so scale-to-zero saves nothing.
+    busy = unit_trace(*[(float(t), 5) for t in range(0, 7200, 20)])
+    levels, even = break_even(busy, unit_knobs(), factors=(1.0,))
+    assert levels[0].to_zero.gpu_hours == levels[0].always_on.gpu_hours
+    assert even == levels[0].rate
+    # One request an hour: scale-to-zero saves most of the GPU, at one cold start each.
+    sparse = unit_trace(*[(float(t), 5) for t in range(0, 4 * 3600, 3600)])
+    levels, even = break_even(sparse, unit_knobs(), factors=(1.0,))
+    assert levels[0].to_zero.gpu_hours < 0.5 * levels[0].always_on.gpu_hours
+    assert even is None
+
+
+# -- traces -------------------------------------------------------------------------------
+
+
+def test_azure_trace_layout_is_read_as_published(tmp_path: Path) -> None:
+    path = tmp_path / "azure.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n"
+        "2023-11-16 18:15:50.9951690,396,109\n"
+    )
+    trace = load_csv(path)
+    assert trace.arrival_s.tolist() == pytest.approx([0.0, 4.314579])
+    assert trace.input_tokens.tolist() == [374, 396]
+    assert trace.output_tokens.tolist() == [44, 109]
+
+
+def test_plain_layout_is_sorted_and_starts_at_zero(tmp_path: Path) -> None:
+    path = tmp_path / "plain.csv"
+    path.write_text("arrival_s,input_tokens,output_tokens\n105.5,10,2\n100,20,3\n")
+    trace = load_csv(path)
+    assert trace.arrival_s.tolist() == [0.0, 5.5]
+    assert trace.input_tokens.tolist() == [20, 10]
+
+
+def test_repeat_and_scale_keep_the_shape() -> None:
+    hour = unit_trace(*[(float(t), 1) for t in range(0, 3600, 10)])
+    day = repeat_to(hour, 86400.0)
+    assert day.span_s <= 86400.0 and len(day) == pytest.approx(24 * len(hour), rel=0.01)
+    assert len(scale_rate(hour, 3.0)) == 3 * len(hour)
+    assert len(scale_rate(hour, 0.5)) == pytest.approx(len(hour) / 2, rel=0.2)
+
+
+def test_bursty_traffic_has_the_mean_rate_and_bursts_well_above_it() -> None:
+    trace = bursty(6 * 3600.0, 2.0, seed=3)
+    assert trace.mean_rate == pytest.approx(2.0, rel=0.25)
+    per_second = np.bincount(trace.arrival_s.astype(np.int64))
+    assert per_second.max() >= 10 * 2.0
+    assert (np.bincount((trace.arrival_s // 60).astype(np.int64)) == 0).sum() > 10
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_simulate_command_writes_summary_and_plot(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    rows = "".join(f"{t * 0.5},500,50\n" for t in range(400))
+    path.write_text("arrival_s,input_tokens,output_tokens\n" + rows)
+    code = main(["simulate", "--trace", str(path), "--out", str(tmp_path / "out")])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert len(report["policies"]) == 5
+    assert (tmp_path / "out" / "simulate.png").stat().st_size > 10_000
+
+
+def test_simulate_refuses_bad_metadata_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["simulate", "--synthetic", "bursty", "--scale-down-delay", "-1"])
+    assert code == 2
+    assert "scaleDownDelaySeconds" in capsys.readouterr().out
+
+
+def test_the_cli_names_the_same_baselines_the_comparison_runs() -> None:
+    from scaler.simulator import cli, compare
+
+    assert cli.BASELINES == compare.BASELINES
