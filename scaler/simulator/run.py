@@ -1,4 +1,4 @@
-"""`python -m scaler simulate`, the run: arguments -> trace, knobs -> comparison or sweep -> outputs.
+"""`python -m scaler simulate`, the run: arguments, trace, knobs -> comparison or sweep -> outputs.
 
 Writes `summary.json` (and `sweep.json` with --sweep) and `simulate.png` under
 --out, and prints the same figures as tables.
