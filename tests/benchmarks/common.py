@@ -19,6 +19,13 @@ from scaler.local_redis import free_port
 @contextmanager
 def scaler_process(redis_url: str, **env: str) -> Iterator[int]:
     """`python -m scaler serve` as in production; yields its gRPC port once ready."""
+    with scaler_process_with_pid(redis_url, **env) as (port, _):
+        yield port
+
+
+@contextmanager
+def scaler_process_with_pid(redis_url: str, **env: str) -> Iterator[tuple[int, int]]:
+    """As `scaler_process`, also yielding the process id (for its RSS and CPU)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "scaler", "serve"],
@@ -41,7 +48,7 @@ def scaler_process(redis_url: str, **env: str) -> Iterator[int]:
                 if update.status == health_pb2.HealthCheckResponse.SERVING:
                     watch.cancel()
                     break
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -63,3 +70,9 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
     )
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kib / 1024

@@ -1,0 +1,217 @@
+"""KEDA polling at fleet scale: every ScaledObject polled as KEDA does (spec, metrics, activity).
+
+Pod reports are written for S ScaledObjects x P pods; client processes poll
+them round robin over real gRPC against `python -m scaler serve` for a fixed
+time. The store is also compared alone, in process, with the simplest correct
+alternative (HGETALL of the reports + ZRANGE of their times + LLEN, decoded and
+judged in Python), so its figures read as ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import time
+from dataclasses import dataclass
+
+import grpc
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from scaler._generated import externalscaler_pb2 as pb
+from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.local_redis import LocalRedis
+from scaler.reports import WRITE_REPORT_LUA, PodReport, report_keys
+from scaler.store import TargetStore
+from scaler.target_config import parse_target_config
+from tests.benchmarks.common import percentile, rss_mib, scaler_process_with_pid
+
+NAMESPACE = "bench"
+DURATION_S = 5.0
+CLIENT_PROCESSES = 2
+HEADLINE = (1000, 64)
+POD_SWEEP = [(100, 8), (100, 64), (100, 512)]
+SO_SWEEP = [(10, 64), (100, 64), (1000, 64)]
+
+
+@dataclass(frozen=True)
+class PollFigures:
+    scaled_objects: int
+    pods: int
+    concurrency: int
+    polls_per_s: float
+    p50_ms: float
+    p99_ms: float
+    scaler_rss_mib: float
+
+
+def _fill(client: redis.Redis, scaled_objects: int, pods: int) -> None:
+    client.flushall()
+    write = client.register_script(WRITE_REPORT_LUA)
+    pipe = client.pipeline(transaction=False)
+    for i in range(scaled_objects):
+        keys = report_keys(NAMESPACE, f"model-{i}")
+        for j in range(pods):
+            report = PodReport(
+                pod=f"model-{i}-{j}",
+                inflight=3,
+                waiting=1,
+                capacity=8,
+                ready=True,
+                started_at=1.0,
+                seq=1,
+            )
+            write(
+                keys=[keys.reports, keys.seen],
+                args=[report.pod, report.to_json(), 86400, ""],
+                client=pipe,
+            )
+        if len(pipe) >= 5000:
+            pipe.execute()
+        client.rpush(f"q:model-{i}", *range(i % 5 + 1))
+    pipe.execute()
+
+
+def _ref(i: int) -> pb.ScaledObjectRef:
+    return pb.ScaledObjectRef(
+        name=f"model-{i}",
+        namespace=NAMESPACE,
+        scalerMetadata={"targetConcurrency": "8", "queueKey": f"q:model-{i}"},
+    )
+
+
+def _client(port: int, scaled_objects: int, concurrency: int, offset: int, out: object) -> None:
+    async def run() -> tuple[int, list[float]]:
+        latencies: list[float] = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ExternalScalerStub(channel)
+            refs = [_ref(i) for i in range(scaled_objects)]
+            end = time.perf_counter() + DURATION_S
+
+            async def worker(k: int) -> None:
+                i = offset + k
+                while time.perf_counter() < end:
+                    so = refs[i % scaled_objects]
+                    i += concurrency * CLIENT_PROCESSES
+                    start = time.perf_counter()
+                    spec = await stub.GetMetricSpec(so)
+                    name = spec.metricSpecs[0].metricName
+                    await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=so, metricName=name))
+                    await stub.IsActive(so)
+                    latencies.append(time.perf_counter() - start)
+
+            await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return len(latencies), latencies
+
+    out.put(asyncio.run(run()))  # type: ignore[attr-defined]
+
+
+def _poll(port: int, pid: int, scaled_objects: int, pods: int, concurrency: int) -> PollFigures:
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    clients = [
+        ctx.Process(target=_client, args=(port, scaled_objects, concurrency, n * concurrency, out))
+        for n in range(CLIENT_PROCESSES)
+    ]
+    for c in clients:
+        c.start()
+    results = [out.get(timeout=120) for _ in clients]
+    for c in clients:
+        c.join()
+    latencies = [x for _, lat in results for x in lat]
+    return PollFigures(
+        scaled_objects=scaled_objects,
+        pods=pods,
+        concurrency=concurrency * CLIENT_PROCESSES,
+        polls_per_s=sum(n for n, _ in results) / DURATION_S,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        scaler_rss_mib=rss_mib(pid),
+    )
+
+
+def run_polling() -> list[PollFigures]:
+    server = LocalRedis()
+    server.start()
+    figures = []
+    try:
+        client = redis.Redis.from_url(server.url)
+        with scaler_process_with_pid(server.url) as (port, pid):
+            for scaled_objects, pods in [HEADLINE, *POD_SWEEP, *SO_SWEEP]:
+                _fill(client, scaled_objects, pods)
+                for concurrency in (2, 16):
+                    figures.append(_poll(port, pid, scaled_objects, pods, concurrency))
+        client.close()
+    finally:
+        server.close()
+    return figures
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    pods: int
+    lua_ms: float
+    naive_ms: float
+
+
+async def _naive_read(client: AsyncRedis, target: str, stale_after_s: float) -> float:
+    """The simplest correct read: everything back to Python, judged and summed there."""
+    keys = report_keys(NAMESPACE, target)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.reports)
+    pipe.zrange(keys.seen, 0, -1, withscores=True)
+    pipe.llen(f"q:{target}")
+    pipe.time()
+    reports, seen, depth, (sec, usec) = await pipe.execute()
+    now = sec + usec / 1e6
+    fresh = {pod for pod, at in seen if at >= now - stale_after_s}
+    demand = float(depth)
+    for pod, payload in reports.items():
+        if pod in fresh:
+            report = PodReport.from_json(payload)
+            demand += report.inflight + report.waiting
+    return demand
+
+
+def run_store_comparison(rounds: int = 300) -> list[StoreFigures]:
+    server = LocalRedis()
+    server.start()
+    figures = []
+    try:
+        sync = redis.Redis.from_url(server.url)
+        for pods in (8, 64, 512):
+            _fill(sync, 1, pods)
+
+            async def measure() -> tuple[float, float]:
+                client = AsyncRedis.from_url(server.url, decode_responses=True)
+                store = TargetStore(client, timeout_s=5)
+                config = parse_target_config(
+                    NAMESPACE, "model-0", {"targetConcurrency": "8", "queueKey": "q:model-0"}
+                ).config
+                lua = await _time(rounds, lambda: store.read(config))
+                naive = await _time(rounds, lambda: _naive_read(client, "model-0", 10))
+                lua_demand = (await store.read(config)).signals.demand
+                assert lua_demand == await _naive_read(client, "model-0", 10)
+                await client.aclose()
+                return lua, naive
+
+            lua, naive = asyncio.run(measure())
+            figures.append(StoreFigures(pods, lua * 1000, naive * 1000))
+        sync.close()
+    finally:
+        server.close()
+    return figures
+
+
+async def _time(rounds: int, call: object) -> float:
+    for _ in range(20):
+        await call()  # type: ignore[operator]
+    start = time.perf_counter()
+    for _ in range(rounds):
+        await call()  # type: ignore[operator]
+    return (time.perf_counter() - start) / rounds
+
+
+if __name__ == "__main__":
+    print(json.dumps([f.__dict__ for f in run_store_comparison()], indent=1))
