@@ -6,7 +6,7 @@ import datetime
 import sys
 from pathlib import Path
 
-from tests.benchmarks import activation, polling
+from tests.benchmarks import activation, ingestion, polling
 from tests.benchmarks.common import machine
 
 
@@ -18,6 +18,8 @@ def main() -> int:
     store = polling.run_store_comparison()
     print("KEDA polling at fleet scale...", flush=True)
     polls = polling.run_polling()
+    print("report ingestion...", flush=True)
+    ingest = ingestion.run()
     lines = [
         "# Benchmarks",
         "",
@@ -55,6 +57,17 @@ def main() -> int:
             f"{f.p50_ms:.2f} | {f.p99_ms:.2f} | {f.scaler_rss_mib:.0f} |"
             for f in polls
         ),
+        "",
+        "## Report ingestion",
+        "",
+        f"{ingestion.PODS:,} pods over {ingestion.TARGETS} targets each report once a second "
+        f"(one writer process, pipelined) for {ingestion.DURATION_S:g} s while a poller sends "
+        f"{ingestion.POLLS_PER_S} GetMetrics + IsActive pairs a second.",
+        "",
+        "| reports/s written | Redis CPU | Redis memory MiB | poll p50 ms | poll p99 ms |",
+        "|---|---|---|---|---|",
+        f"| {ingest.reports_per_s:,.0f} | {ingest.redis_cpu_percent:.0f}% of a core "
+        f"| {ingest.redis_memory_mib:.1f} | {ingest.poll_p50_ms:.2f} | {ingest.poll_p99_ms:.2f} |",
         "",
         "## One target's read: the Lua read script vs the simplest correct read",
         "",
