@@ -22,11 +22,31 @@ What it does, in order:
 3. Scale to zero only after real silence. IsActive is true while demand exceeds
    `activationThreshold`, and stays true until demand has been exactly zero for
    `scaleToZeroDelaySeconds`, however low it was before.
+4. SLO-aware mode (opt-in: `sloWaitSeconds` W set). A request waits only when
+   every warm slot is busy. With K warm slots, each holding a request for a
+   mean service time s (`serviceSeconds`), busy slots free up at K / s per
+   second, so a request that finds N requests in the system (itself included)
+   starts after (N - K) x s / K seconds. It starts within W iff
+   N <= K x (1 + W / s), i.e. K >= N / (1 + W / s). Capacity ordered when a
+   burst is seen arrives a cold start C later, after any burst shorter than C
+   is over, so it must already be warm: the mode holds the slots for the
+   largest N seen over a horizon H (`sloHorizonSeconds`, default 20 C, never
+   shorter than `scaleDownDelaySeconds`) and keeps the target awake that long.
+   C is `coldStartSeconds`, or the longest cold start a sidecar measured if
+   longer. On top of the ordinary rule (max, never less): the burst formula
+   alone has no headroom for sustained load and under-sizes steady traffic.
+   In the HPA's unit: metric = K x targetUtilization, so desired replicas =
+   ceil(K / targetConcurrency).
 
 Worked example (targetConcurrency 8, targetUtilization 0.8, delay 120 s):
 demand 30 at t=0 -> metric 30 -> ceil(30 / 6.4) = 5 replicas. Demand falls to 6
 at t=10 -> metric stays 30 until t=120..122 (the bucket holding 30 leaves the
 window) -> then 6 -> 1 replica. Demand 0 from t=200 -> active until t=500.
+
+SLO-aware example (same, plus sloWaitSeconds 2, serviceSeconds 5, cold start
+60 s -> horizon 1200 s): a burst of 70 at t=0 -> K = 70 / (1 + 2 / 5) = 50
+slots -> metric 50 x 0.8 = 40 -> ceil(40 / 6.4) = 7 replicas (the ordinary rule
+asks ceil(70 / 6.4) = 11 for 120 s, then the hold gives 7) until t=1200.
 """
 
 from __future__ import annotations
@@ -54,6 +74,7 @@ class Reason(StrEnum):
     BURST_HOLD = "burst_hold"  # holding a burst's peak until the burst has passed
     SCALE_DOWN_HELD = "scale_down_held"  # demand fell; the window still holds a higher value
     FOLLOWING = "following"  # the metric is the demand now
+    SLO_HOLD = "slo_hold"  # SLO-aware mode: capacity for the horizon's peak held warm
 
 
 @dataclass(frozen=True)
@@ -100,15 +121,58 @@ def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
     return any(value > old_buckets.get(index, -1.0) for index, value in new.buckets)
 
 
-def bucket_width(config: TargetConfig) -> float:
-    return max(_MIN_BUCKET_S, config.scale_down_delay_s / BUCKETS_PER_WINDOW)
+# SLO-aware mode: the horizon a burst's capacity is held for, in cold starts,
+# when sloHorizonSeconds is not set (see README "Choosing settings").
+HORIZON_COLD_STARTS = 20.0
+MAX_COLD_START_S = 3600.0
+
+
+def cold_start_s(signals: Signals, config: TargetConfig) -> float:
+    """The cold start the SLO-aware mode plans with: coldStartSeconds, or the longest
+    one a pod measured if that is longer (capped at an hour)."""
+    return min(max(config.cold_start_s, signals.cold_start_s), MAX_COLD_START_S)
+
+
+def slo_horizon_s(config: TargetConfig, cold_s: float) -> float:
+    """How long the SLO-aware mode holds a peak: sloHorizonSeconds, else 10 cold starts;
+    never shorter than the scale-down delay."""
+    horizon = config.slo_horizon_s
+    if horizon is None:
+        horizon = HORIZON_COLD_STARTS * cold_s
+    return max(horizon, config.scale_down_delay_s)
+
+
+def window_length_s(config: TargetConfig, cold_s: float) -> float:
+    """How far back the window must reach: the scale-down delay, or the SLO horizon."""
+    if config.slo_wait_s is None:
+        return config.scale_down_delay_s
+    return slo_horizon_s(config, cold_s)
+
+
+def bucket_width(config: TargetConfig, cold_s: float | None = None) -> float:
+    length = window_length_s(config, config.cold_start_s if cold_s is None else cold_s)
+    return max(_MIN_BUCKET_S, length / BUCKETS_PER_WINDOW)
+
+
+def retained_s(state: PolicyState) -> float:
+    """How far back stored buckets can matter: 60 buckets of the state's own width."""
+    return BUCKETS_PER_WINDOW * max(state.bucket_s, _MIN_BUCKET_S)
+
+
+def slo_slots(config: TargetConfig, peak: float) -> float:
+    """Warm slots that start every request of a peak of `peak` concurrent requests within
+    sloWaitSeconds: peak / (1 + W / s) (the derivation is in the module docstring)."""
+    assert config.slo_wait_s is not None
+    return peak / (1.0 + config.slo_wait_s / config.service_s)
 
 
 def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: float) -> Decision:
     demand = signals.demand
     delay = config.scale_down_delay_s
-    bucket_s = bucket_width(config)
-    buckets = window.record(_rebucketed(state, bucket_s, now), now, demand, delay, bucket_s)
+    cold_s = cold_start_s(signals, config)
+    length = window_length_s(config, cold_s)
+    bucket_s = bucket_width(config, cold_s)
+    buckets = window.record(_rebucketed(state, bucket_s, now), now, demand, length, bucket_s)
     held = window.window_max(buckets, now, delay, bucket_s) if delay > 0 else demand
     held = demand if held is None else max(held, demand)
 
@@ -123,8 +187,20 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     was_active = now < state.active_until
     active_until = state.active_until
     if wakes or (was_active and demand > 0):
-        active_until = max(active_until, _deadline(now, config.scale_to_zero_delay_s))
+        active_until = max(active_until, _deadline(now, _zero_delay_s(config, cold_s)))
     active = wakes or now < active_until
+
+    slo_metric = None
+    if config.slo_wait_s is not None:
+        horizon = slo_horizon_s(config, cold_s)
+        peak = window.window_max(buckets, now, horizon, bucket_s) or 0.0
+        peak = max(peak, demand)
+        # In the HPA's unit: ceil(metric / (targetConcurrency x targetUtilization))
+        # = ceil(slots / targetConcurrency) replicas.
+        slo_metric = slo_slots(config, peak) * config.target_utilization
+        if not active:
+            slo_metric = min(slo_metric, demand)  # asleep: nothing held (IsActive agrees)
+        metric = max(metric, slo_metric)
 
     new_state = PolicyState(
         bucket_s=bucket_s,
@@ -135,9 +211,39 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         burst_until=burst_until,
     )
     reason, detail = _explain(
-        config, demand, metric, held, active, in_burst, burst_peak, committed, active_until - now
+        config,
+        demand,
+        metric,
+        held,
+        active,
+        in_burst,
+        burst_peak,
+        committed,
+        active_until - now,
+        _zero_delay_s(config, cold_s),
     )
+    if (
+        slo_metric is not None
+        and demand > 0
+        and active
+        and slo_metric >= metric > max(held, demand)
+    ):
+        reason, detail = (
+            Reason.SLO_HOLD,
+            (
+                f"SLO hold: peak {peak:g} within {horizon:g} s needs {slo_slots(config, peak):.3g} "
+                f"warm slots to start within {config.slo_wait_s:g} s (demand now {demand:g})"
+            ),
+        )
     return Decision(metric, active, reason, detail, new_state, demand, now)
+
+
+def _zero_delay_s(config: TargetConfig, cold_s: float) -> float:
+    """SLO-aware mode keeps the target awake for the whole horizon: going to zero
+    guarantees that the next burst waits a full cold start."""
+    if config.slo_wait_s is None:
+        return config.scale_to_zero_delay_s
+    return max(config.scale_to_zero_delay_s, slo_horizon_s(config, cold_s))
 
 
 def _deadline(now: float, delay_s: float) -> float:
@@ -186,17 +292,18 @@ def _explain(
     burst_peak: float,
     committed: float,
     active_left_s: float,
+    zero_delay_s: float,
 ) -> tuple[Reason, str]:
     if not active:
         if demand > 0:
             return Reason.BELOW_ACTIVATION, (
                 f"demand {demand:g} <= activationThreshold {config.activation_threshold:g}"
             )
-        return Reason.IDLE, f"no demand for {config.scale_to_zero_delay_s:g} s"
+        return Reason.IDLE, f"no demand for {zero_delay_s:g} s"
     if demand == 0:
         return Reason.ZERO_DELAY_HOLD, (
             f"scale to zero held: no demand, {active_left_s:.0f} s of "
-            f"{config.scale_to_zero_delay_s:g} s left; metric {metric:g}"
+            f"{zero_delay_s:g} s left; metric {metric:g}"
         )
     if in_burst and burst_peak > held:
         return Reason.BURST_HOLD, (

@@ -156,7 +156,8 @@ def _check_report(report: PodReport) -> None:
 # accept exactly what `PodReport.from_json` accepts, plus the hash field naming
 # the same pod; tests/test_reports.py holds the two to the same table.
 # Defines sum_reports(pods, payloads) -> {inflight, waiting, capacity_ready,
-# capacity_starting, pods_ready, pods_valid, invalid pods, invalid payloads}.
+# capacity_starting, pods_ready, pods_valid, invalid count, invalid pods,
+# invalid payloads, longest cold_start_s reported (0: none)}.
 SUM_REPORTS_LUA = """
 local function is_count(x)
   return type(x) == 'number' and x == x and x >= 0 and x < math.huge
@@ -175,6 +176,7 @@ local function valid_report(r, pod)
 end
 local function sum_reports(pods, payloads)
   local inflight, waiting, cap_ready, cap_starting, ready, valid = 0, 0, 0, 0, 0, 0
+  local cold_start = 0
   local bad_pods, bad_payloads = {}, {}
   for i, pod in ipairs(pods) do
     local payload = payloads[i]
@@ -184,6 +186,7 @@ local function sum_reports(pods, payloads)
       valid = valid + 1
       inflight = inflight + r.inflight
       waiting = waiting + r.waiting
+      if r.cold_start_s ~= nil and r.cold_start_s > cold_start then cold_start = r.cold_start_s end
       if r.ready then
         ready = ready + 1
         cap_ready = cap_ready + r.capacity
@@ -197,7 +200,7 @@ local function sum_reports(pods, payloads)
   end
   local function f(x) return string.format('%.17g', x) end
   return {f(inflight), f(waiting), f(cap_ready), f(cap_starting), ready, valid,
-          #pods - valid, bad_pods, bad_payloads}
+          #pods - valid, bad_pods, bad_payloads, f(cold_start)}
 end
 """
 

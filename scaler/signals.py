@@ -22,6 +22,7 @@ class Signals:
     capacity_starting: float  # slots of pods still starting: capacity on its way
     stale_dropped: int = 0  # reports dropped in this read for being older than staleAfterSeconds
     invalid_reports: int = 0  # reports ignored for not following the contract
+    cold_start_s: float = 0.0  # longest cold start measured by a fresh report; 0: none reported
 
     @property
     def pods_starting(self) -> int:
@@ -36,11 +37,12 @@ class Signals:
 def aggregate(
     reports: Iterable[PodReport], queue_depth: float, stale_dropped: int = 0, invalid: int = 0
 ) -> Signals:
-    inflight = waiting = capacity_ready = capacity_starting = 0.0
+    inflight = waiting = capacity_ready = capacity_starting = cold_start = 0.0
     pods_reported = pods_ready = 0
     for report in reports:
         pods_reported += 1
         inflight += report.inflight
+        cold_start = max(cold_start, report.cold_start_s or 0.0)
         waiting += report.waiting
         if report.ready:
             pods_ready += 1
@@ -57,4 +59,5 @@ def aggregate(
         capacity_starting=capacity_starting,
         stale_dropped=stale_dropped,
         invalid_reports=invalid,
+        cold_start_s=cold_start,
     )

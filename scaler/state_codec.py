@@ -2,7 +2,8 @@
 
     llm-scaler:{<namespace>/<target>}:policy:<scaledObject>   HASH
         bucket_s          width of the window buckets
-        b:<index>         max demand in that bucket
+        b:<index>         max demand in that bucket (kept for the scale-down delay,
+                          or the SLO horizon in SLO-aware mode)
         active_until      IsActive holds true until then
         burst_started_at, burst_peak, burst_until
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scaler.policy import PolicyState
+from scaler.policy import MAX_COLD_START_S, PolicyState, slo_horizon_s
 from scaler.reports import target_key_base
 from scaler.target_config import TargetConfig
 
@@ -28,8 +29,14 @@ def policy_key(config: TargetConfig) -> str:
 
 
 def state_ttl_s(config: TargetConfig) -> int:
-    """Past this, every stored time is over and the state equals an empty one; an hour of slack."""
-    return int(max(config.scale_down_delay_s, config.scale_to_zero_delay_s)) + 3600
+    """Past this, every stored time is over and the state equals an empty one; an hour of slack.
+
+    SLO-aware mode holds its window for the horizon, which the longest cold start
+    a sidecar may measure can stretch: the TTL covers the longest it can be."""
+    horizon = 0.0
+    if config.slo_wait_s is not None:
+        horizon = slo_horizon_s(config, MAX_COLD_START_S)
+    return int(max(config.scale_down_delay_s, config.scale_to_zero_delay_s, horizon)) + 3600
 
 
 def decode_state(fields: Mapping[str, str]) -> PolicyState:

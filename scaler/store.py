@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from scaler import window
-from scaler.policy import PolicyState, bucket_width
+from scaler.policy import PolicyState, bucket_width, retained_s
 from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
@@ -157,8 +157,10 @@ class TargetStore:
         self, config: TargetConfig, state: PolicyState, now: float, timeout_s: float | None = None
     ) -> None:
         """Merge `state` into the stored one (per-field maximum, see `state_codec`)."""
-        bucket_s = bucket_width(config)
-        oldest = window.oldest_bucket(now, config.scale_down_delay_s, bucket_s)
+        bucket_s = state.bucket_s or bucket_width(config)
+        oldest = window.oldest_bucket(
+            now, max(retained_s(state), config.scale_down_delay_s), bucket_s
+        )
         await self._call(
             self._merge_state,
             keys=[policy_key(config)],
@@ -197,7 +199,7 @@ def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
     now_text, stale_count, sums, (status, depth), state_fields = raw
     if status != "ok":
         raise QueueError(f"queueKey = {config.queue_key!r}: {depth}")
-    inflight, waiting, cap_ready, cap_starting, ready, valid, invalid, bad_pods, bad = sums
+    inflight, waiting, cap_ready, cap_starting, ready, valid, invalid, bad_pods, bad, cold = sums
     for pod, payload in zip(bad_pods, bad, strict=True):
         _warn_once(f"{config.report_keys.reports} {pod}: {_why_invalid(pod, payload)}")
     if invalid and not valid:
@@ -214,6 +216,7 @@ def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
         capacity_starting=float(cap_starting),
         stale_dropped=int(stale_count),
         invalid_reports=int(invalid),
+        cold_start_s=float(cold),
     )
     state = decode_state(dict(zip(state_fields[::2], state_fields[1::2], strict=True)))
     return Snapshot(now=float(now_text), signals=signals, state=state)

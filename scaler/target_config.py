@@ -66,6 +66,23 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "2", "burst when short-window demand > this x (ready + starting) capacity, in (1; 1000]"
     ),
     "burstWindowSeconds": KeySpec("10", "the short window burst detection looks at, in [1; 600]"),
+    "sloWaitSeconds": KeySpec(
+        None,
+        "SLO-aware mode: the longest a request should wait to start, in [0; 600]; absent: off",
+        optional=True,
+    ),
+    "coldStartSeconds": KeySpec(
+        "60", "a replica's cold start (sidecars' measured one wins if longer), in [0; 3600]"
+    ),
+    "serviceSeconds": KeySpec(
+        "5", "mean time a request holds its slot (SLO-aware mode), in [0.01; 3600]"
+    ),
+    "sloHorizonSeconds": KeySpec(
+        None,
+        "SLO-aware mode: how long a burst's capacity is held, in [0; 86400]; "
+        "absent: 10 cold starts",
+        optional=True,
+    ),
 }
 
 # Keys KEDA itself puts in the metadata (or users set for KEDA's sake): accepted, not used.
@@ -93,6 +110,10 @@ class TargetConfig:
     scale_to_zero_delay_s: float
     burst_threshold: float
     burst_window_s: float
+    slo_wait_s: float | None = None  # None: SLO-aware mode off
+    cold_start_s: float = 60.0
+    service_s: float = 5.0
+    slo_horizon_s: float | None = None  # None: derived from the cold start (see policy)
 
     @property
     def replica_target(self) -> float:
@@ -155,6 +176,10 @@ def parse_target_config(
         scale_to_zero_delay_s=md.get("scaleToZeroDelaySeconds", _float(0, 86400)),
         burst_threshold=md.get("burstThreshold", _float(1, 1000, low_open=True)),
         burst_window_s=md.get("burstWindowSeconds", _float(1, 600)),
+        slo_wait_s=md.get("sloWaitSeconds", _float(0, 600)),
+        cold_start_s=md.get("coldStartSeconds", _float(0, 3600)),
+        service_s=md.get("serviceSeconds", _float(0.01, 3600)),
+        slo_horizon_s=md.get("sloHorizonSeconds", _float(0, 86400)),
     )
     unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS
     return ParsedMetadata(config=config, unknown_keys=unknown)

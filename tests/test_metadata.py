@@ -48,6 +48,10 @@ def test_every_key_is_read() -> None:
         "scaleToZeroDelaySeconds": "600",
         "burstThreshold": "3",
         "burstWindowSeconds": "5",
+        "sloWaitSeconds": "2",
+        "coldStartSeconds": "90",
+        "serviceSeconds": "6",
+        "sloHorizonSeconds": "900",
     }
     assert set(metadata) == set(METADATA_KEYS)
     parsed = parse_target_config("ns", "so", metadata)

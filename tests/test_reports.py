@@ -86,6 +86,9 @@ def test_the_lua_reader_accepts_exactly_what_the_contract_accepts(
         ("seq-as-float", json.dumps({**VALID, "seq": 7.0})),
         ("other-pod", json.dumps({**VALID, "pod": "q"})),
         ("extra-field", json.dumps({**VALID, "gpu": "h100"})),
+        ("cold-start-null", json.dumps({**VALID, "cold_start_s": None})),
+        ("cold-start-text", json.dumps({**VALID, "cold_start_s": "60"})),
+        ("cold-start-zero", json.dumps({**VALID, "cold_start_s": 0})),
     ]
     payloads = [payload for _, payload in cases]
     lua = _lua_verdicts(redis_client, ["p"] * len(cases), payloads)
@@ -95,4 +98,4 @@ def test_the_lua_reader_accepts_exactly_what_the_contract_accepts(
         except ReportError:
             python_ok = False
         assert lua_ok == python_ok, name
-    assert sum(lua) == 4
+    assert sum(lua) == 5

@@ -266,14 +266,16 @@ def test_compare_summarises_every_policy_against_the_same_floor() -> None:
     floor, results, summaries = compare(trace, unit_knobs())
     assert [s.policy for s in summaries] == [
         "llm-keda-scaler",
+        "slo-aware",
         "oracle",
         "fixed-peak",
+        "keda-defaults",
         "redis-list",
         "hpa-utilisation",
     ]
-    fixed = summaries[2]
+    fixed = summaries[3]
     assert fixed.slo_attainment == 1.0 and fixed.x_floor >= 1.0
-    assert summaries[1].x_floor == pytest.approx(1.0, abs=0.02)
+    assert summaries[2].x_floor == pytest.approx(1.0, abs=0.02)
     assert all(r.horizon_s == floor.horizon_s for r in results)
     json.dumps([s.as_dict() for s in summaries])
 
@@ -310,6 +312,45 @@ def test_break_even_scale_to_zero_saves_only_when_silences_outlast_its_delays() 
     levels, even = break_even(sparse, unit_knobs(), factors=(1.0,))
     assert levels[0].to_zero.gpu_hours < 0.5 * levels[0].always_on.gpu_hours
     assert even is None
+
+
+def test_keda_defaults_follow_plain_concurrency_one_replica_per_target() -> None:
+    # 20 requests for 100 s from t=100: KEDA's plain metric 20 / 8 -> 3 replicas at the
+    # next HPA sync after they queue; the 300 s stabilisation then holds them.
+    trace = unit_trace(*[(100.0, 100)] * 20)
+    tuned = unit_knobs()
+    floor = floor_of(trace, tuned)
+    controller = baseline("keda-defaults", tuned, floor)
+    result = run(trace, UNIT, controller, horizon_s=400.0, initial_replicas=1)
+    assert result.peak_replicas == 3
+    assert result.timeline.desired[-1] == 3  # 300 s after the last recommendation of 3
+
+
+def test_slo_aware_serves_a_recurring_burst_shorter_than_a_cold_start() -> None:
+    # A burst of 24 requests every 300 s, each 5 s long: over before a replica ordered for
+    # it could start (60 s). The ordinary rule releases the burst's replicas after its
+    # 120 s delay (and the HPA's 300 s); the SLO-aware mode holds them for 20 cold starts.
+    bursts = [(float(t), 5) for t in range(100, 3600, 300) for _ in range(24)]
+    tuned = unit_knobs(
+        behavior=keda_hpa.HpaBehavior(scale_down_stabilization_s=0.0),
+        slo_metadata={"serviceSeconds": "5"},
+    )
+    floor = floor_of(unit_trace(*bursts), tuned)
+    reactive = run_policy(unit_trace(*bursts), tuned, ours(tuned), floor)
+    slo = run_policy(unit_trace(*bursts), tuned, baseline("slo-aware", tuned, floor), floor)
+    late = summarise(reactive, 2.0, floor.gpu_hours)
+    held = summarise(slo, 2.0, floor.gpu_hours)
+    assert late.slo_attainment < 0.5
+    assert held.slo_attainment > 0.9 and held.scale_events < late.scale_events
+
+
+def test_a_warm_fleet_is_found_in_a_steady_state() -> None:
+    from scaler.simulator.controllers import seeded_state
+
+    cfg = unit_knobs().target_config()
+    state = seeded_state(cfg, 3, now=0.0)
+    assert state.buckets == ((0, 3 * 6.4),)
+    assert seeded_state(cfg, 0).buckets == ()
 
 
 # -- traces -------------------------------------------------------------------------------
@@ -362,7 +403,7 @@ def test_simulate_command_writes_summary_and_plot(tmp_path: Path) -> None:
     code = main(["simulate", "--trace", str(path), "--out", str(tmp_path / "out")])
     assert code == 0
     report = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert len(report["policies"]) == 5
+    assert len(report["policies"]) == 7
     assert (tmp_path / "out" / "simulate.png").stat().st_size > 10_000
 
 

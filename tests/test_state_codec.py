@@ -64,3 +64,24 @@ def test_expired_buckets_are_dropped_on_save(redis_client: redis.Redis) -> None:
 def test_unparseable_fields_are_skipped_not_fatal() -> None:
     state = decode_state({"bucket_s": "2", "b:5": "oops", "b:6": "3", "active_until": "x"})
     assert state == PolicyState(bucket_s=2.0, buckets=((6, 3.0),))
+
+
+def test_slo_horizon_buckets_survive_a_save_and_merge_across_replicas(
+    redis_client: redis.Redis,
+) -> None:
+    # SLO-aware mode keeps 60 buckets of the horizon's width (1200 s / 60 = 20 s): a save
+    # keeps them for the whole horizon, not just the 120 s scale-down delay.
+    from scaler.policy import decide
+    from scaler.signals import Signals
+    from scaler.target_config import parse_target_config
+
+    cfg = parse_target_config(
+        "ns", "llama", {"targetConcurrency": "8", "sloWaitSeconds": "2", "serviceSeconds": "5"}
+    ).config
+    quiet = Signals(5, 0, 0, 0, 0, 0.0, 0.0)
+    first = decide(Signals(70, 0, 0, 0, 0, 0.0, 0.0), PolicyState(), cfg, 1_000_000.0).new_state
+    later = decide(quiet, PolicyState(), cfg, 1_000_600.0).new_state  # another replica
+    merged = _merged_in_redis(redis_client, (first, later))
+    assert merged == merge_states(first, later)
+    assert merged.bucket_s == 20.0 and merged.buckets[0] == (50_000, 70.0)
+    assert decide(quiet, merged, cfg, 1_001_000.0).metric_value == pytest.approx(40.0)

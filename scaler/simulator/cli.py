@@ -12,7 +12,14 @@ from typing import Any
 
 # The names only: importing the simulation itself (numpy, the models) is left to
 # `main`, so `python -m scaler serve` never pays for it.
-BASELINES = ("oracle", "fixed-peak", "redis-list", "hpa-utilisation")
+BASELINES = (
+    "slo-aware",
+    "oracle",
+    "fixed-peak",
+    "keda-defaults",
+    "redis-list",
+    "hpa-utilisation",
+)
 
 _SHORTHANDS = (
     ("--target-concurrency", "targetConcurrency", "8"),

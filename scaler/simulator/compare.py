@@ -18,6 +18,7 @@ from scaler.simulator.controllers import (
     MetricController,
     ScalerController,
     ScheduleController,
+    concurrency_metric,
     redis_list_metric,
     slot_utilisation_metric,
 )
@@ -28,7 +29,14 @@ from scaler.simulator.summary import Summary, summarise
 from scaler.simulator.trace import Trace
 from scaler.target_config import TargetConfig, parse_target_config
 
-BASELINES = ("oracle", "fixed-peak", "redis-list", "hpa-utilisation")
+BASELINES = (
+    "slo-aware",
+    "oracle",
+    "fixed-peak",
+    "keda-defaults",
+    "redis-list",
+    "hpa-utilisation",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,12 @@ class Knobs:
     cluster: ClusterParams = field(default_factory=ClusterParams)
     slo_wait_s: float = 2.0
     redis_list_length: float = 5.0  # KEDA redis scaler `listLength` default
+    # The slo-aware policy: our scaler with these keys on top of `metadata`
+    # (sloWaitSeconds defaults to slo_wait_s, coldStartSeconds to the cluster's).
+    slo_metadata: Mapping[str, str] = field(default_factory=dict)
+    slo_behavior: HpaBehavior = field(
+        default_factory=lambda: HpaBehavior(scale_down_stabilization_s=0.0)
+    )
     hpa_target_utilisation: float = 0.8
     seed: int = 0
 
@@ -59,6 +73,15 @@ class Knobs:
             behavior=self.behavior,
         )
 
+    def slo_config(self) -> TargetConfig:
+        metadata = {
+            "sloWaitSeconds": f"{self.slo_wait_s:g}",
+            "coldStartSeconds": f"{self.cluster.cold_start.nominal_s:g}",
+            **self.metadata,
+            **self.slo_metadata,
+        }
+        return parse_target_config("simulated", "llm", metadata).config
+
     def with_metadata(self, **values: str) -> Knobs:
         return replace(self, metadata={**self.metadata, **values})
 
@@ -68,7 +91,30 @@ def ours(knobs: Knobs) -> ScalerController:
     return ScalerController(config, knobs.keda(config.replica_target), stream=knobs.stream)
 
 
+def slo_aware(knobs: Knobs) -> ScalerController:
+    config = knobs.slo_config()
+    keda = replace(knobs.keda(config.replica_target), behavior=knobs.slo_behavior)
+    return ScalerController(config, keda, stream=knobs.stream, name="slo-aware")
+
+
+def keda_defaults(knobs: Knobs) -> MetricController:
+    """KEDA and the HPA as they come (poll 30 s, cooldown 300 s, scale-down stabilisation
+    300 s, trigger `external`), fed the plain concurrency now, one replica per
+    targetConcurrency: what a scaler without smoothing or headroom gets."""
+    config = knobs.target_config()
+    keda = KedaHpaConfig(
+        target_per_replica=config.target_concurrency,
+        min_replicas=knobs.min_replicas,
+        max_replicas=knobs.max_replicas,
+    )
+    return MetricController("keda-defaults", keda, concurrency_metric())
+
+
 def baseline(name: str, knobs: Knobs, floor: Floor) -> Controller:
+    if name == "slo-aware":
+        return slo_aware(knobs)
+    if name == "keda-defaults":
+        return keda_defaults(knobs)
     if name == "oracle":
         return ScheduleController(floor.schedule, knobs.cluster.cold_start.nominal_s)
     if name == "fixed-peak":

@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from scaler.policy import Decision, PolicyState, decide
+from scaler import window
+from scaler.policy import Decision, PolicyState, bucket_width, decide
 from scaler.signals import Signals
 from scaler.simulator import keda_hpa
 from scaler.simulator.cluster import Cluster
@@ -94,6 +95,7 @@ class ScalerController(Controller):
     def start(self, replicas: int) -> None:
         super().start(replicas)
         self.control = keda_hpa.initial_state(self.keda, replicas)
+        self.policy_state = seeded_state(self.config, replicas)
 
     def next_tick_s(self) -> float:
         return min(keda_hpa.due(self.control)[0], self._stream_next_at)
@@ -138,6 +140,18 @@ class ScalerController(Controller):
         return decision
 
 
+def seeded_state(config: TargetConfig, replicas: int, now: float = 0.0) -> PolicyState:
+    """The policy state as found with `replicas` warm, in a steady state: one sample at
+    `now` of the demand this fleet is sized for (as `keda_hpa.initial_state` has the
+    HPA remember recommending it), so a warm fleet is not dropped at the first sync
+    because the trace begins empty."""
+    if replicas <= 0:
+        return PolicyState()
+    bucket_s = bucket_width(config)
+    demand = replicas * config.replica_target
+    return PolicyState(bucket_s=bucket_s, buckets=((window.bucket_of(now, bucket_s), demand),))
+
+
 class MetricController(Controller):
     def __init__(self, name: str, keda: KedaHpaConfig, metric: MetricFn) -> None:
         super().__init__()
@@ -159,6 +173,15 @@ class MetricController(Controller):
         self.decisions += 1
         self.control = keda_hpa.step(self.control, self.keda, now, call, value, active)
         self._apply(now, cluster, self.control.replicas)
+
+
+def concurrency_metric() -> MetricFn:
+    """The demand now (in flight + queued), no memory; active while there is any."""
+
+    def metric(signals: Signals) -> tuple[float, bool]:
+        return signals.demand, signals.demand > 0
+
+    return metric
 
 
 def redis_list_metric(activation_list_length: float = 0.0) -> MetricFn:

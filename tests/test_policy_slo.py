@@ -1,0 +1,169 @@
+"""The SLO-aware mode of the decision, pure: keys, formula and hold, on an injected clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from scaler.policy import PolicyState, Reason, decide, slo_horizon_s, slo_slots
+from scaler.reports import PodReport
+from scaler.signals import Signals, aggregate
+from scaler.state_codec import state_ttl_s
+from scaler.target_config import MetadataError, TargetConfig, parse_target_config
+
+SLO = {"sloWaitSeconds": "2", "serviceSeconds": "5", "coldStartSeconds": "60"}
+START = 1_000_000.0  # a multiple of every bucket width used here
+
+
+def config(**metadata: str) -> TargetConfig:
+    return parse_target_config("ns", "llama", {"targetConcurrency": "8", **metadata}).config
+
+
+def signals(demand: float, cold_start_s: float = 0.0) -> Signals:
+    return Signals(demand, 0, 0, 0, 0, 0.0, 0.0, cold_start_s=cold_start_s)
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float
+    demand: float
+    metric: float
+    active: bool
+    reason: Reason
+    cold_start_s: float = 0.0
+
+
+F, S, H = Reason.FOLLOWING, Reason.SCALE_DOWN_HELD, Reason.SLO_HOLD
+Z, IDLE = Reason.ZERO_DELAY_HOLD, Reason.IDLE
+
+# Horizon 20 x 60 s = 1200 s (buckets of 20 s); a peak of 70 needs 70 / (1 + 2/5) = 50
+# warm slots, metric 50 x 0.8 = 40 -> ceil(40 / 6.4) = 7 replicas.
+SCENARIOS = {
+    "burst-capacity-held-for-the-horizon": (
+        SLO,
+        [
+            Step(0, 70, 70, True, F),  # the ordinary rule: ceil(70 / 6.4) = 11 replicas
+            Step(10, 5, 70, True, S),  # the 120 s scale-down window still holds 70
+            Step(141, 5, 40, True, H),  # 70's bucket [0; 20) left the 120 s window
+            Step(1199, 5, 40, True, H),
+            Step(1221, 5, 5, True, F),  # ... and the 1200 s horizon
+        ],
+    ),
+    "awake-for-the-horizon-not-just-the-zero-delay": (
+        SLO,
+        [
+            Step(0, 70, 70, True, F),
+            Step(10, 0, 70, True, Z),
+            Step(400, 0, 40, True, Z),  # scaleToZeroDelaySeconds 300 is over: still awake
+            Step(1199, 0, 40, True, Z),
+            Step(1200, 0, 0, False, IDLE),  # 1200 s after the last demand (t=0)
+        ],
+    ),
+    "a-longer-measured-cold-start-lengthens-the-horizon": (
+        SLO,
+        [
+            Step(0, 70, 70, True, F, cold_start_s=90),  # horizon 1800 s, buckets of 30 s
+            Step(1300, 5, 40, True, H, cold_start_s=90),
+            Step(1831, 5, 5, True, F, cold_start_s=90),
+        ],
+    ),
+    "a-shorter-measured-cold-start-does-not-shorten-it": (
+        SLO,
+        [
+            Step(0, 70, 70, True, F, cold_start_s=20),
+            Step(1199, 5, 40, True, H, cold_start_s=20),
+        ],
+    ),
+    "explicit-horizon": (
+        {**SLO, "sloHorizonSeconds": "300"},
+        [
+            Step(0, 70, 70, True, F),
+            Step(200, 5, 40, True, H),
+            Step(306, 5, 5, True, F),  # buckets of 5 s
+        ],
+    ),
+    "zero-wait-holds-one-slot-per-request": (
+        {**SLO, "sloWaitSeconds": "0", "targetUtilization": "1"},
+        [Step(0, 70, 70, True, F), Step(200, 5, 70, True, H)],
+    ),
+    "off-by-default": (
+        {"serviceSeconds": "5", "coldStartSeconds": "60"},
+        [Step(0, 70, 70, True, F), Step(124, 5, 5, True, F)],
+    ),
+}
+
+
+@pytest.mark.parametrize(("metadata", "steps"), SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_scenario(metadata: dict[str, str], steps: list[Step]) -> None:
+    cfg, state = config(**metadata), PolicyState()
+    for step in steps:
+        d = decide(signals(step.demand, step.cold_start_s), state, cfg, START + step.at)
+        got = (round(d.metric_value, 9), d.active, d.reason)
+        assert got == (step.metric, step.active, step.reason), f"at t={step.at}: {d.detail}"
+        state = d.new_state
+
+
+def test_the_formula_on_worked_numbers() -> None:
+    cfg = config(**SLO)
+    assert slo_slots(cfg, 70) == pytest.approx(50.0)  # 70 / (1 + 2 / 5)
+    assert slo_horizon_s(cfg, 60.0) == 1200.0
+    # Never shorter than the scale-down delay.
+    assert slo_horizon_s(config(**SLO, sloHorizonSeconds="10"), 60.0) == 120.0
+
+
+def test_the_hold_explains_itself() -> None:
+    cfg = config(**SLO)
+    state = decide(signals(70), PolicyState(), cfg, START).new_state
+    d = decide(signals(5), state, cfg, START + 200)
+    assert d.reason is Reason.SLO_HOLD
+    assert "peak 70" in d.detail and "50 warm slots" in d.detail and "within 2 s" in d.detail
+
+
+def test_the_window_stays_bounded_over_the_horizon() -> None:
+    cfg, state = config(**SLO), PolicyState()
+    for tick in range(0, 4000):
+        state = decide(signals(tick % 13), state, cfg, START + tick).new_state
+    assert len(state.buckets) <= 62
+
+
+def test_the_stored_state_outlives_the_longest_horizon() -> None:
+    assert state_ttl_s(config(**SLO)) >= 20 * 3600  # a measured cold start of up to an hour
+    assert state_ttl_s(config()) == 300 + 3600  # unchanged when the mode is off
+
+
+def test_signals_carry_the_longest_measured_cold_start() -> None:
+    base = {"inflight": 0.0, "waiting": 0.0, "capacity": 8.0, "started_at": 1.0, "seq": 1}
+    reports = [
+        PodReport(pod="a", ready=True, cold_start_s=42.0, **base),  # type: ignore[arg-type]
+        PodReport(pod="b", ready=False, **base),  # type: ignore[arg-type]
+        PodReport(pod="c", ready=True, cold_start_s=75.5, **base),  # type: ignore[arg-type]
+    ]
+    assert aggregate(reports, 0.0).cold_start_s == 75.5
+    assert aggregate([], 0.0).cold_start_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("sloWaitSeconds", "-1", "sloWaitSeconds = '-1', must be a number in [0; 600]"),
+        ("sloWaitSeconds", "soon", "sloWaitSeconds = 'soon', must be a number in [0; 600]"),
+        ("coldStartSeconds", "7200", "coldStartSeconds = '7200', must be a number in [0; 3600]"),
+        ("serviceSeconds", "0", "serviceSeconds = '0', must be a number in [0.01; 3600]"),
+        ("sloHorizonSeconds", "-5", "sloHorizonSeconds = '-5', must be a number in [0; 86400]"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(key: str, value: str, message: str) -> None:
+    with pytest.raises(MetadataError) as err:
+        config(**{key: value})
+    assert str(err.value) == message
+
+
+def test_defaults() -> None:
+    cfg = config()
+    assert (cfg.slo_wait_s, cfg.cold_start_s, cfg.service_s, cfg.slo_horizon_s) == (
+        None,
+        60.0,
+        5.0,
+        None,
+    )

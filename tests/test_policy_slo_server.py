@@ -1,0 +1,54 @@
+"""The SLO-aware mode through the real server: keys over gRPC, the hold in Redis, FakeClock."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+
+SLO = {"sloWaitSeconds": "2", "serviceSeconds": "5", "coldStartSeconds": "60"}
+
+
+def _load(publisher: ReportPublisher, clock: FakeClock, inflight: float, **fields: object) -> None:
+    publisher.publish("llama", pod_report("llama-0", inflight=inflight, **fields), at=clock())
+
+
+def test_a_burst_is_held_for_the_horizon_and_keeps_the_target_awake(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    so = ref("llama", **SLO)
+    _load(publisher, clock, 70)
+    assert scaler.keda.poll(so).value_float == 70.0  # the ordinary rule first
+    clock.advance(200)
+    _load(publisher, clock, 5)
+    poll = scaler.keda.poll(so)
+    assert poll.value_float == pytest.approx(40.0)  # 70 / (1 + 2/5) slots x 0.8
+    assert poll.target_size_float == 6.4  # the spec is unchanged: ceil(40 / 6.4) = 7
+    clock.advance(700)  # no report for 700 s: the pod is stale, demand 0
+    poll = scaler.keda.poll(so)
+    assert (poll.value_float, poll.active) == (pytest.approx(40.0), True)  # past 300 s
+    clock.advance(600)  # 1300 s after the last demand (t=200): the horizon is over
+    poll = scaler.keda.poll(so)
+    assert (poll.value_float, poll.active) == (0.0, False)
+
+
+def test_a_measured_cold_start_lengthens_the_horizon(
+    scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    so = ref("llama", **SLO)
+    _load(publisher, clock, 70, cold_start_s=90.0)  # horizon 20 x 90 s = 1800 s
+    scaler.keda.poll(so)
+    clock.advance(1500)
+    _load(publisher, clock, 5, cold_start_s=90.0)
+    assert scaler.keda.poll(so).value_float == pytest.approx(40.0)
+    clock.advance(400)
+    _load(publisher, clock, 5, cold_start_s=90.0)
+    assert scaler.keda.poll(so).value_float == 5.0
+
+
+def test_a_bad_slo_value_is_invalid_argument_naming_the_key(scaler: RunningScaler) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.keda.poll(ref("llama", sloWaitSeconds="-2"))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "sloWaitSeconds = '-2', must be a number in [0; 600]" in (err.value.details() or "")
