@@ -13,7 +13,12 @@ REDIS_URL ?= redis://localhost:6379/0
 GRPC_PORT ?= 9090
 METRICS_PORT ?= 9100
 
-.PHONY: run test lint bench simulate gen venv clean
+# The container image (Dockerfile): one image for the scaler and the sidecar.
+# manifests/ use exactly $(IMAGE):$(IMAGE_TAG); tests/test_manifests.py checks it.
+IMAGE ?= llm-keda-scaler
+IMAGE_TAG ?= 0.1.0
+
+.PHONY: run test lint bench simulate gen venv clean image demo
 
 run: $(READY)
 	REDIS_URL=$(REDIS_URL) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
@@ -31,10 +36,28 @@ TRACE ?= ../shared/traces/AzureLLMInferenceTrace_conv.csv
 simulate: $(READY)
 	$(PY) -m scaler simulate --trace $(TRACE) --out build/simulate
 
+# The README's Local demo: Redis, two scaler replicas, simulated Triton pods with
+# real sidecars, KEDA/HPA emulated over gRPC, the conversation trace (Patel et al.,
+# Splitwise, ISCA 2024) sped up; e.g. `make demo DEMO_ARGS="--duration-s 30"`.
+DEMO_ARGS ?=
+demo: $(READY)
+	$(PY) -m scaler demo --trace $(TRACE) --out build/demo $(DEMO_ARGS)
+
 lint: $(READY)
 	$(VENV)/bin/ruff check scaler sidecar tests
 	$(VENV)/bin/ruff format --check scaler sidecar tests
 	$(VENV)/bin/mypy scaler sidecar
+
+# Needs a docker engine; without one it says so and fails (exit 1), so that a
+# script such as `make image && docker push ...` never goes on without an image.
+# Nothing else depends on it.
+image:
+	@if ! command -v docker >/dev/null 2>&1; then \
+		echo "make image: docker is not installed: image $(IMAGE):$(IMAGE_TAG) not built" >&2; exit 1; \
+	elif ! docker info >/dev/null 2>&1; then \
+		echo "make image: no docker engine answers (docker info failed): image $(IMAGE):$(IMAGE_TAG) not built" >&2; exit 1; \
+	fi
+	docker build -t $(IMAGE):$(IMAGE_TAG) .
 
 gen: $(GENERATED)
 venv: $(INSTALLED)

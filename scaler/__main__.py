@@ -1,5 +1,6 @@
 """Command line: `python -m scaler serve` runs the KEDA external scaler;
-`python -m scaler simulate` replays a request trace through its decision."""
+`python -m scaler simulate` replays a request trace through its decision;
+`python -m scaler demo` runs it end to end on this machine."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
+from scaler.demo import cli as demo
 from scaler.local_redis import LocalRedis, answers
 from scaler.server import ScalerServer
 from scaler.settings import Settings, SettingsError, configure_logging, settings_from_env
@@ -29,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         help="development: when nothing answers at a localhost REDIS_URL, start a redis-server",
     )
     simulate.add_parser(commands)
+    demo.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "simulate":
         return simulate.main(args)
+    if args.command == "demo":
+        return demo.main(args)
     try:
         settings = settings_from_env(os.environ)
     except SettingsError as exc:

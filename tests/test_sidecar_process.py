@@ -21,10 +21,10 @@ from typing import TypeVar
 
 import redis
 
+from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis, free_port
 from scaler.reports import PodReport, report_keys
 from tests.harness import NAMESPACE, RunningScaler, ref, scaler_settings
-from tests.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 
 T = TypeVar("T")
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis
 from scaler.reports import PodReport, ReportWriter, report_keys
 from sidecar.__main__ import redis_client
@@ -24,7 +25,6 @@ from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult
 from sidecar.scrape import MetricsScraper
 from sidecar.telemetry import SidecarMetrics
 from tests.harness import NAMESPACE, FakeClock
-from tests.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 
 POD = "llama-0"
 TARGET = "llama"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from scaler.demo.triton_standin import ModelFigures, TrtFigures, exposition
 from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
-from tests.triton_standin import ModelFigures, TrtFigures, exposition
 
 # A TensorRT-LLM page as the backend's README shows it (labels in Triton's order), trimmed
 # and with the model named `trtllm` to fit the line.

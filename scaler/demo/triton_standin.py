@@ -1,4 +1,7 @@
-"""A Triton the test controls: Triton's real gRPC API and a metrics page in Triton's format.
+"""A Triton someone else controls: Triton's real gRPC API and a metrics page in Triton's format.
+
+Used by the sidecar tests and by the local demo's simulated pods (`scaler.demo.pod`),
+which set its load from the requests they serve.
 
 The gRPC side is tritonclient's own generated servicer
 (`service_pb2_grpc.GRPCInferenceServiceServicer`) on a real server on loopback,
@@ -138,7 +141,7 @@ class _State:
     calls: dict[str, int] = field(default_factory=dict)
 
 
-class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(self, state: _State, lock: threading.Lock) -> None:
         self._state = state
         self._lock = lock

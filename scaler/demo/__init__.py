@@ -1,0 +1,1 @@
+"""The local demo: `python -m scaler demo` (see `scaler.demo.run`)."""
