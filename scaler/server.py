@@ -15,14 +15,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from scaler._generated import externalscaler_pb2 as pb
@@ -30,11 +29,17 @@ from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock, RedisClock
 from scaler.key_events import KeyEvents
 from scaler.metrics_http import MetricsEndpoint
+from scaler.redis_connect import fast_failing_client
 from scaler.service import ExternalScalerService
 from scaler.settings import Settings
 from scaler.store import TargetStore
 from scaler.telemetry import ScalerMetrics
 from scaler.tls import server_credentials
+
+if TYPE_CHECKING:
+    from kubernetes.client import Configuration
+
+    from scaler.pod_watch import PodWatch
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +50,9 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def redis_client(settings: Settings) -> Redis:
-    """A client whose calls fail fast: one quick retry covers a connection Redis closed
-    on restart; anything longer is the caller's timeout to answer, not ours to wait out."""
-    client: Redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        retry=Retry(NoBackoff(), 1),
+    return fast_failing_client(
+        settings.redis_url, settings.redis_password, settings.redis_timeout_s
     )
-    if settings.redis_password is not None:
-        client.connection_pool.connection_kwargs["password"] = settings.redis_password
-    return client
 
 
 class ScalerServer:
@@ -65,7 +61,10 @@ class ScalerServer:
         settings: Settings,
         registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
+        kube_config: Configuration | None = None,
     ) -> None:
+        """`kube_config`: the Kubernetes API for the pod watch (settings.watch_pods);
+        None: in-cluster or kubeconfig, found at start."""
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
@@ -84,6 +83,15 @@ class ScalerServer:
             clock if clock is not None else RedisClock(),
             settings.max_streams,
         )
+        self.pod_watch: PodWatch | None = None
+        if settings.watch_pods:
+            # Imported only when on: the kubernetes client costs ~1 s and ~50 MB to import.
+            from scaler.pod_watch import PodWatch
+
+            self.pod_watch = PodWatch(
+                self.redis, self.metrics, settings.redis_timeout_s, kube_config
+            )
+            self.service.on_target = self.pod_watch.serve
         self.grpc_port = 0
         self.metrics_port = 0
         self._grpc: grpc.aio.Server | None = None
@@ -97,6 +105,8 @@ class ScalerServer:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._track_redis_health())
             tasks.create_task(self.key_events.run(self.stopping))
+            if self.pod_watch is not None:
+                tasks.create_task(self.pod_watch.run(self.stopping))
             await stop.wait()
             await self._shutdown()
 

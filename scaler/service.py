@@ -95,6 +95,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         # What this replica last decided, per ScaledObject: a floor under what Redis
         # returns, so state lost with a Redis restart is refilled, never forgotten.
         self._remembered: OrderedDict[str, PolicyState] = OrderedDict()
+        self.on_target: Callable[[TargetConfig], None] = lambda config: None  # the pod watch
 
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
@@ -192,6 +193,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._metrics.rpc_requests.labels("StreamMetricSpec", grpc.StatusCode.OK.name).inc()
 
     async def _decide(self, config: TargetConfig, time_remaining_s: float | None) -> Decision:
+        self.on_target(config)
         now = self._clock.now()
         try:
             snapshot = await self._store.read(config, now, time_remaining_s)

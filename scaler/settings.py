@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from scaler.parsing import int_in_range, number_in_range, shown
+from scaler.redis_connect import without_password
 
 
 class SettingsError(ValueError):
@@ -42,9 +43,13 @@ class Settings:
     # Bounds on what clients can make the process hold (see SECURITY.md).
     max_message_bytes: int = 64 * 1024
     max_streams: int = 10_000
+    # Watch the served namespaces' pods (scaler.pod_watch). WATCH_PODS=auto, the default of
+    # settings_from_env, is on in a cluster; built in code (tests), it is off unless asked.
+    watch_pods: bool = False
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SWITCHES = ("auto", "on", "off")
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -52,7 +57,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     redis_url = env.get("REDIS_URL", d.redis_url)
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(
-            f"REDIS_URL = {shown(_without_password(redis_url))}, "
+            f"REDIS_URL = {shown(without_password(redis_url))}, "
             "must be a redis://, rediss:// or unix:// URL"
         )
     log_level = env.get("LOG_LEVEL", d.log_level).upper()
@@ -71,6 +76,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(
             f"TLS_CLIENT_CA_FILE = {tls_client_ca!r} needs TLS_CERT_FILE and TLS_KEY_FILE too"
         )
+
+    watch_pods = env.get("WATCH_PODS", "auto").strip().lower()
+    if watch_pods not in _SWITCHES:
+        raise SettingsError(f"WATCH_PODS = {shown(watch_pods)}, must be one of {_SWITCHES}")
+    in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
 
     def port(name: str, default: int) -> int:
         return int_in_range(name, env.get(name, str(default)), 0, 65535, error=SettingsError)
@@ -107,14 +117,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             1_000_000,
             error=SettingsError,
         ),
+        watch_pods=watch_pods == "on" or (watch_pods == "auto" and in_cluster),
     )
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def configure_logging(settings: Settings) -> None:

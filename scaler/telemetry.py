@@ -17,6 +17,9 @@ _TARGET = ("namespace", "scaled_object")
 # gRPC answers from a local Redis take well under a millisecond; the top buckets
 # catch a slow or unreachable Redis against KEDA's ~3 s budget.
 _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# A GPU LLM replica takes 30-120 s from pod start to ready (image pull, weights load);
+# a cached image and a small model, a few seconds; a first pull of a large one, minutes.
+_COLD_START_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800)
 
 
 class ScalerMetrics:
@@ -91,6 +94,21 @@ class ScalerMetrics:
         self.redis_errors = Counter(
             "llm_scaler_redis_errors_total",
             "Reads that failed, by kind (unavailable, queue, invalid_reports)",
+            ("kind",),
+            registry=registry,
+        )
+        self.cold_start = Histogram(
+            "llm_scaler_cold_start_seconds",
+            "Pod start (status.startTime) to Ready (the condition's lastTransitionTime), "
+            "once per pod seen starting by the pod watch, by the target it reports under",
+            ("namespace", "target"),
+            buckets=_COLD_START_BUCKETS,
+            registry=registry,
+        )
+        self.pod_watch_errors = Counter(
+            "llm_scaler_pod_watch_errors_total",
+            "Pod watch failures, by kind (config, list, watch, redis); answers are unaffected, "
+            "reports of gone pods then age out at staleAfterSeconds",
             ("kind",),
             registry=registry,
         )

@@ -15,19 +15,22 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from scaler.metrics_http import MetricsEndpoint
+from scaler.redis_connect import fast_failing_client
 from scaler.reports import ReportWriter, report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import ReadinessProbe
 from sidecar.reporter import Reporter
 from sidecar.scrape import MetricsScraper
 from sidecar.telemetry import SidecarMetrics
+
+if TYPE_CHECKING:
+    from sidecar.deletion_cost import DeletionCost
 
 log = logging.getLogger("sidecar")
 
@@ -47,18 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def redis_client(config: SidecarConfig) -> Redis:
-    """Calls fail fast (the reporter backs off); one quick retry covers a connection
-    that a restarted Redis closed under us."""
-    client: Redis = Redis.from_url(
-        config.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=config.redis_timeout_s,
-        socket_timeout=config.redis_timeout_s,
-        retry=Retry(NoBackoff(), 1),
-    )
-    if config.redis_password is not None:
-        client.connection_pool.connection_kwargs["password"] = config.redis_password
-    return client
+    """Calls fail fast: the reporter backs off on its own."""
+    return fast_failing_client(config.redis_url, config.redis_password, config.redis_timeout_s)
 
 
 async def serve(config: SidecarConfig) -> None:
@@ -69,14 +62,17 @@ async def serve(config: SidecarConfig) -> None:
     registry = CollectorRegistry()
     redis = redis_client(config)
     probe = ReadinessProbe(config.triton_grpc_url, config.models, config.triton_timeout_s)
+    metrics = SidecarMetrics(registry)
+    deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None
     reporter = Reporter(
         config,
         probe,
         MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
         ReportWriter(redis, report_keys(config.namespace, config.target)),
-        SidecarMetrics(registry),
+        metrics,
         clock=time.monotonic,
         wall_at_start=time.time(),
+        deletion_cost=deletion_cost,
     )
     endpoint = MetricsEndpoint(registry, health_path="/healthz", healthy=reporter.healthy)
     await endpoint.start(config.bind_address, config.metrics_port)
@@ -102,10 +98,30 @@ async def serve(config: SidecarConfig) -> None:
         log.info("SIGTERM: removing this pod's report")
         await reporter.remove()
     finally:
+        if deletion_cost is not None:
+            await deletion_cost.close()
         await endpoint.stop()
         with contextlib.suppress(Exception):  # shutting down: nothing left to tell
             await probe.close()
         await redis.aclose()
+
+
+async def _deletion_cost(config: SidecarConfig, metrics: SidecarMetrics) -> DeletionCost | None:
+    """The annotation's keeper, or None without an API configuration: reports come first."""
+    # Imported only when on: the kubernetes client costs ~1 s and ~50 MB to import.
+    from kubernetes import client as k8s
+
+    from scaler.pod_watch import api_configuration
+    from sidecar.deletion_cost import API_TIMEOUT_S, DeletionCost, PodAnnotation
+
+    try:
+        configuration = await asyncio.to_thread(api_configuration)
+    except Exception as exc:
+        log.error("pod-deletion-cost off: no Kubernetes API configuration (%s)", exc)
+        return None
+    api = k8s.CoreV1Api(k8s.ApiClient(configuration))
+    log.info("keeping %s/%s's pod-deletion-cost at its load", config.namespace, config.pod)
+    return DeletionCost(PodAnnotation(api, config.namespace, config.pod, API_TIMEOUT_S), metrics)
 
 
 if __name__ == "__main__":

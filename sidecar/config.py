@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from scaler.parsing import int_in_range, number_in_range, shown
+from scaler.redis_connect import without_password
 
 
 class ConfigError(ValueError):
@@ -49,16 +50,19 @@ class SidecarConfig:
     bind_address: str = "0.0.0.0"
     metrics_port: int = 9102
     log_level: str = "INFO"
+    # Keep the pod's pod-deletion-cost annotation in step with its load (sidecar.deletion_cost).
+    # DELETION_COST=auto, the default of load_config, is on in a cluster; built in code, off.
+    deletion_cost: bool = False
 
     def __repr__(self) -> str:  # the password must never reach a log line
         password = None if self.redis_password is None else "***"
         return (
             f"SidecarConfig(pod={self.pod!r}, namespace={self.namespace!r}, "
-            f"target={self.target!r}, redis_url={_without_password(self.redis_url)!r}, "
+            f"target={self.target!r}, redis_url={without_password(self.redis_url)!r}, "
             f"redis_password={password!r}, triton_grpc_url={self.triton_grpc_url!r}, "
             f"triton_metrics_url={self.triton_metrics_url!r}, models={self.models!r}, "
             f"capacity={self.capacity!r}, interval_s={self.interval_s!r}, "
-            f"poll_interval_s={self.poll_interval_s!r})"
+            f"poll_interval_s={self.poll_interval_s!r}, deletion_cost={self.deletion_cost!r})"
         )
 
 
@@ -111,9 +115,17 @@ SETTINGS: dict[str, Setting] = {
     "bind_address": Setting("--bind-address", "BIND_ADDRESS", "address of /metrics and /healthz"),
     "metrics_port": Setting("--metrics-port", "METRICS_PORT", "port of /metrics and /healthz"),
     "log_level": Setting("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
+    "deletion_cost": Setting(
+        "--deletion-cost",
+        "DELETION_COST",
+        "auto, on or off: keep this pod's controller.kubernetes.io/pod-deletion-cost at its "
+        "load, so scale-down removes idle pods first (needs get/patch on pods); "
+        "auto: on in a cluster",
+    ),
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_SWITCHES = ("auto", "on", "off")
 # Kubernetes object names (RFC 1123 subdomain), the shape of pod and target names.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Triton model names are directory names in the model repository.
@@ -174,6 +186,12 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         raise ConfigError(
             f"{SETTINGS['log_level'].name} = {shown(log_level)}, must be one of {_LOG_LEVELS}"
         )
+    deletion_cost = (raw("deletion_cost", "auto") or "auto").lower()
+    if deletion_cost not in _SWITCHES:
+        raise ConfigError(
+            f"{SETTINGS['deletion_cost'].name} = {shown(deletion_cost)}, must be one of {_SWITCHES}"
+        )
+    in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
     return SidecarConfig(
         pod=name("pod"),
         namespace=name("namespace"),
@@ -193,6 +211,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
             SETTINGS["metrics_port"].name, metrics_port_raw, 0, 65535, error=ConfigError
         ),
         log_level=log_level,
+        deletion_cost=deletion_cost == "on" or (deletion_cost == "auto" and in_cluster),
     )
 
 
@@ -213,7 +232,7 @@ def _target_name(value: str | None) -> str:
 def _redis_url(value: str) -> str:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"{SETTINGS['redis_url'].name} = {shown(_without_password(value))}, "
+            f"{SETTINGS['redis_url'].name} = {shown(without_password(value))}, "
             "must be a redis://, rediss:// or unix:// URL"
         )
     return value
@@ -256,10 +275,3 @@ def _models(value: str) -> tuple[str, ...]:
                 "letters, digits, '_', '.' and '-'"
             )
     return names
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -40,6 +41,9 @@ from sidecar.readiness import Readiness, ReadinessProbe, TritonUnavailable
 from sidecar.scrape import MetricsScraper, ScrapeError
 from sidecar.telemetry import SidecarMetrics
 from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
+
+if TYPE_CHECKING:  # imported by __main__ only when on: the kubernetes client is heavy
+    from sidecar.deletion_cost import DeletionCost
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +127,17 @@ class Reporter:
         metrics: SidecarMetrics,
         clock: Clock,
         wall_at_start: float,
+        deletion_cost: DeletionCost | None = None,
     ) -> None:
-        """`clock`: monotonic seconds; `wall_at_start`: unix seconds at clock() now."""
+        """`clock`: monotonic seconds; `wall_at_start`: unix seconds at clock() now;
+        `deletion_cost`: offered the pod's load at every reading, when on."""
         self._config = config
         self._probe = probe
         self._scraper = scraper
         self._writer = writer
         self._metrics = metrics
         self._clock = clock
+        self._deletion_cost = deletion_cost
         now = clock()
         self._starts = StartTracker(now, wall_at_start)
         self._estimator = LoadEstimator(window_s=config.interval_s)
@@ -226,6 +233,8 @@ class Reporter:
             capacity = load.capacity if load.capacity is not None else self._config.capacity
             kv = load.kv_cache_utilization
             figures = Figures(True, load.inflight, load.waiting, capacity, kv)
+        if self._deletion_cost is not None:
+            self._deletion_cost.offer(figures.inflight, figures.waiting, now)
         if self._last_written is not None:
             written_at, written = self._last_written
             if now - written_at < self._config.interval_s and not figures.differs_from(written):

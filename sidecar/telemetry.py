@@ -64,6 +64,18 @@ class SidecarMetrics:
             "Starts measured from not ready to ready",
             registry=registry,
         )
+        self.deletion_cost = Gauge(
+            "llm_sidecar_deletion_cost",
+            "The pod's controller.kubernetes.io/pod-deletion-cost as last patched or read "
+            "(requests it held, rounded)",
+            registry=registry,
+        )
+        self.deletion_cost_patches = Counter(
+            "llm_sidecar_deletion_cost_patches_total",
+            "Updates of the pod-deletion-cost annotation, by result (ok, failed)",
+            ("result",),
+            registry=registry,
+        )
         self.last_report = Gauge(
             "llm_sidecar_last_report_timestamp_seconds",
             "Unix time (Redis's clock) the last report was stamped with",
