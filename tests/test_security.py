@@ -235,3 +235,61 @@ def test_redis_over_tls(pki: dict, tmp_path: Path) -> None:  # type: ignore[type
     finally:
         running.stop()
         server.close()
+
+
+def test_the_sidecar_reports_through_an_acl_user_and_over_tls(
+    redis_with_auth: LocalRedis,
+    pki: dict,  # type: ignore[type-arg]
+) -> None:
+    from tests.test_sidecar_process import eventually, pods
+
+    tls_port = LocalRedis().port
+    server = LocalRedis(
+        extra_args=(
+            "--requirepass",
+            "s3cret-pw",
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            pki["server_cert"],
+            "--tls-key-file",
+            pki["server_key"],
+            "--tls-ca-cert-file",
+            pki["ca_file"],
+            "--tls-auth-clients",
+            "no",
+        )
+    )
+    try:
+        server.start()
+    except RuntimeError:
+        pytest.skip("this redis-server was built without TLS support")
+    urls = {
+        "acl-user": (
+            f"redis://scaler@127.0.0.1:{redis_with_auth.port}/0",
+            "scaler-pw",
+            redis_with_auth,
+        ),
+        "tls": (
+            f"rediss://localhost:{tls_port}/0?ssl_ca_certs={pki['ca_file']}",
+            "s3cret-pw",
+            server,
+        ),
+    }
+    try:
+        for name, (url, password, where) in urls.items():
+            with pods(f"llama-{name}", target="llama", redis_url=url, REDIS_PASSWORD=password) as (
+                pod,
+            ):
+                pod.load(active=2)
+                with redis.Redis(port=where.port, password="s3cret-pw") as admin:
+                    keys = pod.keys
+                    found = eventually(
+                        lambda k=keys, p=pod: admin.hget(k.reports, p.name),  # type: ignore[misc]
+                        lambda got: got is not None,
+                    )
+                assert found is not None, name
+                output = pod.close()
+                assert "s3cret-pw" not in output and "scaler-pw" not in output
+    finally:
+        server.close()

@@ -32,7 +32,9 @@ T = TypeVar("T")
 class Pod:
     """One inference pod: a Triton stand-in and its sidecar process."""
 
-    def __init__(self, name: str, target: str, redis_url: str, interval_s: float) -> None:
+    def __init__(
+        self, name: str, target: str, redis_url: str, interval_s: float, **extra_env: str
+    ) -> None:
         self.name = name
         self.keys = report_keys(NAMESPACE, target)
         self.triton = TritonStandIn().start()
@@ -48,6 +50,7 @@ class Pod:
             "TRITON_MODELS": "tensorrt_llm",
             "BIND_ADDRESS": "127.0.0.1",
             "METRICS_PORT": str(self.metrics_port),
+            **extra_env,
         }
         argv = ["--interval", str(interval_s), "--poll-interval", "0.1"]
         self.process = subprocess.Popen(
@@ -84,8 +87,10 @@ class Pod:
 
 
 @contextmanager
-def pods(*names: str, target: str, redis_url: str, interval_s: float = 1.0) -> Iterator[list[Pod]]:
-    started = [Pod(name, target, redis_url, interval_s) for name in names]
+def pods(
+    *names: str, target: str, redis_url: str, interval_s: float = 1.0, **extra_env: str
+) -> Iterator[list[Pod]]:
+    started = [Pod(name, target, redis_url, interval_s, **extra_env) for name in names]
     try:
         yield started
     finally:
