@@ -105,8 +105,11 @@ class ReportPublisher:
 class RunningScaler:
     """The real ScalerServer on its own event loop thread, reached over loopback gRPC."""
 
-    def __init__(self, settings: Settings, clock: FakeClock | None) -> None:
-        self.server = ScalerServer(settings, clock=clock)
+    def __init__(
+        self, settings: Settings, clock: FakeClock | None, kube_config: object | None = None
+    ) -> None:
+        """`kube_config`: a kubernetes.client.Configuration for the pod watch, if it is on."""
+        self.server = ScalerServer(settings, clock=clock, kube_config=kube_config)  # type: ignore[arg-type]
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         started = threading.Event()
@@ -129,6 +132,10 @@ class RunningScaler:
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.ExternalScalerStub(self.channel)
         self.keda = KedaClient(self.stub)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A metric's value in the server's own registry (0 when absent)."""
+        return self.server.registry.get_sample_value(name, labels) or 0.0
 
     @property
     def metrics_url(self) -> str:

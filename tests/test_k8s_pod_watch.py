@@ -7,27 +7,22 @@ only waits are bounded waits for the watch thread to see what the stand-in sent.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 
-import grpc
 import pytest
 import redis
 from kubernetes import client as k8s
 
-from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.local_redis import LocalRedis
 from scaler.pod_watch import pod_state
 from scaler.reports import report_keys
-from scaler.server import ScalerServer
-from scaler.settings import Settings, SettingsError, settings_from_env
+from scaler.settings import SettingsError, settings_from_env
 from tests.harness import (
     NAMESPACE,
     FakeClock,
-    KedaClient,
     ReportPublisher,
+    RunningScaler,
     pod_report,
     ref,
     scaler_settings,
@@ -41,43 +36,6 @@ KEYS = report_keys(NAMESPACE, TARGET)
 NOW_ONLY = {"scaleDownDelaySeconds": "0"}
 
 
-class WatchingScaler:
-    """The real ScalerServer, its pod watch on the given API, on its own event loop thread."""
-
-    def __init__(self, settings: Settings, clock: FakeClock, kube: k8s.Configuration) -> None:
-        self.server = ScalerServer(settings, clock=clock, kube_config=kube)
-        self._loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        started = threading.Event()
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                self._loop.run_until_complete(self.server.run(self._stop, started.set))
-            except BaseException as exc:
-                self.error = exc
-                started.set()
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="scaler", daemon=True)
-        self._thread.start()
-        assert started.wait(15) and self.error is None, self.error
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.grpc_port}")
-        self.keda = KedaClient(pb_grpc.ExternalScalerStub(self.channel))
-
-    def sample(self, name: str, **labels: str) -> float:
-        return self.server.registry.get_sample_value(name, labels) or 0.0
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        self.channel.close()
-        assert not self._thread.is_alive(), "the scaler did not stop"
-        if self.error is not None:
-            raise self.error
-
-
 @pytest.fixture
 def kube() -> Iterator[KubeStandIn]:
     standin = KubeStandIn().start()
@@ -88,8 +46,8 @@ def kube() -> Iterator[KubeStandIn]:
 @pytest.fixture
 def watching(
     redis_server: LocalRedis, redis_client: redis.Redis, clock: FakeClock, kube: KubeStandIn
-) -> Iterator[WatchingScaler]:
-    running = WatchingScaler(
+) -> Iterator[RunningScaler]:
+    running = RunningScaler(
         scaler_settings(redis_server.url, watch_pods=True), clock, kube.configuration()
     )
     yield running
@@ -112,7 +70,7 @@ def two_busy_pods(kube: KubeStandIn, publisher: ReportPublisher, clock: FakeCloc
 
 def test_a_deleted_pod_stops_counting_at_once(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -133,7 +91,7 @@ def test_a_deleted_pod_stops_counting_at_once(
 
 def test_the_first_list_removes_reports_of_pods_that_are_gone_and_keeps_newer_ones(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -157,7 +115,7 @@ def test_the_first_list_removes_reports_of_pods_that_are_gone_and_keeps_newer_on
 
 def test_a_pod_of_another_target_is_removed_from_its_own_target(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -173,7 +131,7 @@ def test_a_pod_of_another_target_is_removed_from_its_own_target(
 
 def test_cold_start_is_observed_once_per_pod_seen_starting(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -208,7 +166,7 @@ def test_cold_start_is_observed_once_per_pod_seen_starting(
 
 def test_a_dropped_watch_reconnects_and_catches_up(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -229,7 +187,7 @@ def test_a_dropped_watch_reconnects_and_catches_up(
 
 def test_an_ended_watch_resumes_and_an_expired_one_lists_again(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -255,7 +213,7 @@ def test_an_ended_watch_resumes_and_an_expired_one_lists_again(
 
 def test_api_down_the_scaler_keeps_answering_and_catches_up_when_back(
     kube: KubeStandIn,
-    watching: WatchingScaler,
+    watching: RunningScaler,
     publisher: ReportPublisher,
     clock: FakeClock,
     redis_client: redis.Redis,
@@ -281,7 +239,7 @@ def test_api_unreachable_from_the_start_the_scaler_keeps_answering(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     nowhere = k8s.Configuration(host=f"http://127.0.0.1:{port}")
-    running = WatchingScaler(scaler_settings(redis_server.url, watch_pods=True), clock, nowhere)
+    running = RunningScaler(scaler_settings(redis_server.url, watch_pods=True), clock, nowhere)
     try:
         publisher.publish(TARGET, pod_report("llama-0", inflight=3), at=clock())
         assert running.keda.poll(ref(TARGET, **NOW_ONLY)).value_float == 3

@@ -207,27 +207,22 @@ def test_wrong_redis_password_is_unavailable_and_never_shown(
     assert "s3cret-pw" not in caplog.text
 
 
-def test_redis_over_tls(pki: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
-    folder = pki["folder"]
+def _tls_redis(pki: dict, *extra_args: str) -> tuple[LocalRedis, int]:  # type: ignore[type-arg]
+    """A redis-server that also listens with TLS (server certificate from the test CA)."""
     tls_port = LocalRedis().port
-    server = LocalRedis(
-        extra_args=(
-            "--tls-port",
-            str(tls_port),
-            "--tls-cert-file",
-            pki["server_cert"],
-            "--tls-key-file",
-            pki["server_key"],
-            "--tls-ca-cert-file",
-            pki["ca_file"],
-            "--tls-auth-clients",
-            "no",
-        )
-    )
+    tls = ("--tls-port", str(tls_port), "--tls-cert-file", pki["server_cert"])
+    tls += ("--tls-key-file", pki["server_key"], "--tls-ca-cert-file", pki["ca_file"])
+    server = LocalRedis(extra_args=(*extra_args, *tls, "--tls-auth-clients", "no"))
     try:
         server.start()
     except RuntimeError:
         pytest.skip("this redis-server was built without TLS support")
+    return server, tls_port
+
+
+def test_redis_over_tls(pki: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    folder = pki["folder"]
+    server, tls_port = _tls_redis(pki)
     url = f"rediss://localhost:{tls_port}/0?ssl_ca_certs={folder}/ca.crt"
     running = RunningScaler(scaler_settings(url), None)
     try:
@@ -243,27 +238,7 @@ def test_the_sidecar_reports_through_an_acl_user_and_over_tls(
 ) -> None:
     from tests.test_sidecar_process import eventually, pods
 
-    tls_port = LocalRedis().port
-    server = LocalRedis(
-        extra_args=(
-            "--requirepass",
-            "s3cret-pw",
-            "--tls-port",
-            str(tls_port),
-            "--tls-cert-file",
-            pki["server_cert"],
-            "--tls-key-file",
-            pki["server_key"],
-            "--tls-ca-cert-file",
-            pki["ca_file"],
-            "--tls-auth-clients",
-            "no",
-        )
-    )
-    try:
-        server.start()
-    except RuntimeError:
-        pytest.skip("this redis-server was built without TLS support")
+    server, tls_port = _tls_redis(pki, "--requirepass", "s3cret-pw")
     urls = {
         "acl-user": (
             f"redis://scaler@127.0.0.1:{redis_with_auth.port}/0",
