@@ -6,20 +6,15 @@ machine has none. Nothing is persisted: the server starts empty.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import redis
-
-_PR_SET_PDEATHSIG = 1
 
 
 class RedisServerMissing(RuntimeError):
@@ -67,10 +62,7 @@ class LocalRedis:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", self._dir.name, *self._extra_args]
         self._process = subprocess.Popen(
-            [find_redis_server(), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            [find_redis_server(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self._wait_for_port(timeout_s)
 
@@ -111,12 +103,6 @@ class LocalRedis:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"redis-server did not listen on port {self.port}")
             time.sleep(0.02)  # process start-up: real time, there is no clock to inject
-
-
-def _die_with_parent() -> None:
-    """In the child: a test run or `make run` killed outright leaves no redis-server behind."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 def answers(url: str, timeout_s: float = 0.5) -> bool:
