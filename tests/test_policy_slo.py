@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from scaler.policy import PolicyState, Reason, decide, slo_horizon_s, slo_slots
-from scaler.reports import PodReport
-from scaler.signals import Signals, aggregate
+from scaler.signals import Signals
 from scaler.state_codec import state_ttl_s
 from scaler.target_config import MetadataError, TargetConfig, parse_target_config
 
@@ -130,17 +129,6 @@ def test_the_window_stays_bounded_over_the_horizon() -> None:
 def test_the_stored_state_outlives_the_longest_horizon() -> None:
     assert state_ttl_s(config(**SLO)) >= 20 * 3600  # a measured cold start of up to an hour
     assert state_ttl_s(config()) == 300 + 3600  # unchanged when the mode is off
-
-
-def test_signals_carry_the_longest_measured_cold_start() -> None:
-    base = {"inflight": 0.0, "waiting": 0.0, "capacity": 8.0, "started_at": 1.0, "seq": 1}
-    reports = [
-        PodReport(pod="a", ready=True, cold_start_s=42.0, **base),  # type: ignore[arg-type]
-        PodReport(pod="b", ready=False, **base),  # type: ignore[arg-type]
-        PodReport(pod="c", ready=True, cold_start_s=75.5, **base),  # type: ignore[arg-type]
-    ]
-    assert aggregate(reports, 0.0).cold_start_s == 75.5
-    assert aggregate([], 0.0).cold_start_s == 0.0
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 
-from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+from scaler.local_redis import LocalRedis
+from scaler.store import TargetStore
+from scaler.target_config import parse_target_config
+from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
 
 SLO = {"sloWaitSeconds": "2", "serviceSeconds": "5", "coldStartSeconds": "60"}
 
@@ -52,3 +58,24 @@ def test_a_bad_slo_value_is_invalid_argument_naming_the_key(scaler: RunningScale
         scaler.keda.poll(ref("llama", sloWaitSeconds="-2"))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "sloWaitSeconds = '-2', must be a number in [0; 600]" in (err.value.details() or "")
+
+
+def test_signals_carry_the_longest_measured_cold_start(
+    redis_server: LocalRedis, publisher: ReportPublisher, clock: FakeClock
+) -> None:
+    """Summed by the read script itself, from the reports as stored."""
+    publisher.publish("llama", pod_report("a", cold_start_s=42.0), at=clock())
+    publisher.publish("llama", pod_report("b", ready=False), at=clock())
+    publisher.publish("llama", pod_report("c", cold_start_s=75.5), at=clock())
+    publisher.publish("empty", pod_report("d"), at=clock())
+
+    async def read(target: str) -> float:
+        client = AsyncRedis.from_url(redis_server.url, decode_responses=True)
+        try:
+            cfg = parse_target_config(NAMESPACE, target, {"targetConcurrency": "8"}).config
+            return (await TargetStore(client, 5).read(cfg, clock())).signals.cold_start_s
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(read("llama")) == 75.5
+    assert asyncio.run(read("empty")) == 0.0
