@@ -24,7 +24,7 @@ from scaler.metrics_http import MetricsEndpoint
 from scaler.redis_connect import fast_failing_client
 from scaler.reports import ReportWriter, report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
-from sidecar.readiness import ReadinessProbe
+from sidecar.readiness import readiness_probe
 from sidecar.reporter import Reporter
 from sidecar.scrape import MetricsScraper
 from sidecar.telemetry import SidecarMetrics
@@ -61,7 +61,7 @@ async def serve(config: SidecarConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
     redis = redis_client(config)
-    probe = ReadinessProbe(config.triton_grpc_url, config.models, config.triton_timeout_s)
+    probe = readiness_probe(config)
     metrics = SidecarMetrics(registry)
     deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None
     reporter = Reporter(

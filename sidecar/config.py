@@ -33,6 +33,9 @@ class SidecarConfig:
     target: str
     redis_url: str = "redis://localhost:6379/0"
     redis_password: str | None = None
+    # Readiness is asked over Triton's HTTP API (light) or, through tritonclient, its gRPC API.
+    readiness: str = "http"
+    triton_http_url: str = "http://localhost:8000"
     triton_grpc_url: str = "localhost:8001"
     triton_metrics_url: str = "http://localhost:8002/metrics"
     # Empty: every model Triton serves counts; readiness then checks the server alone.
@@ -59,7 +62,8 @@ class SidecarConfig:
         return (
             f"SidecarConfig(pod={self.pod!r}, namespace={self.namespace!r}, "
             f"target={self.target!r}, redis_url={without_password(self.redis_url)!r}, "
-            f"redis_password={password!r}, triton_grpc_url={self.triton_grpc_url!r}, "
+            f"redis_password={password!r}, readiness={self.readiness!r}, "
+            f"triton_http_url={self.triton_http_url!r}, triton_grpc_url={self.triton_grpc_url!r}, "
             f"triton_metrics_url={self.triton_metrics_url!r}, models={self.models!r}, "
             f"capacity={self.capacity!r}, interval_s={self.interval_s!r}, "
             f"poll_interval_s={self.poll_interval_s!r}, deletion_cost={self.deletion_cost!r})"
@@ -88,6 +92,15 @@ SETTINGS: dict[str, Setting] = {
         "name reports are filed under: the ScaledObject's targetName (default: its name)",
     ),
     "redis_url": Setting("--redis-url", "REDIS_URL", "redis://, rediss:// or unix:// URL"),
+    "readiness": Setting(
+        "--readiness",
+        "TRITON_READINESS",
+        "http or grpc: ask Triton's readiness at TRITON_HTTP_URL (default; the lighter) "
+        "or, through tritonclient, at TRITON_GRPC_URL",
+    ),
+    "triton_http_url": Setting(
+        "--triton-http-url", "TRITON_HTTP_URL", "Triton's HTTP endpoint (http://host:port)"
+    ),
     "triton_grpc_url": Setting("--triton-grpc-url", "TRITON_GRPC_URL", "Triton's gRPC host:port"),
     "triton_metrics_url": Setting(
         "--triton-metrics-url", "TRITON_METRICS_URL", "Triton's Prometheus endpoint (http://)"
@@ -126,6 +139,7 @@ SETTINGS: dict[str, Setting] = {
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SWITCHES = ("auto", "on", "off")
+_READINESS = ("http", "grpc")
 # Kubernetes object names (RFC 1123 subdomain), the shape of pod and target names.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Triton model names are directory names in the model repository.
@@ -191,6 +205,11 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         raise ConfigError(
             f"{SETTINGS['deletion_cost'].name} = {shown(deletion_cost)}, must be one of {_SWITCHES}"
         )
+    readiness = (raw("readiness", d.readiness) or d.readiness).lower()
+    if readiness not in _READINESS:
+        raise ConfigError(
+            f"{SETTINGS['readiness'].name} = {shown(readiness)}, must be one of {_READINESS}"
+        )
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
     return SidecarConfig(
         pod=name("pod"),
@@ -198,8 +217,12 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         target=_target_name(raw("target")),
         redis_url=_redis_url(raw("redis_url", d.redis_url) or d.redis_url),
         redis_password=env.get("REDIS_PASSWORD") or None,
+        readiness=readiness,
+        triton_http_url=_http_url("triton_http_url", raw("triton_http_url", d.triton_http_url)),
         triton_grpc_url=_grpc_address(raw("triton_grpc_url", d.triton_grpc_url)),
-        triton_metrics_url=_metrics_url(raw("triton_metrics_url", d.triton_metrics_url)),
+        triton_metrics_url=_http_url(
+            "triton_metrics_url", raw("triton_metrics_url", d.triton_metrics_url)
+        ),
         models=_models(raw("models", "") or ""),
         capacity=number("capacity", d.capacity, 0, 1_000_000, low_open=False),
         interval_s=interval_s,
@@ -250,8 +273,8 @@ def _grpc_address(value: str | None) -> str:
     return text
 
 
-def _metrics_url(value: str | None) -> str:
-    setting = SETTINGS["triton_metrics_url"]
+def _http_url(key: str, value: str | None) -> str:
+    setting = SETTINGS[key]
     text = value or ""
     parts = urlsplit(text)
     try:
@@ -261,7 +284,7 @@ def _metrics_url(value: str | None) -> str:
     if parts.scheme != "http" or not parts.hostname or not port_ok:
         raise ConfigError(
             f"{setting.name} = {shown(text)}, must be an http:// URL, "
-            "e.g. http://localhost:8002/metrics"
+            f"e.g. {getattr(SidecarConfig('-', '-', '-'), key)}"
         )
     return text
 

@@ -1,6 +1,6 @@
 """The report loop: read Triton, decide whether to write, write the pod report, back off.
 
-One `tick` reads readiness (gRPC) and the metrics page, turns them into the
+One `tick` reads readiness (HTTP or gRPC) and the metrics page, turns them into the
 report's figures and writes them through `scaler.reports.ReportWriter` when the
 report interval is over or the load changed. Tests drive `tick` directly with a
 stepped clock; `run` calls it every poll interval.

@@ -1,4 +1,4 @@
-"""Fetching Triton's metrics page: one small HTTP GET on the event loop.
+"""Small HTTP GETs to Triton on the event loop: the metrics page and the health endpoints.
 
 HTTP/1.0 on purpose: the server must then send the body as is and close, with
 no chunked encoding to undo, so a few lines of asyncio streams do the job and
@@ -17,50 +17,69 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class ScrapeError(Exception):
-    """The metrics page could not be fetched: refused, timed out, or not a 200."""
+    """No usable HTTP answer: refused, timed out, cut short, too large; for the page, not 200."""
 
 
-class MetricsScraper:
-    def __init__(self, url: str, timeout_s: float) -> None:
-        parts = urlsplit(url)
+class HttpGetter:
+    """GETs paths of one `http://host:port` base; answers (status code, body)."""
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        parts = urlsplit(base_url)
         self._host = parts.hostname or "localhost"
         self._port = parts.port or 80
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._url = url
-        self._timeout_s = timeout_s
-        self._request = (
-            f"GET {self._path} HTTP/1.0\r\nHost: {parts.netloc}\r\n"
+        self._netloc = parts.netloc
+        self._base = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    async def get(self, path: str) -> tuple[int, str]:
+        url = self._base + path
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._get(path, url)
+        except TimeoutError:
+            raise ScrapeError(f"{url} did not answer within {self.timeout_s:g} s") from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise ScrapeError(f"{url}: {exc or type(exc).__name__}") from None
+
+    async def _get(self, path: str, url: str) -> tuple[int, str]:
+        request = (
+            f"GET {path} HTTP/1.0\r\nHost: {self._netloc}\r\n"
             "Accept: text/plain\r\nAccept-Encoding: identity\r\n\r\n"
         ).encode()
-
-    async def fetch(self) -> str:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await self._get()
-        except TimeoutError:
-            raise ScrapeError(f"{self._url} did not answer within {self._timeout_s:g} s") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            raise ScrapeError(f"{self._url}: {exc or type(exc).__name__}") from None
-
-    async def _get(self) -> str:
         reader, writer = await asyncio.open_connection(self._host, self._port)
         try:
-            writer.write(self._request)
+            writer.write(request)
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
-            status = head.split(b"\r\n", 1)[0].split()
-            if len(status) < 2 or status[1] != b"200":
-                line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-                raise ScrapeError(f"{self._url} answered {line!r}")
+            status_line = head.split(b"\r\n", 1)[0]
+            fields = status_line.split()
+            if len(fields) < 2 or not fields[1].isdigit():
+                raise ScrapeError(f"{url} answered {status_line.decode(errors='replace')!r}")
             chunks: list[bytes] = []
             size = 0
             while chunk := await reader.read(65536):
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise ScrapeError(f"{self._url} sent more than {MAX_BODY_BYTES} bytes")
+                    raise ScrapeError(f"{url} sent more than {MAX_BODY_BYTES} bytes")
                 chunks.append(chunk)
-            return b"".join(chunks).decode("utf-8", errors="replace")
+            return int(fields[1]), b"".join(chunks).decode("utf-8", errors="replace")
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+class MetricsScraper:
+    """Fetches Triton's Prometheus page; anything but a 200 is a ScrapeError."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        parts = urlsplit(url)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._url = url
+        self._http = HttpGetter(f"http://{parts.netloc}", timeout_s)
+
+    async def fetch(self) -> str:
+        status, body = await self._http.get(self._path)
+        if status != 200:
+            raise ScrapeError(f"{self._url} answered HTTP {status}")
+        return body

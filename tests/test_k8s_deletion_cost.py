@@ -31,7 +31,7 @@ from sidecar.deletion_cost import (
     cost_of_load,
     moved_meaningfully,
 )
-from sidecar.readiness import ReadinessProbe
+from sidecar.readiness import readiness_probe
 from sidecar.reporter import Reporter, TickResult
 from sidecar.scrape import MetricsScraper
 from sidecar.telemetry import SidecarMetrics
@@ -171,7 +171,7 @@ async def sidecar(
         namespace=NAMESPACE,
         target="llama",
         redis_url=redis_url,
-        triton_grpc_url=triton.grpc_url,
+        triton_http_url=triton.http_url,
         triton_metrics_url=triton.metrics_url,
         models=("tensorrt_llm",),
         poll_interval_s=0.25,
@@ -179,7 +179,7 @@ async def sidecar(
         deletion_cost=True,
     )
     client = redis_client(config)
-    probe = ReadinessProbe(config.triton_grpc_url, config.models, config.triton_timeout_s)
+    probe = readiness_probe(config)
     registry = CollectorRegistry()
     metrics = SidecarMetrics(registry)
     api = k8s.CoreV1Api(k8s.ApiClient(kube.configuration()))

@@ -509,7 +509,7 @@ def test_sidecar_ports_and_annotations_agree() -> None:
     assert env_of(sidecar)["TRITON_METRICS_URL"]["value"] == (
         f"http://localhost:{ports['triton-metrics']}/metrics"
     )
-    assert env_of(sidecar)["TRITON_GRPC_URL"]["value"] == f"localhost:{ports['grpc']}"
+    assert env_of(sidecar)["TRITON_HTTP_URL"]["value"] == f"http://localhost:{ports['http']}"
     assert env_of(sidecar)["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env_of(sidecar)["POD_NAMESPACE"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.namespace"}

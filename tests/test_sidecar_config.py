@@ -22,6 +22,12 @@ def test_defaults_with_only_the_pod_identity_given() -> None:
     assert config == SidecarConfig(pod="llama-7b-5d9c-x2x", namespace="inference", target="llama")
     assert config.triton_metrics_url == "http://localhost:8002/metrics"
     assert config.triton_grpc_url == "localhost:8001"
+    assert (config.readiness, config.triton_http_url) == ("http", "http://localhost:8000")
+
+
+def test_grpc_readiness_is_chosen_by_name_in_any_case() -> None:
+    config = load_config([], {**DOWNWARD_API, "TRITON_READINESS": "gRPC"})
+    assert config.readiness == "grpc"
     assert (config.interval_s, config.poll_interval_s) == (1.0, 0.5)
 
 
@@ -92,6 +98,19 @@ BAD = [
         [],
         {"TRITON_METRICS_URL": "localhost:8002/metrics"},
         "(env TRITON_METRICS_URL) = 'localhost:8002/metrics', must be an http:// URL",
+    ),
+    (
+        "http-not-http",
+        ["--triton-http-url", "localhost:8000"],
+        {},
+        "--triton-http-url (env TRITON_HTTP_URL) = 'localhost:8000', must be an http:// URL, "
+        "e.g. http://localhost:8000",
+    ),
+    (
+        "readiness-transport",
+        [],
+        {"TRITON_READINESS": "tcp"},
+        "--readiness (env TRITON_READINESS) = 'tcp', must be one of ('http', 'grpc')",
     ),
     ("model-name", ["--models", "a,b c"], {}, "model 'b c' must be letters"),
     (

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import pytest
 import redis
 
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
@@ -45,7 +46,7 @@ class Pod:
             "POD_NAMESPACE": NAMESPACE,
             "TARGET_NAME": target,
             "REDIS_URL": redis_url,
-            "TRITON_GRPC_URL": self.triton.grpc_url,
+            "TRITON_HTTP_URL": self.triton.http_url,
             "TRITON_METRICS_URL": self.triton.metrics_url,
             "TRITON_MODELS": "tensorrt_llm",
             "BIND_ADDRESS": "127.0.0.1",
@@ -176,3 +177,32 @@ def test_scaler_follows_the_pods_load_and_forgets_pods_that_go(
             assert (poll.value_float, poll.active) == (9, True)
     finally:
         scaler.stop()
+
+
+HEAVY = ("grpc", "numpy", "tritonclient", "kubernetes")
+LOADED = """
+import sys
+from sidecar.__main__ import serve
+from sidecar.config import load_config
+from sidecar.readiness import readiness_probe
+config = load_config(sys.argv[2:], {"POD_NAME": "p", "POD_NAMESPACE": "n", "TARGET_NAME": "t"})
+readiness_probe(config)
+heavy = set(sys.argv[1].split(","))
+print(",".join(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "heavy"),
+    [([], ""), (["--readiness", "grpc"], "grpc,numpy,tritonclient")],
+    ids=["http", "grpc"],
+)
+def test_only_grpc_readiness_loads_tritonclient_and_its_numpy(argv: list[str], heavy: str) -> None:
+    # What keeps the default sidecar small (README "Sidecar": RSS by readiness transport).
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOADED, ",".join(HEAVY), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == heavy

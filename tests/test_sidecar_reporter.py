@@ -1,5 +1,8 @@
 """The report loop against the Triton stand-in (real gRPC, real HTTP) and a real Redis.
 
+Readiness cases run over both transports: Triton's HTTP health endpoints and,
+through tritonclient, its gRPC API.
+
 Time is a stepped FakeClock: each test drives `Reporter.tick` itself, so nothing
 sleeps on wall time except the bounded waits for a real server to come back.
 """
@@ -20,7 +23,7 @@ from scaler.local_redis import LocalRedis
 from scaler.reports import PodReport, ReportWriter, report_keys
 from sidecar.__main__ import redis_client
 from sidecar.config import SidecarConfig
-from sidecar.readiness import ReadinessProbe
+from sidecar.readiness import readiness_probe
 from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult
 from sidecar.scrape import MetricsScraper
 from sidecar.telemetry import SidecarMetrics
@@ -30,6 +33,11 @@ POD = "llama-0"
 TARGET = "llama"
 WALL_AT_START = 1_750_000_000.0
 KEYS = report_keys(NAMESPACE, TARGET)
+
+
+@pytest.fixture(params=["http", "grpc"])
+def readiness(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
@@ -69,6 +77,7 @@ async def sidecar(
         namespace=NAMESPACE,
         target=TARGET,
         redis_url=redis_url,
+        triton_http_url=triton.http_url,
         triton_grpc_url=triton.grpc_url,
         triton_metrics_url=triton.metrics_url,
         capacity=4,
@@ -77,7 +86,7 @@ async def sidecar(
         **overrides,  # type: ignore[arg-type]
     )
     client = redis_client(config)
-    probe = ReadinessProbe(config.triton_grpc_url, config.models, config.triton_timeout_s)
+    probe = readiness_probe(config)
     registry = CollectorRegistry()
     clock = FakeClock(1000.0)  # a monotonic clock: any origin
     reporter = Reporter(
@@ -115,13 +124,18 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.
 
 
 def test_ready_trt_llm_pod_reports_the_engine_figures(
-    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
 ) -> None:
     triton.set_ready(models=("tensorrt_llm",))
     triton.set_models(engine(active=5, waiting=2, pending=1))
 
     async def scenario() -> None:
-        async with sidecar(triton, redis_server.url, models=("tensorrt_llm",)) as car:
+        async with sidecar(
+            triton, redis_server.url, readiness=readiness, models=("tensorrt_llm",)
+        ) as car:
             assert await car.tick() is TickResult.WROTE
             assert car.sample("llm_sidecar_reports_written_total") == 1
             assert car.sample("llm_sidecar_inflight_requests") == 5
@@ -164,7 +178,10 @@ def test_plain_triton_reports_littles_law_in_flight_and_pending(
 
 
 def test_model_filter_counts_and_checks_only_the_listed_models(
-    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
 ) -> None:
     models = {
         **engine(active=2, pending=1),
@@ -176,7 +193,7 @@ def test_model_filter_counts_and_checks_only_the_listed_models(
 
     async def scenario() -> None:
         async with sidecar(
-            triton, redis_server.url, models=("tensorrt_llm", "preprocessing")
+            triton, redis_server.url, readiness=readiness, models=("tensorrt_llm", "preprocessing")
         ) as car:
             await car.tick()
             starting = stored(redis_client)
@@ -191,13 +208,18 @@ def test_model_filter_counts_and_checks_only_the_listed_models(
 
 
 def test_starting_pod_reports_its_start_then_its_cold_start_once(
-    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
 ) -> None:
     triton.set_ready(server=False)
     triton.set_models({})  # models loading: no per-model metrics yet
 
     async def scenario() -> None:
-        async with sidecar(triton, redis_server.url, models=("tensorrt_llm",)) as car:
+        async with sidecar(
+            triton, redis_server.url, readiness=readiness, models=("tensorrt_llm",)
+        ) as car:
             assert await car.tick() is TickResult.WROTE
             starting = stored(redis_client)
             assert starting is not None
@@ -223,12 +245,15 @@ def test_starting_pod_reports_its_start_then_its_cold_start_once(
 
 
 def test_triton_down_at_start_writes_nothing_then_reports_once_up(
-    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
 ) -> None:
     triton.stop()
 
     async def scenario() -> None:
-        async with sidecar(triton, redis_server.url) as car:
+        async with sidecar(triton, redis_server.url, readiness=readiness) as car:
             assert await car.tick() is TickResult.TRITON_UNAVAILABLE
             assert await car.tick(0.25) is TickResult.TRITON_UNAVAILABLE
             assert stored(redis_client) is None  # missing data is not a zero report
@@ -254,13 +279,16 @@ async def _wrote(car: Sidecar) -> bool:
 
 
 def test_triton_restart_begins_a_new_start_and_writes_nothing_while_gone(
-    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
 ) -> None:
     triton.set_ready()
     triton.set_models(engine(active=6))
 
     async def scenario() -> None:
-        async with sidecar(triton, redis_server.url) as car:
+        async with sidecar(triton, redis_server.url, readiness=readiness) as car:
             assert await car.tick() is TickResult.WROTE
             before = stored(redis_client)
             triton.stop()

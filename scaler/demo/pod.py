@@ -103,7 +103,7 @@ class Pod:
             "POD_NAMESPACE": queue.NAMESPACE,
             "TARGET_NAME": queue.TARGET,
             "REDIS_URL": self.args.redis_url,
-            "TRITON_GRPC_URL": self.triton.grpc_url,
+            "TRITON_HTTP_URL": self.triton.http_url,
             "TRITON_METRICS_URL": self.triton.metrics_url,
             "TRITON_MODELS": queue.MODEL,
             "CAPACITY": str(self.args.slots),

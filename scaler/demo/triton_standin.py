@@ -6,8 +6,10 @@ which set its load from the requests they serve.
 The gRPC side is tritonclient's own generated servicer
 (`service_pb2_grpc.GRPCInferenceServiceServicer`) on a real server on loopback,
 answering ServerLive / ServerReady / ModelReady / ServerMetadata from the state the
-test sets; anything else answers UNIMPLEMENTED, as the base class does. The
-metrics side is an HTTP server serving `exposition(...)` text, laid out the way
+test sets; anything else answers UNIMPLEMENTED, as the base class does. The HTTP
+side answers the same readiness as Triton's HTTP API does (`/v2/health/ready`,
+`/v2/models/<m>/ready`: 200 or 400) and serves `exposition(...)` text at `/metrics`
+(one port for both, where Triton has 8000 and 8002), laid out the way
 Triton prints it (HELP/TYPE lines, labels in alphabetical order, counters without
 `_total`, GPU families the sidecar must skip). Both run in threads, so sync and
 asyncio tests can use them alike, and `stop`/`start` keep the ports, as a
@@ -21,6 +23,7 @@ from concurrent import futures
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -185,6 +188,10 @@ class TritonStandIn:
         return f"127.0.0.1:{self.grpc_port}"
 
     @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
@@ -218,6 +225,21 @@ class TritonStandIn:
                     pinned = replace(trt, iteration_counter=state.iterations[name])
                     models[name] = replace(figures, trt=pinned)
             return exposition(models), state.metrics_status
+
+    def _health(self, path: str) -> tuple[int, bytes]:
+        """Triton's HTTP readiness: 200 when ready, 400 when not (its HTTP server's choice)."""
+        parts = path.split("/")  # "", "v2", "models", <name>, "ready"
+        with self._lock:
+            state = self._state
+            if path == "/v2/health/ready":
+                method, ready = "http:ServerReady", state.server_ready
+            elif len(parts) == 5 and parts[2] == "models" and parts[4] == "ready":
+                method = "http:ModelReady"
+                ready = state.server_ready and unquote(parts[3]) in state.ready_models
+            else:
+                return 404, b"not found\n"
+            state.calls[method] = state.calls.get(method, 0) + 1
+        return (200, b"") if ready else (400, b"")
 
     def calls(self, method: str) -> int:
         with self._lock:
@@ -253,9 +275,12 @@ class TritonStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                text, status = standin._page()
-                body = text.encode() if self.path == "/metrics" else b"not found\n"
-                self.send_response(status if self.path == "/metrics" else 404)
+                if self.path == "/metrics":
+                    text, status = standin._page()
+                    body = text.encode()
+                else:
+                    status, body = standin._health(self.path)
+                self.send_response(status)
                 self.send_header("Content-Type", "text/plain; charset=utf-8; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

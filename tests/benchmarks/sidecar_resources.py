@@ -23,6 +23,7 @@ MEASURE_S = 60.0
 
 @dataclass(frozen=True)
 class SidecarFigures:
+    readiness: str
     cpu_percent: float
     peak_rss_mib: float
 
@@ -33,7 +34,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run() -> SidecarFigures:
+def run_both() -> list[SidecarFigures]:
+    return [run("http"), run("grpc")]
+
+
+def run(readiness: str) -> SidecarFigures:
+    """`readiness`: http (the default) or grpc (through tritonclient)."""
     redis = LocalRedis()
     redis.start()
     triton = TritonStandIn().start()
@@ -43,6 +49,8 @@ def run() -> SidecarFigures:
         "POD_NAMESPACE": "bench",
         "TARGET_NAME": "llama",
         "REDIS_URL": redis.url,
+        "TRITON_READINESS": readiness,
+        "TRITON_HTTP_URL": triton.http_url,
         "TRITON_GRPC_URL": triton.grpc_url,
         "TRITON_METRICS_URL": triton.metrics_url,
         "TRITON_MODELS": "tensorrt_llm",
@@ -71,8 +79,8 @@ def run() -> SidecarFigures:
         process.wait(timeout=30)
         triton.stop()
         redis.close()
-    return SidecarFigures(cpu_percent=cpu * 100, peak_rss_mib=peak)
+    return SidecarFigures(readiness, cpu_percent=cpu * 100, peak_rss_mib=peak)
 
 
 if __name__ == "__main__":
-    print(run())
+    print(run_both())
