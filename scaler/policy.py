@@ -36,7 +36,12 @@ What it does, in order:
    longer. On top of the ordinary rule (max, never less): the burst formula
    alone has no headroom for sustained load and under-sizes steady traffic.
    In the HPA's unit: metric = K x targetUtilization, so desired replicas =
-   ceil(K / targetConcurrency).
+   ceil(K / targetConcurrency). The ordinary rule then sizes only the requests
+   being served (in flight): a backlog is counted once, by the formula, rather
+   than also at targetConcurrency x targetUtilization per replica, which
+   orders capacity for a queue that is gone before it is ready (see
+   `reactive_demand`). The horizon's samples are their own window
+   (`peak_buckets`), merged across replicas like the other.
 
 Worked example (targetConcurrency 8, targetUtilization 0.8, delay 120 s):
 demand 30 at t=0 -> metric 30 -> ceil(30 / 6.4) = 5 replicas. Demand falls to 6
@@ -90,6 +95,9 @@ class PolicyState:
     burst_started_at: float = 0.0  # identifies the current burst: a later start replaces it
     burst_peak: float = 0.0
     burst_until: float = 0.0  # burst mode holds until then
+    # SLO-aware mode only: max requests in the system (in flight + waiting) per bucket,
+    # over the SLO horizon, same bucket width. `buckets` then hold the requests served.
+    peak_buckets: window.Buckets = field(default=())
 
 
 @dataclass(frozen=True)
@@ -117,8 +125,12 @@ def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
         new.burst_started_at == stored.burst_started_at and burst_new > burst_old
     ):
         return True
-    old_buckets = dict(stored.buckets)
-    return any(value > old_buckets.get(index, -1.0) for index, value in new.buckets)
+    return _raises(stored.buckets, new.buckets) or _raises(stored.peak_buckets, new.peak_buckets)
+
+
+def _raises(stored: window.Buckets, new: window.Buckets) -> bool:
+    old = dict(stored)
+    return any(value > old.get(index, -1.0) for index, value in new)
 
 
 # SLO-aware mode: the horizon a burst's capacity is held for, in cold starts,
@@ -166,18 +178,37 @@ def slo_slots(config: TargetConfig, peak: float) -> float:
     return peak / (1.0 + config.slo_wait_s / config.service_s)
 
 
+def reactive_demand(signals: Signals, config: TargetConfig) -> float:
+    """What the reactive rule (window, burst mode) sizes for: all demand, or in SLO-aware
+    mode the requests being served (in flight).
+
+    In SLO-aware mode a backlog is the SLO formula's: it holds K >= N / (1 + W / s) for
+    the requests in the system, N, which counts the waiting ones. Sizing the backlog
+    again at targetConcurrency x targetUtilization per replica orders 1.75x the SLO's
+    slots (at W 2 s, s 5 s, utilisation 0.8) for a queue the warm slots clear long
+    before the new pods are ready: K slots clear K x C / s requests in a cold start C
+    (480 per replica at 60 s), where a burst's queue is tens."""
+    if config.slo_wait_s is None:
+        return signals.demand
+    return signals.inflight
+
+
 def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: float) -> Decision:
     demand = signals.demand
+    served = reactive_demand(signals, config)
     delay = config.scale_down_delay_s
     cold_s = cold_start_s(signals, config)
     length = window_length_s(config, cold_s)
     bucket_s = bucket_width(config, cold_s)
-    buckets = window.record(_rebucketed(state, bucket_s, now), now, demand, length, bucket_s)
-    held = window.window_max(buckets, now, delay, bucket_s) if delay > 0 else demand
-    held = demand if held is None else max(held, demand)
+    rebucketed = _rebucketed(state.buckets, state.bucket_s, bucket_s, now)
+    # SLO-aware mode keeps the horizon in `peak_buckets`; these need only the delay.
+    kept_s = length if config.slo_wait_s is None else max(delay, config.burst_window_s)
+    buckets = window.record(rebucketed, now, served, kept_s, bucket_s)
+    held = window.window_max(buckets, now, delay, bucket_s) if delay > 0 else served
+    held = served if held is None else max(held, served)
 
     committed = (signals.pods_ready + signals.pods_starting) * config.target_concurrency
-    short = window.window_max(buckets, now, config.burst_window_s, bucket_s) or demand
+    short = window.window_max(buckets, now, config.burst_window_s, bucket_s) or served
     bursting = committed > 0 and short > config.burst_threshold * committed
     burst_started_at, burst_peak, burst_until = _burst(state, bursting, demand, now, delay)
     in_burst = now < burst_until
@@ -191,9 +222,12 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     active = wakes or now < active_until
 
     slo_metric = None
+    peak_buckets: window.Buckets = ()
     if config.slo_wait_s is not None:
         horizon = slo_horizon_s(config, cold_s)
-        peak = window.window_max(buckets, now, horizon, bucket_s) or 0.0
+        peaks = _rebucketed(state.peak_buckets, state.bucket_s, bucket_s, now)
+        peak_buckets = window.record(peaks, now, demand, length, bucket_s)
+        peak = window.window_max(peak_buckets, now, horizon, bucket_s) or 0.0
         peak = max(peak, demand)
         # In the HPA's unit: ceil(metric / (targetConcurrency x targetUtilization))
         # = ceil(slots / targetConcurrency) replicas.
@@ -209,10 +243,12 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         burst_started_at=burst_started_at,
         burst_peak=burst_peak,
         burst_until=burst_until,
+        peak_buckets=peak_buckets,
     )
     reason, detail = _explain(
         config,
         demand,
+        served,
         metric,
         held,
         active,
@@ -222,12 +258,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         active_until - now,
         _zero_delay_s(config, cold_s),
     )
-    if (
-        slo_metric is not None
-        and demand > 0
-        and active
-        and slo_metric >= metric > max(held, demand)
-    ):
+    if slo_metric is not None and demand > 0 and active and slo_metric >= metric > held:
         reason, detail = (
             Reason.SLO_HOLD,
             (
@@ -256,15 +287,17 @@ def _deadline(now: float, delay_s: float) -> float:
     return math.ceil((now + delay_s) / quantum) * quantum
 
 
-def _rebucketed(state: PolicyState, bucket_s: float, now: float) -> window.Buckets:
-    """The stored window in today's bucket width.
+def _rebucketed(
+    buckets: window.Buckets, stored_s: float, bucket_s: float, now: float
+) -> window.Buckets:
+    """A stored window in today's bucket width.
 
     If scaleDownDelaySeconds changed, the old buckets mean other times: keep
     their maximum as one sample at `now` rather than forget it, so a config
     change can hold a replica a little longer but never release one early."""
-    if state.bucket_s == bucket_s or not state.buckets:
-        return state.buckets
-    highest = max(v for _, v in state.buckets)
+    if stored_s == bucket_s or not buckets:
+        return buckets
+    highest = max(v for _, v in buckets)
     return ((window.bucket_of(now, bucket_s), highest),)
 
 
@@ -285,6 +318,7 @@ def _burst(
 def _explain(
     config: TargetConfig,
     demand: float,
+    served: float,
     metric: float,
     held: float,
     active: bool,
@@ -310,9 +344,9 @@ def _explain(
             f"burst: holding peak {burst_peak:g} (committed capacity {committed:g}, "
             f"demand now {demand:g})"
         )
-    if metric > demand:
+    if metric > served:
         return Reason.SCALE_DOWN_HELD, (
             f"scale-down held: max over {config.scale_down_delay_s:g} s window = {metric:g} "
             f"(demand now {demand:g})"
         )
-    return Reason.FOLLOWING, f"following demand {demand:g}"
+    return Reason.FOLLOWING, f"following demand {served:g}"

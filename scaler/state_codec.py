@@ -2,8 +2,10 @@
 
     llm-scaler:{<namespace>/<target>}:policy:<scaledObject>   HASH
         bucket_s          width of the window buckets
-        b:<index>         max demand in that bucket (kept for the scale-down delay,
-                          or the SLO horizon in SLO-aware mode)
+        b:<index>         max demand in that bucket, kept for the scale-down delay
+                          (SLO-aware mode: max requests served, in flight)
+        h:<index>         SLO-aware mode: max requests in the system (in flight +
+                          waiting) in that bucket, kept for the SLO horizon
         active_until      IsActive holds true until then
         burst_started_at, burst_peak, burst_until
 
@@ -19,8 +21,10 @@ from collections.abc import Mapping
 from scaler.policy import MAX_COLD_START_S, PolicyState, slo_horizon_s
 from scaler.reports import target_key_base
 from scaler.target_config import TargetConfig
+from scaler.window import Buckets
 
 _BUCKET = "b:"
+_PEAK = "h:"
 
 
 def policy_key(config: TargetConfig) -> str:
@@ -43,11 +47,14 @@ def decode_state(fields: Mapping[str, str]) -> PolicyState:
     """A stored state; fields that do not parse are dropped (never fatal) and
     the caller's decision then holds what it reads, which only ever errs high."""
     buckets: list[tuple[int, float]] = []
+    peaks: list[tuple[int, float]] = []
     scalars: dict[str, float] = {}
     for name, raw in fields.items():
         try:
             if name.startswith(_BUCKET):
                 buckets.append((int(name[len(_BUCKET) :]), float(raw)))
+            elif name.startswith(_PEAK):
+                peaks.append((int(name[len(_PEAK) :]), float(raw)))
             else:
                 scalars[name] = float(raw)
         except ValueError:
@@ -59,6 +66,7 @@ def decode_state(fields: Mapping[str, str]) -> PolicyState:
         burst_started_at=scalars.get("burst_started_at", 0.0),
         burst_peak=scalars.get("burst_peak", 0.0),
         burst_until=scalars.get("burst_until", 0.0),
+        peak_buckets=tuple(sorted(peaks)),
     )
 
 
@@ -69,21 +77,26 @@ def merge_states(stored: PolicyState, remembered: PolicyState) -> PolicyState:
     that restarted empty is refilled from memory instead of lowering the metric."""
     if remembered.bucket_s != stored.bucket_s and stored.bucket_s:
         return stored  # another delay now: the stored state is the one in force
-    buckets = dict(stored.buckets)
-    for index, value in remembered.buckets:
-        buckets[index] = max(value, buckets.get(index, value))
     burst = max(
         (stored.burst_started_at, stored.burst_peak, stored.burst_until),
         (remembered.burst_started_at, remembered.burst_peak, remembered.burst_until),
     )
     return PolicyState(
         bucket_s=remembered.bucket_s if not stored.bucket_s else stored.bucket_s,
-        buckets=tuple(sorted(buckets.items())),
+        buckets=_merged(stored.buckets, remembered.buckets),
         active_until=max(stored.active_until, remembered.active_until),
         burst_started_at=burst[0],
         burst_peak=burst[1],
         burst_until=burst[2],
+        peak_buckets=_merged(stored.peak_buckets, remembered.peak_buckets),
     )
+
+
+def _merged(stored: Buckets, remembered: Buckets) -> Buckets:
+    buckets = dict(stored)
+    for index, value in remembered:
+        buckets[index] = max(value, buckets.get(index, value))
+    return tuple(sorted(buckets.items()))
 
 
 def merge_args(state: PolicyState, oldest_bucket: int, ttl_s: int) -> list[str | int]:
@@ -98,11 +111,13 @@ def merge_args(state: PolicyState, oldest_bucket: int, ttl_s: int) -> list[str |
     ]
     for index, value in state.buckets:
         args += [f"{_BUCKET}{index}", repr(value)]
+    for index, value in state.peak_buckets:
+        args += [f"{_PEAK}{index}", repr(value)]
     return args
 
 
 # KEYS: state. ARGV: bucket_s, active_until, burst_started_at, burst_peak, burst_until,
-# oldest bucket index to keep, ttl_s, then bucket field / value pairs.
+# oldest bucket index to keep, ttl_s, then bucket field / value pairs (b:<i> and h:<i>).
 MERGE_STATE_LUA = """
 local key = KEYS[1]
 local function num(field)
@@ -119,7 +134,8 @@ local fields = redis.call('HKEYS', key)
 local same_width = num('bucket_s') == tonumber(ARGV[1])
 for _, f in ipairs(fields) do
   -- Buckets of another width were folded into ours by the decision (see policy._rebucketed).
-  if string.sub(f, 1, 2) == 'b:' then
+  local prefix = string.sub(f, 1, 2)
+  if prefix == 'b:' or prefix == 'h:' then
     if (not same_width) or tonumber(string.sub(f, 3)) < tonumber(ARGV[6]) then
       redis.call('HDEL', key, f)
     end

@@ -19,18 +19,20 @@ def config(**metadata: str) -> TargetConfig:
     return parse_target_config("ns", "llama", {"targetConcurrency": "8", **metadata}).config
 
 
-def signals(demand: float, cold_start_s: float = 0.0) -> Signals:
-    return Signals(demand, 0, 0, 0, 0, 0.0, 0.0, cold_start_s=cold_start_s)
+def signals(demand: float, cold_start_s: float = 0.0, queued: float = 0.0) -> Signals:
+    """`demand` requests in flight (being served) and `queued` waiting in the queue."""
+    return Signals(queued, demand, 0, 0, 0, 0.0, 0.0, cold_start_s=cold_start_s)
 
 
 @dataclass(frozen=True)
 class Step:
     at: float
-    demand: float
+    demand: float  # in flight
     metric: float
     active: bool
     reason: Reason
     cold_start_s: float = 0.0
+    queued: float = 0.0  # waiting: in the system, not served
 
 
 F, S, H = Reason.FOLLOWING, Reason.SCALE_DOWN_HELD, Reason.SLO_HOLD
@@ -90,6 +92,34 @@ SCENARIOS = {
         {"serviceSeconds": "5", "coldStartSeconds": "60"},
         [Step(0, 70, 70, True, F), Step(124, 5, 5, True, F)],
     ),
+    # A backlog is the SLO formula's, not the reactive rule's: 16 served + 54 waiting
+    # = 70 in the system -> 50 warm slots (metric 40, 7 replicas), where sizing the
+    # backlog at 6.4 per replica would order 11 for a queue gone before they are ready.
+    "a-backlog-is-sized-by-the-slo-formula": (
+        SLO,
+        [
+            Step(0, 16, 40, True, H, queued=54),
+            Step(10, 16, 40, True, H),  # the queue drained; its peak is held
+            Step(141, 30, 40, True, H),
+            Step(1221, 30, 30, True, F),
+        ],
+    ),
+    "served-load-above-the-hold-is-followed-and-smoothed": (
+        SLO,
+        [
+            Step(0, 60, 60, True, F, queued=10),  # 70 in the system: hold 40 < 60 served
+            Step(60, 20, 60, True, S),  # the 120 s window holds the 60 served
+            Step(141, 20, 40, True, H),
+        ],
+    ),
+    "without-the-mode-a-backlog-is-demand": (
+        {"serviceSeconds": "5", "coldStartSeconds": "60"},
+        [Step(0, 16, 70, True, F, queued=54), Step(10, 16, 70, True, S)],
+    ),
+    "from-zero-the-backlog-alone-wakes-and-sizes-it": (
+        SLO,
+        [Step(0, 0, 40, True, H, queued=70), Step(30, 0, 40, True, H, queued=70)],
+    ),
 }
 
 
@@ -97,7 +127,8 @@ SCENARIOS = {
 def test_scenario(metadata: dict[str, str], steps: list[Step]) -> None:
     cfg, state = config(**metadata), PolicyState()
     for step in steps:
-        d = decide(signals(step.demand, step.cold_start_s), state, cfg, START + step.at)
+        sig = signals(step.demand, step.cold_start_s, step.queued)
+        d = decide(sig, state, cfg, START + step.at)
         got = (round(d.metric_value, 9), d.active, d.reason)
         assert got == (step.metric, step.active, step.reason), f"at t={step.at}: {d.detail}"
         state = d.new_state
@@ -123,7 +154,7 @@ def test_the_window_stays_bounded_over_the_horizon() -> None:
     cfg, state = config(**SLO), PolicyState()
     for tick in range(0, 4000):
         state = decide(signals(tick % 13), state, cfg, START + tick).new_state
-    assert len(state.buckets) <= 62
+    assert len(state.buckets) <= 62 and len(state.peak_buckets) <= 62
 
 
 def test_the_stored_state_outlives_the_longest_horizon() -> None:

@@ -69,8 +69,9 @@ def test_unparseable_fields_are_skipped_not_fatal() -> None:
 def test_slo_horizon_buckets_survive_a_save_and_merge_across_replicas(
     redis_client: redis.Redis,
 ) -> None:
-    # SLO-aware mode keeps 60 buckets of the horizon's width (1200 s / 60 = 20 s): a save
-    # keeps them for the whole horizon, not just the 120 s scale-down delay.
+    # SLO-aware mode keeps 60 buckets of the horizon's width (1200 s / 60 = 20 s) of the
+    # requests in the system (h:<i>, here 70 queued): a save keeps them for the whole
+    # horizon, not just the 120 s scale-down delay, beside the served ones (b:<i>, none).
     from scaler.policy import decide
     from scaler.signals import Signals
     from scaler.target_config import parse_target_config
@@ -83,5 +84,6 @@ def test_slo_horizon_buckets_survive_a_save_and_merge_across_replicas(
     later = decide(quiet, PolicyState(), cfg, 1_000_600.0).new_state  # another replica
     merged = _merged_in_redis(redis_client, (first, later))
     assert merged == merge_states(first, later)
-    assert merged.bucket_s == 20.0 and merged.buckets[0] == (50_000, 70.0)
+    assert merged.bucket_s == 20.0 and merged.peak_buckets == ((50_000, 70.0), (50_030, 5.0))
+    assert merged.buckets == ((50_000, 0.0), (50_030, 0.0))
     assert decide(quiet, merged, cfg, 1_001_000.0).metric_value == pytest.approx(40.0)
