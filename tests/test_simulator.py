@@ -419,3 +419,31 @@ def test_the_cli_names_the_same_baselines_the_comparison_runs() -> None:
     from scaler.simulator import cli, compare
 
     assert cli.BASELINES == compare.BASELINES
+
+
+def test_fixed_fleets_of_given_sizes_run_beside_the_baselines() -> None:
+    # 24 requests at t=100 for 8 s: 3 replicas serve them at once, 2 serve 16 and leave
+    # 8 waiting a whole service time (8 s > the 2 s SLO).
+    trace = unit_trace(*[(100.0, 8)] * 24)
+    _, _, summaries = compare(trace, unit_knobs(), baselines=(), fixed_replicas=(2, 3))
+    fixed = {s.policy: s for s in summaries}
+    assert fixed["fixed-2"].slo_attainment == pytest.approx(16 / 24)
+    assert fixed["fixed-3"].slo_attainment == 1.0
+    assert (fixed["fixed-2"].scale_events, fixed["fixed-3"].cold_starts) == (0, 0)
+
+
+def test_a_warm_floor_is_there_from_the_start() -> None:
+    # minReplicaCount is kept at all times, so a deployed target has it warm when the
+    # trace begins, as a fixed fleet has its replicas: the first burst is served at once.
+    trace = unit_trace(*[(30.0, 5)] * 16)
+    floored = unit_knobs(min_replicas=2)
+    floor = floor_of(trace, floored)
+    assert floor.warm_replicas == 2  # needed within the first cold start: warm anyway
+    late = unit_trace(*[(100.0, 5)] * 16)
+    late_floor = floor_of(late, floored)
+    assert late_floor.warm_replicas == 0
+    cold = run_policy(late, unit_knobs(), ours(unit_knobs()), late_floor)
+    warm = run_policy(late, floored, ours(floored), late_floor)
+    assert float(np.nanmax(cold.wait_s)) > 2.0  # nothing warm at t=100 without a floor
+    assert float(np.nanmax(warm.wait_s)) == 0.0
+    assert warm.accounts.cold_starts == 0

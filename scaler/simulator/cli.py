@@ -67,6 +67,9 @@ def add_parser(commands: Any) -> None:
     out.add_argument("--slo-wait-s", type=float, default=2.0, help="SLO on the wait to start")
     out.add_argument("--slo-target", type=float, default=0.99, help="share that must meet it")
     out.add_argument("--baselines", default=",".join(BASELINES), help="comma list, or 'none'")
+    out.add_argument(
+        "--fixed-replicas", default="", help="also fixed fleets of these sizes, e.g. 10,11,12"
+    )
     out.add_argument("--out", type=Path, default=Path("build/simulate"))
     out.add_argument("--no-plot", action="store_true")
     sw = p.add_argument_group("sweep")

@@ -138,17 +138,30 @@ def floor_of(trace: Trace, knobs: Knobs) -> Floor:
 
 
 def run_policy(trace: Trace, knobs: Knobs, controller: Controller, floor: Floor) -> RunResult:
-    initial = (
-        floor.peak_replicas if isinstance(controller, FixedController) else floor.warm_replicas
-    )
+    """One run from the warm start: the oracle's warm fleet, or more where the policy keeps
+    more at all times (a fixed fleet; minReplicaCount, which a deployed target always has)."""
+    if isinstance(controller, FixedController):
+        initial = floor.peak_replicas if controller.replicas is None else controller.replicas
+    elif isinstance(controller, ScheduleController):
+        initial = floor.warm_replicas  # the oracle's own schedule starts from it
+    else:
+        initial = max(floor.warm_replicas, knobs.min_replicas)
     return run(trace, knobs.cluster, controller, floor.horizon_s, initial, seed=knobs.seed)
 
 
 def compare(
-    trace: Trace, knobs: Knobs, baselines: tuple[str, ...] = BASELINES
+    trace: Trace,
+    knobs: Knobs,
+    baselines: tuple[str, ...] = BASELINES,
+    fixed_replicas: tuple[int, ...] = (),
 ) -> tuple[Floor, list[RunResult], list[Summary]]:
+    """Our scaler, the baselines, and fixed fleets of `fixed_replicas`, on the same trace."""
     floor = floor_of(trace, knobs)
-    controllers = [ours(knobs), *(baseline(name, knobs, floor) for name in baselines)]
+    controllers = [
+        ours(knobs),
+        *(baseline(name, knobs, floor) for name in baselines),
+        *(FixedController(n) for n in fixed_replicas),
+    ]
     results = [run_policy(trace, knobs, c, floor) for c in controllers]
     summaries = [summarise(r, knobs.slo_wait_s, floor.gpu_hours) for r in results]
     return floor, results, summaries

@@ -20,7 +20,7 @@ All start from the same warm fleet, so the figures compare.
   active while LLEN > `activationListLength`, 0) and for an HPA on slot
   utilisation (metric = busy slots / slots per replica, target 0.8 per
   replica, minReplicas 1: it sees busy pods, never the queue).
-- `FixedController`: a fleet sized for the peak, never changed.
+- `FixedController`: a fleet sized for the peak (or a given size), never changed.
 - `ScheduleController`: replays the oracle's schedule (see `oracle`).
 """
 
@@ -148,8 +148,9 @@ def seeded_state(config: TargetConfig, replicas: int, now: float = 0.0) -> Polic
     if replicas <= 0:
         return PolicyState()
     bucket_s = bucket_width(config)
-    demand = replicas * config.replica_target
-    return PolicyState(bucket_s=bucket_s, buckets=((window.bucket_of(now, bucket_s), demand),))
+    sample = ((window.bucket_of(now, bucket_s), replicas * config.replica_target),)
+    peaks = sample if config.slo_wait_s is not None else ()
+    return PolicyState(bucket_s=bucket_s, buckets=sample, peak_buckets=peaks)
 
 
 class MetricController(Controller):
@@ -199,7 +200,12 @@ def slot_utilisation_metric(slots_per_replica: int) -> MetricFn:
 
 
 class FixedController(Controller):
-    name = "fixed-peak"
+    """A fleet never changed: `replicas`, or (None) the peak the oracle needs."""
+
+    def __init__(self, replicas: int | None = None) -> None:
+        super().__init__()
+        self.replicas = replicas
+        self.name = "fixed-peak" if replicas is None else f"fixed-{replicas}"
 
 
 class ScheduleController(Controller):

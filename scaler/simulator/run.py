@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
         knobs = _knobs(args)
         knobs.target_config()  # refuse bad metadata before any work
         baselines = _baselines(args.baselines)
+        fixed = _fixed(args.fixed_replicas)
         grid = parse_grid(args.grid) if args.grid else DEFAULT_GRID
     except (TraceError, MetadataError, ValueError, OSError) as exc:
         print(f"simulate: {exc}")
@@ -44,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     if args.sweep:
         return _sweep(trace, knobs, grid, args)
     started = time.perf_counter()
-    floor, results, summaries = compare(trace, knobs, baselines)
+    floor, results, summaries = compare(trace, knobs, baselines, fixed)
     elapsed = time.perf_counter() - started
     print(table(summaries))
     print(
@@ -171,6 +172,16 @@ def _baselines(spec: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"--baselines {','.join(unknown)}: must be among {', '.join(BASELINES)}")
     return names
+
+
+def _fixed(spec: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(n) for n in spec.split(",") if n.strip())
+    except ValueError:
+        sizes = (-1,)
+    if any(n < 1 for n in sizes):
+        raise ValueError(f"--fixed-replicas {spec!r}: must be replica counts >= 1, e.g. 10,11,12")
+    return sizes
 
 
 def _model(knobs: Knobs) -> dict[str, Any]:
