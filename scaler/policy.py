@@ -146,7 +146,7 @@ def cold_start_s(signals: Signals, config: TargetConfig) -> float:
 
 
 def slo_horizon_s(config: TargetConfig, cold_s: float) -> float:
-    """How long the SLO-aware mode holds a peak: sloHorizonSeconds, else 10 cold starts;
+    """How long the SLO-aware mode holds a peak: sloHorizonSeconds, else 20 cold starts;
     never shorter than the scale-down delay."""
     horizon = config.slo_horizon_s
     if horizon is None:
@@ -187,7 +187,7 @@ def reactive_demand(signals: Signals, config: TargetConfig) -> float:
     again at targetConcurrency x targetUtilization per replica orders 1.75x the SLO's
     slots (at W 2 s, s 5 s, utilisation 0.8) for a queue the warm slots clear long
     before the new pods are ready: K slots clear K x C / s requests in a cold start C
-    (480 per replica at 60 s), where a burst's queue is tens."""
+    (96 per replica of 8 slots at 60 s and s = 5 s), where a burst's queue is tens."""
     if config.slo_wait_s is None:
         return signals.demand
     return signals.inflight

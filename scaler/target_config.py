@@ -80,7 +80,7 @@ METADATA_KEYS: dict[str, KeySpec] = {
     "sloHorizonSeconds": KeySpec(
         None,
         "SLO-aware mode: how long a burst's capacity is held, in [0; 86400]; "
-        "absent: 10 cold starts",
+        "absent: 20 cold starts",
         optional=True,
     ),
 }
