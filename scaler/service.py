@@ -37,6 +37,9 @@ T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
+# KEDA sends IsActive right after GetMetrics, on the same connection: a decision
+# younger than this answers it. Reports arrive each second; an answer this old is fresh.
+POLL_PAIR_S = 0.5
 _REMEMBERED_TARGETS = 10_000  # ~2 KB each at most: bounded memory whatever KEDA sends
 
 
@@ -95,6 +98,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         # What this replica last decided, per ScaledObject: a floor under what Redis
         # returns, so state lost with a Redis restart is refilled, never forgotten.
         self._remembered: OrderedDict[str, PolicyState] = OrderedDict()
+        # GetMetrics's latest decision per ScaledObject, for the IsActive that follows it.
+        self._handed: OrderedDict[str, tuple[float, TargetConfig, Decision]] = OrderedDict()
         self.on_target: Callable[[TargetConfig], None] = lambda config: None  # the pod watch
 
     async def GetMetricSpec(
@@ -118,6 +123,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
                     "(the name GetMetricSpec returns for this ScaledObject)",
                 )
             decision = await self._decide(config, context.time_remaining())
+            if decision.active:
+                self._hand_to_is_active(config, decision)
             value = decision.metric_value
             metric = pb.MetricValue(
                 metricName=config.metric_name,
@@ -131,7 +138,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
     async def IsActive(self, request: pb.ScaledObjectRef, context: Context) -> pb.IsActiveResponse:
         async def answer() -> pb.IsActiveResponse:
             config = target_config_of(request)
-            decision = await self._decide(config, context.time_remaining())
+            decision = self._from_get_metrics(config)
+            if decision is None:
+                decision = await self._decide(config, context.time_remaining())
             return pb.IsActiveResponse(result=decision.active)
 
         return await self._unary("IsActive", context, answer)
@@ -247,6 +256,29 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         except RpcFailure as failure:
             self._metrics.rpc_requests.labels(method, failure.code.name).inc()
             await _abort(context, failure)
+
+    def _hand_to_is_active(self, config: TargetConfig, decision: Decision) -> None:
+        key = policy_key(config)
+        self._handed[key] = (time.monotonic(), config, decision)
+        self._handed.move_to_end(key)
+        if len(self._handed) > _REMEMBERED_TARGETS:
+            self._handed.popitem(last=False)
+
+    def _from_get_metrics(self, config: TargetConfig) -> Decision | None:
+        """The active decision GetMetrics just made for this ScaledObject, used once.
+
+        KEDA asks GetMetrics then IsActive for each poll; answering both from one
+        decision keeps them consistent (a value above zero with IsActive false would
+        scale the target to zero) and halves the Redis reads a poll costs. Only an
+        active one: an idle target's IsActive reads afresh, so a request queued
+        between the two calls wakes it at this poll, not the next."""
+        handed = self._handed.pop(policy_key(config), None)
+        if handed is None:
+            return None
+        made_at, made_for, decision = handed
+        if made_for != config or time.monotonic() - made_at > POLL_PAIR_S:
+            return None
+        return decision
 
     def _with_remembered(self, config: TargetConfig, stored: PolicyState) -> PolicyState:
         remembered = self._remembered.get(policy_key(config))

@@ -7,6 +7,8 @@ values from small fixed sets (RPC method, gRPC status code, decision reason).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scaler.policy import Decision
@@ -112,6 +114,7 @@ class ScalerMetrics:
             ("kind",),
             registry=registry,
         )
+        self._series: dict[tuple[str, str], _TargetSeries] = {}
         self.redis_last_success = Gauge(
             "llm_scaler_redis_last_success_timestamp_seconds",
             "Unix time of the last successful Redis read or ping",
@@ -119,14 +122,43 @@ class ScalerMetrics:
         )
 
     def record_decision(self, config: TargetConfig, signals: Signals, decision: Decision) -> None:
-        target = (config.namespace, config.scaled_object)
-        self.demand.labels(*target).set(signals.demand)
-        self.queue_depth.labels(*target).set(signals.queue_depth)
-        self.pods_reported.labels(*target).set(signals.pods_reported)
-        self.pods_ready.labels(*target).set(signals.pods_ready)
-        self.metric_value.labels(*target).set(decision.metric_value)
-        self.active.labels(*target).set(1 if decision.active else 0)
-        self.decisions.labels(decision.reason.value).inc()
+        target = self._target_series((config.namespace, config.scaled_object))
+        target.demand.set(signals.demand)
+        target.queue_depth.set(signals.queue_depth)
+        target.pods_reported.set(signals.pods_reported)
+        target.pods_ready.set(signals.pods_ready)
+        target.metric_value.set(decision.metric_value)
+        target.active.set(1 if decision.active else 0)
+        target.invalid_reports.set(signals.invalid_reports)
         if signals.stale_dropped:
-            self.stale_reports_dropped.labels(*target).inc(signals.stale_dropped)
-        self.invalid_reports.labels(*target).set(signals.invalid_reports)
+            target.stale_reports_dropped.inc(signals.stale_dropped)
+        self.decisions.labels(decision.reason.value).inc()
+
+    def _target_series(self, target: tuple[str, str]) -> _TargetSeries:
+        # `labels()` looks a child up under a lock, seven times a decision: found once
+        # instead. Bounded as the registry is: a target's series live as long as it does.
+        series = self._series.get(target)
+        if series is None:
+            series = _TargetSeries(
+                demand=self.demand.labels(*target),
+                queue_depth=self.queue_depth.labels(*target),
+                pods_reported=self.pods_reported.labels(*target),
+                pods_ready=self.pods_ready.labels(*target),
+                metric_value=self.metric_value.labels(*target),
+                active=self.active.labels(*target),
+                invalid_reports=self.invalid_reports.labels(*target),
+                stale_reports_dropped=self.stale_reports_dropped.labels(*target),
+            )
+            self._series[target] = series
+        return series
+
+
+class _TargetSeries(NamedTuple):
+    demand: Gauge
+    queue_depth: Gauge
+    pods_reported: Gauge
+    pods_ready: Gauge
+    metric_value: Gauge
+    active: Gauge
+    invalid_reports: Gauge
+    stale_reports_dropped: Counter

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+import redis
 
 from scaler._generated import externalscaler_pb2 as pb
 from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
@@ -43,6 +44,30 @@ def test_metric_spec_does_not_need_redis(scaler: RunningScaler, redis_server) ->
         assert spec.metricSpecs[0].targetSizeFloat == 6.4
     finally:
         redis_server.start()
+
+
+def test_is_active_after_get_metrics_answers_from_the_same_decision_once(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    so = ref("llama", queueKey="q", scaleToZeroDelaySeconds="0")
+    redis_client.rpush("q", 1, 2)
+    metrics = scaler.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=so))
+    assert metrics.metricValues[0].metricValueFloat == 2
+    redis_client.delete("q")  # demand gone between the two calls of one poll
+    # KEDA's IsActive right after: GetMetrics's decision, consistent with its value...
+    assert scaler.stub.IsActive(so).result is True
+    # ...once: the next IsActive reads and decides again.
+    assert scaler.stub.IsActive(so).result is False
+
+
+def test_idle_get_metrics_is_not_reused_a_request_queued_after_it_wakes_at_once(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    so = ref("llama", queueKey="q")
+    metrics = scaler.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=so))
+    assert metrics.metricValues[0].metricValueFloat == 0
+    redis_client.rpush("q", 1)
+    assert scaler.stub.IsActive(so).result is True
 
 
 def test_demand_is_pods_inflight_plus_waiting_plus_queue(
