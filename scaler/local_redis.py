@@ -58,6 +58,11 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The running redis-server's process id (benchmarks read its CPU)."""
+        return None if self._process is None else self._process.pid
+
     def start(self, timeout_s: float = 10.0) -> None:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "no", "--dir", self._dir.name, *self._extra_args]

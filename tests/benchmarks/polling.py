@@ -2,9 +2,14 @@
 
 Pod reports are written for S ScaledObjects x P pods; client processes poll
 them round robin over real gRPC against `python -m scaler serve` for a fixed
-time. The store is also compared alone, in process, with the simplest correct
-alternative (HGETALL of the reports + ZRANGE of their times + LLEN, decoded and
-judged in Python), so its figures read as ratios.
+time, after polling every ScaledObject once (a running scaler meets a
+ScaledObject for the first time only once). The scaler's and Redis's CPU over
+the measured time, per poll, give capacity per core whatever else shares the
+machine; the same clients against a server answering constants
+(tests.benchmarks.grpc_floor) give the floor gRPC itself sets. The store is
+also compared alone, in process, with the simplest correct alternative
+(HGETALL of the reports + ZRANGE of their times + LLEN, decoded and judged in
+Python), so its figures read as ratios.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import multiprocessing
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import redis
@@ -25,7 +31,8 @@ from scaler.local_redis import LocalRedis
 from scaler.reports import WRITE_REPORT_LUA, PodReport, report_keys
 from scaler.store import TargetStore
 from scaler.target_config import parse_target_config
-from tests.benchmarks.common import percentile, rss_mib, scaler_process_with_pid
+from tests.benchmarks.common import cpu_seconds, percentile, rss_mib, scaler_process_with_pid
+from tests.benchmarks.grpc_floor import floor_process
 
 NAMESPACE = "bench"
 DURATION_S = 5.0
@@ -33,6 +40,7 @@ CLIENT_PROCESSES = 2
 HEADLINE = (1000, 64)
 POD_SWEEP = [(100, 8), (100, 64), (100, 512)]
 SO_SWEEP = [(10, 64), (100, 64), (1000, 64)]
+CONCURRENCY = (2, 16)  # per client process
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,14 @@ class PollFigures:
     polls_per_s: float
     p50_ms: float
     p99_ms: float
+    scaler_cpu_ms: float  # per poll
+    redis_cpu_ms: float  # per poll
     scaler_rss_mib: float
+
+    @property
+    def polls_per_core_s(self) -> float:
+        """Polls one core of the scaler serves a second (its CPU per poll, inverted)."""
+        return 1000 / self.scaler_cpu_ms
 
 
 def _fill(client: redis.Redis, scaled_objects: int, pods: int) -> None:
@@ -81,53 +96,81 @@ def _ref(i: int) -> pb.ScaledObjectRef:
     )
 
 
-def _client(port: int, scaled_objects: int, concurrency: int, offset: int, out: object) -> None:
+def _client(
+    port: int, scaled_objects: int, concurrency: int, offset: int, out: Any, start: Any
+) -> None:
     async def run() -> tuple[int, list[float]]:
         latencies: list[float] = []
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.ExternalScalerStub(channel)
             refs = [_ref(i) for i in range(scaled_objects)]
-            end = time.perf_counter() + DURATION_S
+            stride = concurrency * CLIENT_PROCESSES
 
-            async def worker(k: int) -> None:
+            async def poll(so: pb.ScaledObjectRef) -> None:
+                spec = await stub.GetMetricSpec(so)
+                name = spec.metricSpecs[0].metricName
+                await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=so, metricName=name))
+                await stub.IsActive(so)
+
+            async def warm(k: int) -> None:
+                for i in range(offset + k, scaled_objects, stride):
+                    await poll(refs[i])
+
+            async def worker(k: int, end: float) -> None:
                 i = offset + k
                 while time.perf_counter() < end:
                     so = refs[i % scaled_objects]
-                    i += concurrency * CLIENT_PROCESSES
-                    start = time.perf_counter()
-                    spec = await stub.GetMetricSpec(so)
-                    name = spec.metricSpecs[0].metricName
-                    await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=so, metricName=name))
-                    await stub.IsActive(so)
-                    latencies.append(time.perf_counter() - start)
+                    i += stride
+                    began = time.perf_counter()
+                    await poll(so)
+                    latencies.append(time.perf_counter() - began)
 
-            await asyncio.gather(*(worker(k) for k in range(concurrency)))
+            await asyncio.gather(*(warm(k) for k in range(concurrency)))
+            await asyncio.to_thread(start.wait)  # every client warm, CPU clocks read
+            end = time.perf_counter() + DURATION_S
+            await asyncio.gather(*(worker(k, end) for k in range(concurrency)))
         return len(latencies), latencies
 
-    out.put(asyncio.run(run()))  # type: ignore[attr-defined]
+    out.put(asyncio.run(run()))
 
 
-def _poll(port: int, pid: int, scaled_objects: int, pods: int, concurrency: int) -> PollFigures:
+def _poll(
+    port: int, pids: tuple[int, int | None], scaled_objects: int, pods: int, concurrency: int
+) -> PollFigures:
+    """`pids`: the server's and Redis's (None: no Redis, the floor)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
+    start = ctx.Barrier(CLIENT_PROCESSES + 1)
     clients = [
-        ctx.Process(target=_client, args=(port, scaled_objects, concurrency, n * concurrency, out))
+        ctx.Process(
+            target=_client,
+            args=(port, scaled_objects, concurrency, n * concurrency, out, start),
+        )
         for n in range(CLIENT_PROCESSES)
     ]
     for c in clients:
         c.start()
+    server_pid, redis_pid = pids
+    start.wait(timeout=300)
+    server_cpu = cpu_seconds(server_pid)
+    redis_cpu = 0.0 if redis_pid is None else cpu_seconds(redis_pid)
     results = [out.get(timeout=120) for _ in clients]
+    server_cpu = cpu_seconds(server_pid) - server_cpu
+    redis_cpu = 0.0 if redis_pid is None else cpu_seconds(redis_pid) - redis_cpu
     for c in clients:
         c.join()
     latencies = [x for _, lat in results for x in lat]
+    polls = sum(n for n, _ in results)
     return PollFigures(
         scaled_objects=scaled_objects,
         pods=pods,
         concurrency=concurrency * CLIENT_PROCESSES,
-        polls_per_s=sum(n for n, _ in results) / DURATION_S,
+        polls_per_s=polls / DURATION_S,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
-        scaler_rss_mib=rss_mib(pid),
+        scaler_cpu_ms=server_cpu * 1000 / polls,
+        redis_cpu_ms=redis_cpu * 1000 / polls,
+        scaler_rss_mib=rss_mib(server_pid),
     )
 
 
@@ -140,12 +183,20 @@ def run_polling() -> list[PollFigures]:
         with scaler_process_with_pid(server.url) as (port, pid):
             for scaled_objects, pods in [HEADLINE, *POD_SWEEP, *SO_SWEEP]:
                 _fill(client, scaled_objects, pods)
-                for concurrency in (2, 16):
-                    figures.append(_poll(port, pid, scaled_objects, pods, concurrency))
+                for concurrency in CONCURRENCY:
+                    figures.append(
+                        _poll(port, (pid, server.pid), scaled_objects, pods, concurrency)
+                    )
         client.close()
     finally:
         server.close()
     return figures
+
+
+def run_floor() -> list[PollFigures]:
+    """The same polls of the headline fleet against the constant server: gRPC's own cost."""
+    with floor_process() as (port, pid):
+        return [_poll(port, (pid, None), HEADLINE[0], 0, c) for c in CONCURRENCY]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis, free_port
-from tests.benchmarks.common import rss_mib
+from tests.benchmarks.common import cpu_seconds, rss_mib
 
 WARM_UP_S = 10.0
 MEASURE_S = 60.0
@@ -26,12 +26,6 @@ class SidecarFigures:
     readiness: str
     cpu_percent: float
     peak_rss_mib: float
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_both() -> list[SidecarFigures]:
@@ -70,10 +64,10 @@ def run(readiness: str) -> SidecarFigures:
             triton.set_models({"tensorrt_llm": ModelFigures(pending=0, trt=figures)})
             time.sleep(5)  # the load changes every 5 s, as a real pod's would
             if cpu_start is None and time.monotonic() - began >= WARM_UP_S:
-                cpu_start, cpu_began = _cpu_s(process.pid), time.monotonic()
+                cpu_start, cpu_began = cpu_seconds(process.pid), time.monotonic()
             peak = max(peak, rss_mib(process.pid))
         assert cpu_start is not None
-        cpu = (_cpu_s(process.pid) - cpu_start) / (time.monotonic() - cpu_began)
+        cpu = (cpu_seconds(process.pid) - cpu_start) / (time.monotonic() - cpu_began)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
