@@ -23,7 +23,15 @@ from scaler.simulator.keda_hpa import Call, KedaHpaConfig
 from scaler.simulator.oracle import clairvoyant_floor
 from scaler.simulator.summary import summarise
 from scaler.simulator.sweep import break_even, sweep
-from scaler.simulator.trace import Trace, bursty, load_csv, repeat_to, scale_rate
+from scaler.simulator.trace import (
+    Trace,
+    bursty,
+    diurnal,
+    diurnal_envelope,
+    load_csv,
+    repeat_to,
+    scale_rate,
+)
 
 UNIT = ClusterParams(
     slots_per_replica=8,
@@ -391,6 +399,26 @@ def test_bursty_traffic_has_the_mean_rate_and_bursts_well_above_it() -> None:
     per_second = np.bincount(trace.arrival_s.astype(np.int64))
     assert per_second.max() >= 10 * 2.0
     assert (np.bincount((trace.arrival_s // 60).astype(np.int64)) == 0).sum() > 10
+
+
+@pytest.mark.parametrize(
+    ("hour", "level"), [(3, 0.1), (15, 1.9), (9, 1.0), (21, 1.0), (0, 0.3636), (6, 0.3636)]
+)
+def test_the_diurnal_envelope_on_worked_hours(hour: float, level: float) -> None:
+    assert diurnal_envelope(hour * 3600.0) == pytest.approx(level, abs=1e-3)
+
+
+def test_diurnal_traffic_keeps_the_mean_and_follows_the_day() -> None:
+    day = diurnal(86400.0, 1.0, seed=5)
+    assert day.mean_rate == pytest.approx(1.0, rel=0.15)
+    hours = np.bincount((day.arrival_s // 3600).astype(np.int64), minlength=24)
+    assert hours[13:17].sum() > 8 * hours[1:5].sum()  # afternoon against night: 19x apart
+    # still bursts of many times the local mean, seconds long
+    afternoon = day.arrival_s[(day.arrival_s >= 14 * 3600) & (day.arrival_s < 16 * 3600)]
+    per_second = np.bincount(afternoon.astype(np.int64) - 14 * 3600)
+    assert per_second.max() >= 10 * 1.9
+    again = diurnal(86400.0, 1.0, seed=5)
+    assert np.array_equal(day.arrival_s, again.arrival_s)  # seeded
 
 
 # -- the command line ---------------------------------------------------------------------

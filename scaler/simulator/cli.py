@@ -40,8 +40,12 @@ def add_parser(commands: Any) -> None:
     )
     src = p.add_argument_group("traffic")
     src.add_argument("--trace", type=Path, help="CSV: Azure LLM trace layout or arrival_s,...")
-    src.add_argument("--synthetic", choices=["bursty"], help="generate traffic instead")
-    src.add_argument("--synthetic-rate", type=float, default=1.0, help="mean req/s (bursty)")
+    src.add_argument(
+        "--synthetic",
+        choices=["bursty", "diurnal"],
+        help="generate traffic instead: bursty (stationary) or diurnal (bursty, level of a day)",
+    )
+    src.add_argument("--synthetic-rate", type=float, default=1.0, help="mean req/s (synthetic)")
     src.add_argument("--span-s", type=float, default=3600.0, help="synthetic span (s)")
     src.add_argument("--repeat-to-s", type=float, help="tile the trace to this span (s)")
     src.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or superpose (>1)")

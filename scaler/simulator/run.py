@@ -25,7 +25,15 @@ from scaler.simulator.sweep import (
     parse_grid,
     sweep,
 )
-from scaler.simulator.trace import Trace, TraceError, bursty, load_csv, repeat_to, scale_rate
+from scaler.simulator.trace import (
+    Trace,
+    TraceError,
+    bursty,
+    diurnal,
+    load_csv,
+    repeat_to,
+    scale_rate,
+)
 from scaler.target_config import MetadataError
 
 
@@ -119,9 +127,11 @@ def _sweep(
 
 def _trace(args: argparse.Namespace) -> Trace:
     if (args.trace is None) == (args.synthetic is None):
-        raise ValueError("give exactly one of --trace FILE or --synthetic bursty")
+        raise ValueError("give exactly one of --trace FILE or --synthetic bursty|diurnal")
     if args.trace is not None:
         trace = load_csv(args.trace)
+    elif args.synthetic == "diurnal":
+        trace = diurnal(args.span_s, args.synthetic_rate, seed=args.seed)
     else:
         trace = bursty(args.span_s, args.synthetic_rate, seed=args.seed)
     if args.rate_scale != 1.0:

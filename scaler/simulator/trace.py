@@ -11,14 +11,16 @@ read as they are:
 
 Synthesis keeps the published trace out of the repository: `repeat_to` tiles a
 trace to a longer span (a day from the one-hour sample, for timing),
-`scale_rate` thins or superposes it to change the traffic level, and `bursty`
-makes quiet minutes broken by bursts of 10-30x the mean rate.
+`scale_rate` thins or superposes it to change the traffic level, `bursty`
+makes quiet minutes broken by bursts of 10-30x the mean rate, and `diurnal`
+lays the same bursts under a day's envelope (busy afternoon, quiet night).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +169,8 @@ def bursty(
     burst_factor: tuple[float, float] = (10.0, 30.0),
     burst_s: tuple[float, float] = (2.0, 10.0),
     tokens_from: Trace | None = None,
+    envelope: Callable[[float], float] | None = None,
+    name: str | None = None,
 ) -> Trace:
     """Quiet minutes, then bursts of 10-30x `mean_rate` for a few seconds; Poisson inside.
 
@@ -177,7 +181,11 @@ def bursty(
     120 s, i.e. 114 s of silence on average, with some gaps of many minutes
     (exactly what scale-to-zero bets on). Tokens are drawn from `tokens_from`
     (pairs kept together) or from log-normals shaped like the conversation
-    trace (input median 1,020, output median 129)."""
+    trace (input median 1,020, output median 129).
+
+    `envelope(t)` (default 1) multiplies the rate of a burst starting at t: the
+    level changes, the shape (silences, burst lengths, 10-30x the local mean)
+    does not. An envelope averaging 1 over the span keeps `mean_rate`."""
     rng = np.random.default_rng(seed)
     mean_factor = sum(burst_factor) / 2
     mean_burst = sum(burst_s) / 2
@@ -187,6 +195,8 @@ def bursty(
     while t < span_s:
         length = float(rng.uniform(*burst_s))
         rate = float(rng.uniform(*burst_factor)) * mean_rate
+        if envelope is not None:
+            rate *= envelope(t)
         count = int(rng.poisson(rate * length))
         arrivals.append(np.sort(rng.uniform(t, min(t + length, span_s), count)))
         t += length + (float(rng.exponential(mean_silence)) if mean_silence else 0.0)
@@ -200,8 +210,53 @@ def bursty(
         outputs = np.maximum(1, rng.lognormal(math.log(129), 0.9, n)).astype(np.int64)
     # Keep the clock: the first burst comes after a silence, which is part of the story.
     return Trace(
-        name=f"bursty {mean_rate:g} req/s",
+        name=name or f"bursty {mean_rate:g} req/s",
         arrival_s=times,
         input_tokens=inputs,
         output_tokens=outputs,
+    )
+
+
+# The diurnal envelope: the rate at its lowest (night) as a share of the day's mean,
+# and the hour of the day it peaks at; the trace starts at midnight.
+DIURNAL_TROUGH = 0.1
+DIURNAL_PEAK_HOUR = 15.0
+
+
+def diurnal_envelope(
+    t: float, trough: float = DIURNAL_TROUGH, peak_hour: float = DIURNAL_PEAK_HOUR
+) -> float:
+    """A day's traffic level at `t` seconds after midnight, averaging 1 over a day.
+
+    A raised cosine from `trough` (3 a.m. at the defaults) to 2 - trough (3 p.m.):
+    trough 0.1 -> 0.1x the mean at night, 1.9x in the afternoon, 19x apart; at
+    midnight and 6 a.m. it is 0.36x, at 9 a.m. and 9 p.m. 1.0x."""
+    phase = 2 * math.pi * (t / 3600.0 - peak_hour) / 24.0
+    return trough + (1.0 - trough) * (1.0 + math.cos(phase))
+
+
+def diurnal(
+    span_s: float,
+    mean_rate: float,
+    seed: int = 0,
+    trough: float = DIURNAL_TROUGH,
+    tokens_from: Trace | None = None,
+) -> Trace:
+    """`bursty` traffic under a day's envelope: quiet minutes, then bursts of 10-30x the
+    *local* mean for 2-10 s, the local mean rising from `trough` x `mean_rate` at 3 a.m.
+    to (2 - `trough`) x `mean_rate` at 3 p.m. (see `diurnal_envelope`).
+
+    Worked example (mean 0.84 req/s, trough 0.1): a 6 s burst at 20x carries about
+    100 requests at 9 a.m. (level 1.0), 190 at 3 p.m. (1.9) and 10 at 3 a.m. (0.1),
+    while bursts keep coming every 2 minutes on average day and night. A fixed fleet
+    must be sized for the afternoon; a policy that follows the level need not."""
+    if not 0 <= trough <= 1:
+        raise ValueError(f"trough = {trough}, must be in [0; 1]")
+    return bursty(
+        span_s,
+        mean_rate,
+        seed=seed,
+        tokens_from=tokens_from,
+        envelope=lambda t: diurnal_envelope(t, trough),
+        name=f"diurnal bursty {mean_rate:g} req/s",
     )
