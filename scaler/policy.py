@@ -41,7 +41,9 @@ What it does, in order:
    than also at targetConcurrency x targetUtilization per replica, which
    orders capacity for a queue that is gone before it is ready (see
    `reactive_demand`). The horizon's samples are their own window
-   (`peak_buckets`), merged across replicas like the other.
+   (`peak_buckets`), merged across replicas like the other. With `sloTarget`
+   q < 1 the hold is sized for a share q of the horizon's requests rather than
+   its largest peak (`slo_level`), from the same buckets: no new state.
 
 Worked example (targetConcurrency 8, targetUtilization 0.8, delay 120 s):
 demand 30 at t=0 -> metric 30 -> ceil(30 / 6.4) = 5 replicas. Demand falls to 6
@@ -178,6 +180,40 @@ def slo_slots(config: TargetConfig, peak: float) -> float:
     return peak / (1.0 + config.slo_wait_s / config.service_s)
 
 
+def slo_level(peaks: list[float], config: TargetConfig) -> float:
+    """The load L the warm slots must start within the SLO: the largest peak, or with
+    sloTarget q < 1, the smallest L at which the horizon's requests that would have
+    waited longer are at most 1 - q of them.
+
+    Each bucket's peak N_b stands for a burst of N_b requests (bursts are shorter than a
+    bucket; for steady load it is the concurrency, proportional to the requests either
+    way). K slots start L = K x (1 + W / s) of a burst within W, so a burst of N_b misses
+    max(0, N_b - L) of its requests, and L is the smallest with
+        sum_b max(0, N_b - L) <= (1 - q) x sum_b N_b.
+    The excess falls linearly in L between peaks, so with the k largest peaks above
+    L (P_k their sum, A the allowance): L = (P_k - A) / k, the first k at which that
+    is at least the (k+1)-th peak. Worked example, q 0.9, peaks 100, 60, 40, 0:
+    A = 0.1 x 200 = 20; k=1: L = 80 >= 60 -> L = 80 (the 100-burst misses 20 of its
+    requests: 10 % of the 200); with q 0.8, A = 40: k=1: L = 60 >= 60 -> 60 (it
+    misses 40). Peaks 50, 50 at q 0.9: A = 10; k=1: 40 < 50; k=2: L = 45. One
+    outlying peak then costs at most its share of the requests, not the whole
+    hold; but only when the horizon holds enough peaks to share them with (60
+    buckets), so a short horizon stays close to its largest peak."""
+    if not peaks:
+        return 0.0
+    ordered = sorted(peaks, reverse=True)
+    if config.slo_target >= 1.0:
+        return ordered[0]
+    allowance = (1.0 - config.slo_target) * sum(ordered)
+    top = 0.0
+    for k, value in enumerate(ordered, start=1):
+        top += value
+        level = (top - allowance) / k
+        if k == len(ordered) or level >= ordered[k]:
+            return max(level, 0.0)
+    return 0.0  # not reached: the loop returns at k = len(ordered)
+
+
 def reactive_demand(signals: Signals, config: TargetConfig) -> float:
     """What the reactive rule (window, burst mode) sizes for: all demand, or in SLO-aware
     mode the requests being served (in flight).
@@ -227,8 +263,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         horizon = slo_horizon_s(config, cold_s)
         peaks = _rebucketed(state.peak_buckets, state.bucket_s, bucket_s, now)
         peak_buckets = window.record(peaks, now, demand, length, bucket_s)
-        peak = window.window_max(peak_buckets, now, horizon, bucket_s) or 0.0
-        peak = max(peak, demand)
+        peak = slo_level(window.window_values(peak_buckets, now, horizon, bucket_s), config)
         # In the HPA's unit: ceil(metric / (targetConcurrency x targetUtilization))
         # = ceil(slots / targetConcurrency) replicas.
         slo_metric = slo_slots(config, peak) * config.target_utilization

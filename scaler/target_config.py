@@ -83,6 +83,11 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "absent: 20 cold starts",
         optional=True,
     ),
+    "sloTarget": KeySpec(
+        "1",
+        "SLO-aware mode: share of the horizon's requests the held capacity must start "
+        "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest peak)",
+    ),
 }
 
 # Keys KEDA itself puts in the metadata (or users set for KEDA's sake): accepted, not used.
@@ -114,6 +119,7 @@ class TargetConfig:
     cold_start_s: float = 60.0
     service_s: float = 5.0
     slo_horizon_s: float | None = None  # None: derived from the cold start (see policy)
+    slo_target: float = 1.0  # share of the horizon's requests sized to start within the SLO
 
     @property
     def replica_target(self) -> float:
@@ -180,6 +186,7 @@ def parse_target_config(
         cold_start_s=md.get("coldStartSeconds", _float(0, 3600)),
         service_s=md.get("serviceSeconds", _float(0.01, 3600)),
         slo_horizon_s=md.get("sloHorizonSeconds", _float(0, 86400)),
+        slo_target=md.get("sloTarget", _float(0.5, 1)),
     )
     unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS
     return ParsedMetadata(config=config, unknown_keys=unknown)

@@ -46,6 +46,13 @@ def trim(
     return tuple(sorted((i, v) for i, v in items if i >= oldest))
 
 
+def window_values(buckets: Buckets, now: float, length_s: float, bucket_s: float) -> list[float]:
+    """The bucket maxima in the window ending at `now`, oldest first."""
+    oldest = oldest_bucket(now, length_s, bucket_s)
+    newest = bucket_of(now, bucket_s)
+    return [v for i, v in buckets if oldest <= i <= newest]
+
+
 def window_max(buckets: Buckets, now: float, length_s: float, bucket_s: float) -> float | None:
     """Max over the window ending at `now`; None when the window holds no sample."""
     oldest = oldest_bucket(now, length_s, bucket_s)

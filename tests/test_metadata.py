@@ -52,6 +52,7 @@ def test_every_key_is_read() -> None:
         "coldStartSeconds": "90",
         "serviceSeconds": "6",
         "sloHorizonSeconds": "900",
+        "sloTarget": "0.99",
     }
     assert set(metadata) == set(METADATA_KEYS)
     parsed = parse_target_config("ns", "so", metadata)
@@ -62,6 +63,8 @@ def test_every_key_is_read() -> None:
     assert c.target_name == "triton-llama"
     assert (c.target_utilization, c.scale_down_delay_s, c.scale_to_zero_delay_s) == (0.7, 60, 600)
     assert (c.burst_threshold, c.burst_window_s) == (3, 5)
+    assert (c.slo_wait_s, c.cold_start_s, c.service_s) == (2, 90, 6)
+    assert (c.slo_horizon_s, c.slo_target) == (900, 0.99)
 
 
 def test_keda_keys_are_known_and_unknown_keys_are_reported() -> None:

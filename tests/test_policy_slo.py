@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from scaler.policy import PolicyState, Reason, decide, slo_horizon_s, slo_slots
+from scaler.policy import PolicyState, Reason, decide, slo_horizon_s, slo_level, slo_slots
 from scaler.signals import Signals
 from scaler.state_codec import state_ttl_s
 from scaler.target_config import MetadataError, TargetConfig, parse_target_config
 
 SLO = {"sloWaitSeconds": "2", "serviceSeconds": "5", "coldStartSeconds": "60"}
+# 1 + W / s = 2: a level L needs L / 2 warm slots, metric L / 2 x 0.8 = 0.4 L.
+SLO2 = {"sloWaitSeconds": "2", "serviceSeconds": "2", "coldStartSeconds": "60"}
 START = 1_000_000.0  # a multiple of every bucket width used here
 
 
@@ -116,6 +118,38 @@ SCENARIOS = {
         {"serviceSeconds": "5", "coldStartSeconds": "60"},
         [Step(0, 16, 70, True, F, queued=54), Step(10, 16, 70, True, S)],
     ),
+    # sloTarget: peaks 100, 60, 40 and 0 (at t=200) in four 20 s buckets, 200 in all.
+    # q 1 holds the largest (100 -> 50 slots -> metric 40); q 0.9 lets 10 % of the
+    # requests (20) miss: L = 80 -> metric 32; q 0.8: L = 60 -> 24.
+    "slo-target-1-holds-the-largest-peak": (
+        SLO2,
+        [
+            Step(0, 100, 100, True, F),
+            Step(20, 60, 100, True, S),
+            Step(40, 40, 100, True, S),
+            Step(200, 0, 40, True, Z),
+        ],
+    ),
+    "slo-target-0.9-lets-a-tenth-of-the-requests-miss": (
+        {**SLO2, "sloTarget": "0.9"},
+        [
+            Step(0, 100, 100, True, F),
+            Step(20, 60, 100, True, S),
+            Step(40, 40, 100, True, S),
+            Step(200, 0, 32, True, Z),
+            Step(1000, 10, 31.6, True, H),  # one more peak, 10: A = 21, L = 79
+            Step(1221, 10, 19.2, True, H),  # 100 left; 60, 40, 0, 10, 10 now: L = 60 - 12
+        ],
+    ),
+    "slo-target-0.8": (
+        {**SLO2, "sloTarget": "0.8"},
+        [
+            Step(0, 100, 100, True, F),
+            Step(20, 60, 100, True, S),
+            Step(40, 40, 100, True, S),
+            Step(200, 0, 24, True, Z),
+        ],
+    ),
     "from-zero-the-backlog-alone-wakes-and-sizes-it": (
         SLO,
         [Step(0, 0, 40, True, H, queued=70), Step(30, 0, 40, True, H, queued=70)],
@@ -140,6 +174,28 @@ def test_the_formula_on_worked_numbers() -> None:
     assert slo_horizon_s(cfg, 60.0) == 1200.0
     # Never shorter than the scale-down delay.
     assert slo_horizon_s(config(**SLO, sloHorizonSeconds="10"), 60.0) == 120.0
+
+
+@pytest.mark.parametrize(
+    ("target", "peaks", "level"),
+    [
+        (1.0, [40, 100, 60, 0], 100),  # every request: the largest peak
+        (0.9, [40, 100, 60, 0], 80),  # A = 20: the 100-burst misses 20
+        (0.8, [40, 100, 60, 0], 60),  # A = 40: it misses 40
+        (0.5, [40, 100, 60, 0], 100 / 3),  # A = 100, shared by the three above L (k = 3)
+        (0.9, [50, 50], 45),  # A = 10, shared: 5 each
+        (0.99, [], 0),  # nothing seen
+        (0.9, [0, 0, 0], 0),
+    ],
+    ids=lambda v: str(v),
+)
+def test_slo_level(target: float, peaks: list[float], level: float) -> None:
+    cfg = config(**SLO, sloTarget=f"{target:g}")
+    assert slo_level(peaks, cfg) == pytest.approx(level)
+    # the share of the peaks' requests above the level is what the target allows
+    if peaks and sum(peaks):
+        missed = sum(max(0.0, p - level) for p in peaks)
+        assert missed <= (1 - target) * sum(peaks) + 1e-9
 
 
 def test_the_hold_explains_itself() -> None:
@@ -170,6 +226,8 @@ def test_the_stored_state_outlives_the_longest_horizon() -> None:
         ("coldStartSeconds", "7200", "coldStartSeconds = '7200', must be a number in [0; 3600]"),
         ("serviceSeconds", "0", "serviceSeconds = '0', must be a number in [0.01; 3600]"),
         ("sloHorizonSeconds", "-5", "sloHorizonSeconds = '-5', must be a number in [0; 86400]"),
+        ("sloTarget", "0.3", "sloTarget = '0.3', must be a number in [0.5; 1]"),
+        ("sloTarget", "1.01", "sloTarget = '1.01', must be a number in [0.5; 1]"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(key: str, value: str, message: str) -> None:
@@ -180,9 +238,10 @@ def test_bad_values_are_refused_naming_the_key(key: str, value: str, message: st
 
 def test_defaults() -> None:
     cfg = config()
-    assert (cfg.slo_wait_s, cfg.cold_start_s, cfg.service_s, cfg.slo_horizon_s) == (
-        None,
-        60.0,
-        5.0,
-        None,
-    )
+    assert (
+        cfg.slo_wait_s,
+        cfg.cold_start_s,
+        cfg.service_s,
+        cfg.slo_horizon_s,
+        cfg.slo_target,
+    ) == (None, 60.0, 5.0, None, 1.0)
