@@ -18,6 +18,7 @@ def main() -> int:
     store = polling.run_store_comparison()
     print("KEDA polling at fleet scale...", flush=True)
     polls = polling.run_polling()
+    floor = polling.run_floor()
     print("report ingestion...", flush=True)
     ingest = ingestion.run()
     print("sidecar resources...", flush=True)
@@ -46,19 +47,36 @@ def main() -> int:
         "## KEDA polling at fleet scale",
         "",
         f"Each poll is GetMetricSpec, GetMetrics, IsActive, as KEDA does, round robin over "
-        f"the ScaledObjects, closed loop for {polling.DURATION_S:g} s from "
-        f"{polling.CLIENT_PROCESSES} Python client processes on the same 2 cores as the "
-        "scaler and Redis (the clients use about as much CPU as the scaler). Aim: 2,000 "
-        "polls/s with p99 under 10 ms.",
+        f"the ScaledObjects (each polled once before the clock starts), closed loop for "
+        f"{polling.DURATION_S:g} s from {polling.CLIENT_PROCESSES} Python client processes on "
+        "the same 2 cores as the scaler and Redis. CPU is each process's own over the measured "
+        "time, per poll; 'polls/s per scaler core' is its inverse, what one core of scaler "
+        "serves whatever else shares the machine. Aim: 2,000 polls/s with p99 under 10 ms.",
         "",
-        "| ScaledObjects | pods each | concurrent polls | polls/s | p50 ms | p99 ms "
-        "| scaler RSS MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| ScaledObjects | pods each | polls in flight | polls/s | p50 ms | p99 ms "
+        "| scaler CPU ms/poll | Redis CPU ms/poll | polls/s per scaler core | scaler RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {f.scaled_objects} | {f.pods} | {f.concurrency} | {f.polls_per_s:.0f} | "
-            f"{f.p50_ms:.2f} | {f.p99_ms:.2f} | {f.scaler_rss_mib:.0f} |"
+            f"{f.p50_ms:.2f} | {f.p99_ms:.2f} | {f.scaler_cpu_ms:.2f} | {f.redis_cpu_ms:.2f} | "
+            f"{f.polls_per_core_s:.0f} | {f.scaler_rss_mib:.0f} |"
             for f in polls
         ),
+        "",
+        "The floor: the same clients polling the same 1,000 ScaledObjects of a gRPC server "
+        "that answers the three calls with constants (`tests/benchmarks/grpc_floor.py`: "
+        "grpc.aio as in the scaler, no Redis, no decision):",
+        "",
+        "| polls in flight | polls/s | p50 ms | p99 ms | server CPU ms/poll "
+        "| polls/s per server core |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {f.concurrency} | {f.polls_per_s:.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | "
+            f"{f.scaler_cpu_ms:.2f} | {f.polls_per_core_s:.0f} |"
+            for f in floor
+        ),
+        "",
+        _floor_reading(polls[: len(floor)], floor),
         "",
         "## Report ingestion",
         "",
@@ -120,6 +138,24 @@ def main() -> int:
     Path("BENCHMARKS.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
+
+
+def _floor_reading(headline: list[polling.PollFigures], floor: list[polling.PollFigures]) -> str:
+    ours = sum(f.scaler_cpu_ms for f in headline) / len(headline)
+    grpc_only = sum(f.scaler_cpu_ms for f in floor) / len(floor)
+    per_core = 1000 / ours
+    return (
+        f"At 1,000 ScaledObjects x 64 pods a poll costs the scaler {ours:.2f} ms of CPU, "
+        f"{ours / grpc_only:.1f}x the {grpc_only:.2f} ms gRPC alone costs in Python here: "
+        f"the scaler's own work (Redis read, decision, metrics) is "
+        f"{(ours - grpc_only) / ours:.0%} of a poll. One core of scaler serves about "
+        f"{per_core:.0f} polls/s, so 2,000 polls/s takes about {2000 / per_core:.0f} cores "
+        f"of scaler replicas (every replica is stateless and they answer alike), and no Python "
+        f"gRPC server reaches it on these 2 cores: the constant server itself tops out at "
+        f"{max(f.polls_per_s for f in floor):.0f} polls/s. For scale: KEDA polls each "
+        "ScaledObject every pollingInterval (30 s) and the HPA repeats the three calls every "
+        "15 s, about 100 polls/s for 1,000 ScaledObjects."
+    )
 
 
 if __name__ == "__main__":

@@ -92,7 +92,13 @@ def _ref(i: int) -> pb.ScaledObjectRef:
     return pb.ScaledObjectRef(
         name=f"model-{i}",
         namespace=NAMESPACE,
-        scalerMetadata={"targetConcurrency": "8", "queueKey": f"q:model-{i}"},
+        # Reports are written once, before the run: fresh for the whole of it, as the
+        # sidecars keep them by rewriting each second (else the read would drop them).
+        scalerMetadata={
+            "targetConcurrency": "8",
+            "queueKey": f"q:model-{i}",
+            "staleAfterSeconds": "3600",
+        },
     )
 
 
