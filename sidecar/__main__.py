@@ -107,21 +107,17 @@ async def serve(config: SidecarConfig) -> None:
 
 
 async def _deletion_cost(config: SidecarConfig, metrics: SidecarMetrics) -> DeletionCost | None:
-    """The annotation's keeper, or None without an API configuration: reports come first."""
-    # Imported only when on: the kubernetes client costs ~1 s and ~50 MB to import.
-    from kubernetes import client as k8s
-
-    from scaler.pod_watch import api_configuration
-    from sidecar.deletion_cost import API_TIMEOUT_S, DeletionCost, PodAnnotation
+    """The annotation's keeper, or None outside a pod: reports come first."""
+    from sidecar.deletion_cost import API_TIMEOUT_S, ApiAccess, ApiError, PodAnnotation
 
     try:
-        configuration = await asyncio.to_thread(api_configuration)
-    except Exception as exc:
-        log.error("pod-deletion-cost off: no Kubernetes API configuration (%s)", exc)
+        access = ApiAccess.in_cluster(os.environ)
+    except ApiError as exc:
+        log.error("pod-deletion-cost off: %s", exc)
         return None
-    api = k8s.CoreV1Api(k8s.ApiClient(configuration))
     log.info("keeping %s/%s's pod-deletion-cost at its load", config.namespace, config.pod)
-    return DeletionCost(PodAnnotation(api, config.namespace, config.pod, API_TIMEOUT_S), metrics)
+    annotation = PodAnnotation(access, config.namespace, config.pod, API_TIMEOUT_S)
+    return DeletionCost(annotation, metrics)
 
 
 if __name__ == "__main__":

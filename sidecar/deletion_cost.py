@@ -20,19 +20,30 @@ drained for minutes.
 - The first patch of a run reads the pod first (GET), so a sidecar restart does
   not rewrite the value already there.
 
-The kubernetes client is synchronous: its calls run in a worker thread, one at a
-time, in the background, so a slow API server never delays a pod report.
+Two REST calls on its own pod, made with the standard library rather than the
+kubernetes client: importing that client costs ~23 MB of RSS, which alone would take
+the sidecar over its 50 MB budget. They need only what Kubernetes mounts in every pod:
+the API server's address (KUBERNETES_SERVICE_HOST/PORT), the ServiceAccount token
+(read again for each call: kubelet rotates it) and the cluster CA. The calls block:
+they run in a worker thread, one at a time, in the background, so a slow API server
+never delays a pod report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-from kubernetes import client as k8s
+from urllib.parse import quote
 
 from sidecar.telemetry import SidecarMetrics
 
@@ -44,6 +55,37 @@ MIN_STEP = 2
 RELATIVE_STEP = 0.25
 MAX_COST = 1_000_000  # the annotation is an int32; no pod holds a million requests
 API_TIMEOUT_S = 5.0  # bound on one API call; in the background, it delays no report
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """The API server could not be reached, or refused the call (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """Where the API server is and how to prove who we are."""
+
+    base_url: str  # https://host:port (a stand-in in tests: http://)
+    token_file: Path | None = None
+    ca_file: Path | None = None
+
+    @classmethod
+    def in_cluster(
+        cls, env: Mapping[str, str], account_dir: Path = SERVICE_ACCOUNT_DIR
+    ) -> ApiAccess:
+        """The pod's own ServiceAccount, as Kubernetes mounts it; ApiError outside a pod."""
+        host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+        if not host or not port:
+            raise ApiError("not in a pod: KUBERNETES_SERVICE_HOST/PORT are not set")
+        token, ca = account_dir / "token", account_dir / "ca.crt"
+        for mounted in (token, ca):
+            if not mounted.is_file():
+                raise ApiError(f"no ServiceAccount {mounted.name} at {mounted} (automount off?)")
+        if ":" in host:  # an IPv6 address
+            host = f"[{host}]"
+        return cls(f"https://{host}:{port}", token, ca)
 
 
 def cost_of_load(inflight: float, waiting: float) -> int:
@@ -83,33 +125,55 @@ class PatchLimiter:
 class PodAnnotation:
     """The thin API calls (blocking: run them in a thread): read and patch the annotation."""
 
-    def __init__(self, api: k8s.CoreV1Api, namespace: str, pod: str, timeout_s: float) -> None:
-        self._api = api
-        self._namespace = namespace
-        self._pod = pod
+    def __init__(self, access: ApiAccess, namespace: str, pod: str, timeout_s: float) -> None:
+        self._access = access
+        self._url = f"{access.base_url}/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}"
         self._timeout_s = timeout_s
+        self._tls = (
+            ssl.create_default_context(cafile=str(access.ca_file))
+            if access.ca_file is not None
+            else None
+        )
 
     def read(self) -> int | None:
         """The annotation's value now; None when absent or not an integer."""
-        pod: Any = self._api.read_namespaced_pod(
-            self._pod, self._namespace, _request_timeout=self._timeout_s
-        )
-        value = (pod.metadata.annotations or {}).get(ANNOTATION)
+        pod = self._call("GET")
+        value = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION)
         try:
             return int(value) if value is not None else None
-        except ValueError:
+        except (TypeError, ValueError):
             return None
 
     def patch(self, cost: int) -> None:
-        # A JSON merge patch (RFC 7386) touches this one key and nothing else, named
-        # rather than left to the client's choice for a dict body (strategic merge today).
-        self._api.patch_namespaced_pod(
-            self._pod,
-            self._namespace,
-            {"metadata": {"annotations": {ANNOTATION: str(cost)}}},
-            _content_type="application/merge-patch+json",
-            _request_timeout=self._timeout_s,
-        )
+        # A JSON merge patch (RFC 7386) touches this one key and nothing else.
+        self._call("PATCH", {"metadata": {"annotations": {ANNOTATION: str(cost)}}})
+
+    def _call(self, method: str, body: object = None) -> dict[str, Any]:
+        request = urllib.request.Request(self._url, method=method)
+        request.add_header("Accept", "application/json")
+        if self._access.token_file is not None:
+            token = self._access.token_file.read_text().strip()  # kubelet rotates it
+            request.add_header("Authorization", f"Bearer {token}")
+        if body is not None:
+            request.data = json.dumps(body).encode()
+            request.add_header("Content-Type", MERGE_PATCH)
+        try:
+            with urllib.request.urlopen(
+                request, timeout=self._timeout_s, context=self._tls
+            ) as answer:
+                return dict(json.load(answer))
+        except urllib.error.HTTPError as exc:
+            raise ApiError(f"{method} pod: HTTP {exc.code} {_status_message(exc)}") from None
+        except (OSError, ValueError) as exc:  # refused, timed out, TLS, not JSON
+            raise ApiError(f"{method} pod: {exc}") from None
+
+
+def _status_message(exc: urllib.error.HTTPError) -> str:
+    """The API server's Status message (e.g. 'pods "x" is forbidden: ...'), if it sent one."""
+    try:
+        return str(json.loads(exc.read() or b"{}").get("message") or exc.reason)
+    except (OSError, ValueError, AttributeError):
+        return str(exc.reason)
 
 
 class DeletionCost:

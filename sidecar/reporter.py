@@ -42,7 +42,7 @@ from sidecar.scrape import MetricsScraper, ScrapeError
 from sidecar.telemetry import SidecarMetrics
 from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
 
-if TYPE_CHECKING:  # imported by __main__ only when on: the kubernetes client is heavy
+if TYPE_CHECKING:  # imported by __main__ only when on
     from sidecar.deletion_cost import DeletionCost
 
 log = logging.getLogger(__name__)

@@ -170,6 +170,7 @@ class KubeStandIn:
         self._down = False
         self.patches: list[Patch] = []
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self.watches_opened: dict[str, int] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -275,6 +276,7 @@ class KubeStandIn:
 
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         self.requests.append((method, request.path))
+        self.authorizations.append(request.headers.get("Authorization"))
         if self._down:
             request.close_connection = True
             with contextlib.suppress(OSError):

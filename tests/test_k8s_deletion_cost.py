@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -25,6 +26,8 @@ from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.deletion_cost import (
     ANNOTATION,
     MAX_COST,
+    ApiAccess,
+    ApiError,
     DeletionCost,
     PatchLimiter,
     PodAnnotation,
@@ -182,8 +185,8 @@ async def sidecar(
     probe = readiness_probe(config)
     registry = CollectorRegistry()
     metrics = SidecarMetrics(registry)
-    api = k8s.CoreV1Api(k8s.ApiClient(kube.configuration()))
-    cost = DeletionCost(PodAnnotation(api, NAMESPACE, POD, 2.0), metrics, PatchLimiter(10))
+    annotation = PodAnnotation(ApiAccess(kube.host), NAMESPACE, POD, 2.0)
+    cost = DeletionCost(annotation, metrics, PatchLimiter(10))
     clock = FakeClock(1000.0)
     reporter = Reporter(
         config,
@@ -279,6 +282,55 @@ def test_api_down_reports_go_on_and_the_patch_is_retried_at_the_same_pace(
 
     asyncio.run(scenario())
     assert annotated(kube) == "3"
+
+
+# The API access a pod has: its ServiceAccount.
+
+
+def service_account(folder: Path, token: str = "t-1") -> Path:
+    (folder / "token").write_text(token)
+    (folder / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("host", "base_url"),
+    [("10.96.0.1", "https://10.96.0.1:443"), ("fd00::1", "https://[fd00::1]:443")],
+    ids=["ipv4", "ipv6"],
+)
+def test_in_cluster_access_is_the_service_and_the_mounted_account(
+    tmp_path: Path, host: str, base_url: str
+) -> None:
+    env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": "443"}
+    access = ApiAccess.in_cluster(env, service_account(tmp_path))
+    assert access == ApiAccess(base_url, tmp_path / "token", tmp_path / "ca.crt")
+
+
+def test_outside_a_pod_or_without_the_token_there_is_no_access(tmp_path: Path) -> None:
+    with pytest.raises(ApiError, match="not in a pod: KUBERNETES_SERVICE_HOST/PORT"):
+        ApiAccess.in_cluster({}, service_account(tmp_path))
+    (tmp_path / "token").unlink()
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    with pytest.raises(ApiError, match=r"no ServiceAccount token at .*token"):
+        ApiAccess.in_cluster(env, tmp_path)
+
+
+def test_each_call_carries_the_token_as_it_is_now(kube: KubeStandIn, tmp_path: Path) -> None:
+    kube.put_pod(pod(POD, NAMESPACE))
+    token = service_account(tmp_path, "t-1") / "token"
+    annotation = PodAnnotation(ApiAccess(kube.host, token_file=token), NAMESPACE, POD, 2.0)
+    assert annotation.read() is None
+    token.write_text("t-2\n")  # kubelet rotated it
+    annotation.patch(5)
+    assert kube.authorizations == ["Bearer t-1", "Bearer t-2"]
+    assert annotation.read() == 5
+    assert patched_costs(kube) == ["5"]
+
+
+def test_a_refused_call_says_what_the_api_server_said(kube: KubeStandIn) -> None:
+    annotation = PodAnnotation(ApiAccess(kube.host), NAMESPACE, "gone-pod", 2.0)
+    with pytest.raises(ApiError, match='PATCH pod: HTTP 404 pods "gone-pod" not found'):
+        annotation.patch(1)
 
 
 def test_patch_body_is_what_the_api_server_records() -> None:

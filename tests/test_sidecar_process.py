@@ -185,6 +185,7 @@ import sys
 from sidecar.__main__ import serve
 from sidecar.config import load_config
 from sidecar.readiness import readiness_probe
+import sidecar.deletion_cost  # DELETION_COST, on in a cluster
 config = load_config(sys.argv[2:], {"POD_NAME": "p", "POD_NAMESPACE": "n", "TARGET_NAME": "t"})
 readiness_probe(config)
 heavy = set(sys.argv[1].split(","))
@@ -198,7 +199,8 @@ print(",".join(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
     ids=["http", "grpc"],
 )
 def test_only_grpc_readiness_loads_tritonclient_and_its_numpy(argv: list[str], heavy: str) -> None:
-    # What keeps the default sidecar small (README "Sidecar": RSS by readiness transport).
+    # What keeps the sidecar small (README "Sidecar": RSS by readiness transport); the
+    # deletion cost needs no kubernetes client either.
     loaded = subprocess.run(
         [sys.executable, "-c", LOADED, ",".join(HEAVY), *argv],
         capture_output=True,
