@@ -77,14 +77,16 @@ async def serve(config: SidecarConfig) -> None:
     endpoint = MetricsEndpoint(registry, health_path="/healthz", healthy=reporter.healthy)
     await endpoint.start(config.bind_address, config.metrics_port)
     log.info(
-        "reporting %s/%s for target %s every %gs (reading triton %s every %gs); "
-        "/metrics and /healthz on %s:%d",
+        "reporting %s/%s for target %s every %gs (reading triton %s every %gs, "
+        "readiness over %s at %s); /metrics and /healthz on %s:%d",
         config.namespace,
         config.pod,
         config.target,
         config.interval_s,
-        config.triton_grpc_url,
+        config.triton_metrics_url,
         config.poll_interval_s,
+        config.readiness,
+        config.triton_grpc_url if config.readiness == "grpc" else config.triton_http_url,
         config.bind_address,
         endpoint.port,
     )
@@ -112,11 +114,11 @@ async def _deletion_cost(config: SidecarConfig, metrics: SidecarMetrics) -> Dele
 
     try:
         access = ApiAccess.in_cluster(os.environ)
-    except ApiError as exc:
+        annotation = PodAnnotation(access, config.namespace, config.pod, API_TIMEOUT_S)
+    except (ApiError, OSError) as exc:  # OSError: a CA file ssl cannot load
         log.error("pod-deletion-cost off: %s", exc)
         return None
     log.info("keeping %s/%s's pod-deletion-cost at its load", config.namespace, config.pod)
-    annotation = PodAnnotation(access, config.namespace, config.pod, API_TIMEOUT_S)
     return DeletionCost(annotation, metrics)
 
 

@@ -47,7 +47,7 @@ class SidecarConfig:
     interval_s: float = 1.0
     # Triton is read this often to notice a change between two interval reports.
     poll_interval_s: float = 0.5
-    # Bound on one call to Triton (gRPC readiness, metrics scrape) and to Redis.
+    # Bound on one call to Triton (a readiness check, a metrics scrape) and to Redis.
     triton_timeout_s: float = 0.5
     redis_timeout_s: float = 1.0
     bind_address: str = "0.0.0.0"

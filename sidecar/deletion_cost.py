@@ -54,7 +54,9 @@ MIN_PATCH_INTERVAL_S = 10.0
 MIN_STEP = 2
 RELATIVE_STEP = 0.25
 MAX_COST = 1_000_000  # the annotation is an int32; no pod holds a million requests
-API_TIMEOUT_S = 5.0  # bound on one API call; in the background, it delays no report
+# Bound on each socket operation of one API call (connect, each read); in the
+# background, a slow API server delays no report, only the next patch.
+API_TIMEOUT_S = 5.0
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -129,10 +131,15 @@ class PodAnnotation:
         self._access = access
         self._url = f"{access.base_url}/api/v1/namespaces/{quote(namespace)}/pods/{quote(pod)}"
         self._timeout_s = timeout_s
-        self._tls = (
-            ssl.create_default_context(cafile=str(access.ca_file))
-            if access.ca_file is not None
-            else None
+        tls = ssl.create_default_context()  # raises OSError for a CA file it cannot use
+        if access.ca_file is not None:
+            tls = ssl.create_default_context(cafile=str(access.ca_file))
+        # Straight to the API server: no HTTPS_PROXY from the environment, and no
+        # redirect that would carry the token elsewhere.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}),
+            urllib.request.HTTPSHandler(context=tls),
+            _NoRedirects(),
         )
 
     def read(self) -> int | None:
@@ -158,14 +165,17 @@ class PodAnnotation:
             request.data = json.dumps(body).encode()
             request.add_header("Content-Type", MERGE_PATCH)
         try:
-            with urllib.request.urlopen(
-                request, timeout=self._timeout_s, context=self._tls
-            ) as answer:
+            with self._opener.open(request, timeout=self._timeout_s) as answer:
                 return dict(json.load(answer))
         except urllib.error.HTTPError as exc:
             raise ApiError(f"{method} pod: HTTP {exc.code} {_status_message(exc)}") from None
         except (OSError, ValueError) as exc:  # refused, timed out, TLS, not JSON
             raise ApiError(f"{method} pod: {exc}") from None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx then surfaces as an HTTPError
 
 
 def _status_message(exc: urllib.error.HTTPError) -> str:

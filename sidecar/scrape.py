@@ -21,13 +21,14 @@ class ScrapeError(Exception):
 
 
 class HttpGetter:
-    """GETs paths of one `http://host:port` base; answers (status code, body)."""
+    """GETs paths under one `http://host:port[/prefix]` base; answers (status code, body)."""
 
     def __init__(self, base_url: str, timeout_s: float) -> None:
         parts = urlsplit(base_url)
         self._host = parts.hostname or "localhost"
         self._port = parts.port or 80
         self._netloc = parts.netloc
+        self._prefix = parts.path.rstrip("/")  # e.g. behind a proxy that routes by path
         self._base = base_url.rstrip("/")
         self.timeout_s = timeout_s
 
@@ -35,7 +36,7 @@ class HttpGetter:
         url = self._base + path
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._get(path, url)
+                return await self._get(self._prefix + path, url)
         except TimeoutError:
             raise ScrapeError(f"{url} did not answer within {self.timeout_s:g} s") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
@@ -51,22 +52,37 @@ class HttpGetter:
             writer.write(request)
             await writer.drain()
             head = await reader.readuntil(b"\r\n\r\n")
-            status_line = head.split(b"\r\n", 1)[0]
+            status_line, *header_lines = head.split(b"\r\n")
             fields = status_line.split()
-            if len(fields) < 2 or not fields[1].isdigit():
+            if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
                 raise ScrapeError(f"{url} answered {status_line.decode(errors='replace')!r}")
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await reader.read(65536):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise ScrapeError(f"{url} sent more than {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
-            return int(fields[1]), b"".join(chunks).decode("utf-8", errors="replace")
+            return int(fields[1]), await _body(reader, header_lines, url)
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+async def _body(reader: asyncio.StreamReader, header_lines: list[bytes], url: str) -> str:
+    """The body: Content-Length bytes when given (a server may keep the connection
+    open), else up to the close that HTTP/1.0 asks of the server."""
+    length: int | None = None
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = int(value.strip())
+    if length is not None and length > MAX_BODY_BYTES:
+        raise ScrapeError(f"{url} sent more than {MAX_BODY_BYTES} bytes")
+    if length is not None:
+        return (await reader.readexactly(length)).decode("utf-8", errors="replace")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await reader.read(65536):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ScrapeError(f"{url} sent more than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 class MetricsScraper:

@@ -327,6 +327,22 @@ def test_each_call_carries_the_token_as_it_is_now(kube: KubeStandIn, tmp_path: P
     assert patched_costs(kube) == ["5"]
 
 
+def test_calls_go_straight_to_the_api_server_whatever_proxy_the_pod_has(
+    kube: KubeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # nothing listens there
+    kube.put_pod(pod(POD, NAMESPACE, annotations={ANNOTATION: "4"}))
+    assert PodAnnotation(ApiAccess(kube.host), NAMESPACE, POD, 2.0).read() == 4
+
+
+def test_a_cluster_ca_that_cannot_be_loaded_fails_at_construction(tmp_path: Path) -> None:
+    # At construction, where __main__ turns the feature off, never mid-run.
+    account = service_account(tmp_path)  # its ca.crt is not a certificate
+    with pytest.raises(OSError):
+        PodAnnotation(ApiAccess("https://10.96.0.1:443", None, account / "ca.crt"), "n", "p", 1)
+
+
 def test_a_refused_call_says_what_the_api_server_said(kube: KubeStandIn) -> None:
     annotation = PodAnnotation(ApiAccess(kube.host), NAMESPACE, "gone-pod", 2.0)
     with pytest.raises(ApiError, match='PATCH pod: HTTP 404 pods "gone-pod" not found'):

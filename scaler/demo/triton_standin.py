@@ -140,6 +140,7 @@ class _State:
     models: dict[str, ModelFigures] | None = None  # rendered at each scrape
     metrics_text: str = ""  # served as is when `models` is None
     metrics_status: int = 200
+    health_status: int | None = None  # forced answer of /v2/health/ready (a proxy's, say)
     iterations: dict[str, float] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
 
@@ -226,11 +227,18 @@ class TritonStandIn:
                     models[name] = replace(figures, trt=pinned)
             return exposition(models), state.metrics_status
 
+    def set_health_status(self, status: int | None) -> None:
+        """Make /v2/health/ready answer `status` whatever the state (None: Triton's own)."""
+        with self._lock:
+            self._state.health_status = status
+
     def _health(self, path: str) -> tuple[int, bytes]:
         """Triton's HTTP readiness: 200 when ready, 400 when not (its HTTP server's choice)."""
         parts = path.split("/")  # "", "v2", "models", <name>, "ready"
         with self._lock:
             state = self._state
+            if path == "/v2/health/ready" and state.health_status is not None:
+                return state.health_status, b"forced\n"
             if path == "/v2/health/ready":
                 method, ready = "http:ServerReady", state.server_ready
             elif len(parts) == 5 and parts[2] == "models" and parts[4] == "ready":
