@@ -1,8 +1,8 @@
 """The KEDA adapter: ExternalScaler RPCs -> metadata -> Redis snapshot -> decision -> response.
 
 Kept thin on purpose: parsing lives in `target_config`, reading in `store`, the
-decision in `policy`. GetMetrics and IsActive take their answers from the same
-`decide` call, so KEDA can never see "demand 12" and "inactive" from one poll.
+decision in `policy`. An IsActive right after an active GetMetrics answers from
+that decision, so KEDA cannot see "demand 12" and "inactive" from one poll.
 GetMetricSpec is derived from the metadata alone and never touches Redis: KEDA
 counts no failure for it, so a Redis outage there would bypass its `fallback`.
 """

@@ -8,6 +8,7 @@ import grpc
 import pytest
 import redis
 
+from scaler import service
 from scaler._generated import externalscaler_pb2 as pb
 from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
 
@@ -47,8 +48,9 @@ def test_metric_spec_does_not_need_redis(scaler: RunningScaler, redis_server) ->
 
 
 def test_is_active_after_get_metrics_answers_from_the_same_decision_once(
-    scaler: RunningScaler, redis_client: redis.Redis
+    scaler: RunningScaler, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(service, "POLL_PAIR_S", 30.0)  # a slow machine is not the point here
     so = ref("llama", queueKey="q", scaleToZeroDelaySeconds="0")
     redis_client.rpush("q", 1, 2)
     metrics = scaler.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=so))
