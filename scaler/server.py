@@ -109,6 +109,9 @@ class ScalerServer:
                 tasks.create_task(self.pod_watch.run(self.stopping))
             await stop.wait()
             await self._shutdown()
+        # Closed only once the tasks above have ended: closing the pool under a command
+        # in progress (a ping, the key-event subscription) fails it with no RedisError.
+        await self.redis.aclose()
 
     async def _start(self) -> None:
         limit = self.settings.max_message_bytes
@@ -153,7 +156,6 @@ class ScalerServer:
         if self._grpc is not None:
             await self._grpc.stop(self.settings.shutdown_grace_s)
         await self._metrics_endpoint.stop()
-        await self.redis.aclose()
 
     async def _track_redis_health(self) -> None:
         interval = self.settings.health_interval_s
