@@ -34,6 +34,7 @@ from scaler.telemetry import ScalerMetrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
@@ -258,11 +259,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
             await _abort(context, failure)
 
     def _hand_to_is_active(self, config: TargetConfig, decision: Decision) -> None:
-        key = policy_key(config)
-        self._handed[key] = (time.monotonic(), config, decision)
-        self._handed.move_to_end(key)
-        if len(self._handed) > _REMEMBERED_TARGETS:
-            self._handed.popitem(last=False)
+        _put_bounded(self._handed, policy_key(config), (time.monotonic(), config, decision))
 
     def _from_get_metrics(self, config: TargetConfig) -> Decision | None:
         """The active decision GetMetrics just made for this ScaledObject, used once.
@@ -285,11 +282,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         return stored if remembered is None else merge_states(stored, remembered)
 
     def _remember(self, config: TargetConfig, state: PolicyState) -> None:
-        key = policy_key(config)
-        self._remembered[key] = state
-        self._remembered.move_to_end(key)
-        if len(self._remembered) > _REMEMBERED_TARGETS:
-            self._remembered.popitem(last=False)
+        _put_bounded(self._remembered, policy_key(config), state)
 
     async def _admit_stream(self, method: str, context: Context) -> None:
         """Each open stream holds memory and a watch: beyond MAX_STREAMS, refuse more."""
@@ -318,6 +311,14 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         finally:
             for wait in waits:
                 wait.cancel()
+
+
+def _put_bounded(entries: OrderedDict[str, V], key: str, value: V) -> None:
+    """Newest last; beyond _REMEMBERED_TARGETS the least recently put goes."""
+    entries[key] = value
+    entries.move_to_end(key)
+    if len(entries) > _REMEMBERED_TARGETS:
+        entries.popitem(last=False)
 
 
 async def _abort(context: Context, failure: RpcFailure) -> NoReturn:

@@ -19,13 +19,17 @@ from sidecar.scrape import HttpGetter, MetricsScraper, ScrapeError
 
 
 @asynccontextmanager
-async def raw_server(answer: bytes, close: bool = True) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """Serves `answer` to every request; yields its base URL and the request lines seen."""
+async def raw_server(
+    answer: bytes, close: bool = True, delay_s: float = 0.0
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """Serves `answer` to every request, `delay_s` after it; yields its base URL and the
+    request lines seen."""
     seen: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         seen.append(head.split(b"\r\n", 1)[0])
+        await asyncio.sleep(delay_s)
         writer.write(answer)
         await writer.drain()
         if close:
@@ -125,19 +129,9 @@ def test_an_answer_triton_never_gives_is_no_answer_not_a_starting_pod(
 def test_the_whole_check_is_bounded_by_one_timeout() -> None:
     async def scenario() -> None:
         # Each answer within the per-call bound, but five of them are not within one.
-        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            await asyncio.sleep(0.15)
-            writer.write(b"HTTP/1.0 200 OK\r\n\r\n")
-            writer.close()
-
-        server = await asyncio.start_server(slow, "127.0.0.1", 0)
-        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        probe = HttpReadinessProbe(base, ("a", "b", "c", "d"), timeout_s=0.4)
-        try:
+        async with raw_server(b"HTTP/1.0 200 OK\r\n\r\n", delay_s=0.15) as (base, _):
+            probe = HttpReadinessProbe(base, ("a", "b", "c", "d"), timeout_s=0.4)
             with pytest.raises(TritonUnavailable, match=r"no answer within 0\.4 s"):
                 await probe.check()
-        finally:
-            server.close()
 
     asyncio.run(scenario())
