@@ -41,6 +41,7 @@ class KeyEvents:
         self._subscribed: set[str] = set()
         self._wanted: Counter[str] = Counter()
         self.enabled = False  # notifications on, and the subscription connection up
+        self._reconnected = False
 
     @contextlib.asynccontextmanager
     async def watch(self, keys: Iterable[str]) -> AsyncIterator[asyncio.Event]:
@@ -100,9 +101,17 @@ class KeyEvents:
         pubsub = self._redis.pubsub()
         try:
             await pubsub.ping()  # connects: a dead Redis fails here, not silently later
+            # redis-py reconnects a pub/sub connection by itself and subscribes again, so a
+            # restarted Redis could be heard from with its notifications off: take any
+            # reconnect as the connection lost, so `run` enables them again first.
+            self._reconnected = False
+            assert pubsub.connection is not None
+            pubsub.connection.register_connect_callback(self._on_reconnect)
             self.enabled = True
             self._wake_all()  # back after a gap: streams re-check now
             while not stopping.is_set():
+                if self._reconnected:
+                    raise ConnectionError("the subscription connection was re-established")
                 await self._sync_subscriptions(pubsub)
                 if not self._subscribed:
                     with contextlib.suppress(TimeoutError):
@@ -117,8 +126,13 @@ class KeyEvents:
         finally:
             self.enabled = False
             self._subscribed.clear()
+            if pubsub.connection is not None:  # back to the pool: no callback of ours on it
+                pubsub.connection.deregister_connect_callback(self._on_reconnect)
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    def _on_reconnect(self, connection: object) -> None:
+        self._reconnected = True
 
     async def _sync_subscriptions(self, pubsub: PubSub) -> None:
         wanted = set(self._wanted)

@@ -100,6 +100,26 @@ def test_stream_survives_a_redis_restart_and_pushes_again(
     stream.cancel()
 
 
+def test_a_subscription_redis_py_reconnects_by_itself_turns_notifications_back_on(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    # A Redis restarted between two reads looks like this to redis-py: the connection
+    # drops, its one retry reconnects and subscribes again, and raises nothing; the new
+    # server's notifications are off. Here without a restart: config cleared, link cut.
+    stream = scaler.stub.StreamIsActive(ref("m", queueKey="q"), timeout=20)
+    assert _next(stream) is False
+    channel = "__keyspace@0__:q"
+    redis_client.config_set("notify-keyspace-events", "")
+    redis_client.client_kill_filter(_type="pubsub")
+    assert _eventually(
+        lambda: "K" in redis_client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    )
+    assert _eventually(lambda: dict(redis_client.pubsub_numsub(channel))[channel] >= 1)
+    redis_client.rpush("q", "r")
+    assert _next(stream) is True  # woken by the event: the timer re-check is 30 s away
+    stream.cancel()
+
+
 def _eventually(condition: Callable[[], bool], attempts: int = 400) -> bool:
     """Poll a real event no clock can stand in for (a reconnect), bounded in attempts."""
     for _ in range(attempts):
