@@ -28,7 +28,7 @@ from scaler.key_events import KeyEvents
 from scaler.policy import Decision, PolicyState, decide, needs_saving
 from scaler.state_codec import merge_states, policy_key
 from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
-from scaler.target_config import MetadataError, TargetConfig, parse_target_config
+from scaler.target_config import RETIRED_KEYS, MetadataError, TargetConfig, parse_target_config
 from scaler.telemetry import ScalerMetrics
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def _parse_cached(namespace: str, name: str, items: tuple[tuple[str, str], ...])
     parsed = parse_target_config(namespace, name, dict(items))
     for key in sorted(parsed.unknown_keys):  # cached: logged once per distinct metadata
         log.warning("%s/%s: unknown trigger metadata key %r ignored", namespace, name, key)
+    for key in sorted(parsed.retired_keys):
+        log.warning("%s/%s: %r is no longer used: %s", namespace, name, key, RETIRED_KEYS[key])
     return parsed.config
 
 

@@ -19,8 +19,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from scaler import window
-from scaler.policy import PolicyState, bucket_width, retained_s
+from scaler.policy import PolicyState
 from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
@@ -157,14 +156,10 @@ class TargetStore:
         self, config: TargetConfig, state: PolicyState, now: float, timeout_s: float | None = None
     ) -> None:
         """Merge `state` into the stored one (per-field maximum, see `state_codec`)."""
-        bucket_s = state.bucket_s or bucket_width(config)
-        oldest = window.oldest_bucket(
-            now, max(retained_s(state), config.scale_down_delay_s), bucket_s
-        )
         await self._call(
             self._merge_state,
             keys=[policy_key(config)],
-            args=merge_args(state, oldest, state_ttl_s(config)),
+            args=merge_args(state, now, state_ttl_s(config)),
             timeout_s=timeout_s,
         )
 

@@ -62,14 +62,13 @@ METADATA_KEYS: dict[str, KeySpec] = {
     "scaleToZeroDelaySeconds": KeySpec(
         "300", "IsActive stays true until demand has been zero this long, in [0; 86400]"
     ),
-    "burstThreshold": KeySpec(
-        "2", "burst when short-window demand > this x (ready + starting) capacity, in (1; 1000]"
+    "burstWindowSeconds": KeySpec(
+        "10", "a burst is what arrives within this window (SLO-aware mode), in [1; 600]"
     ),
-    "burstWindowSeconds": KeySpec("10", "the short window burst detection looks at, in [1; 600]"),
     "sloWaitSeconds": KeySpec(
-        None,
-        "SLO-aware mode: the longest a request should wait to start, in [0; 600]; absent: off",
-        optional=True,
+        "2",
+        "SLO-aware mode: the longest a request should wait to start, in [0; 600]; "
+        "'off': no warm capacity held for bursts",
     ),
     "coldStartSeconds": KeySpec(
         "60", "a replica's cold start (sidecars' measured one wins if longer), in [0; 3600]"
@@ -88,6 +87,12 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "SLO-aware mode: share of the horizon's requests the held capacity must start "
         "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest peak)",
     ),
+}
+
+# Keys earlier versions read, with what replaced them: accepted, and the log says so.
+RETIRED_KEYS = {
+    "burstThreshold": "bursts are sized by the SLO-aware hold (sloWaitSeconds) and orders "
+    "by what the ready replicas cannot clear within a cold start; see docs/decision.md",
 }
 
 # Keys KEDA itself puts in the metadata (or users set for KEDA's sake): accepted, not used.
@@ -113,7 +118,6 @@ class TargetConfig:
     target_utilization: float
     scale_down_delay_s: float
     scale_to_zero_delay_s: float
-    burst_threshold: float
     burst_window_s: float
     slo_wait_s: float | None = None  # None: SLO-aware mode off
     cold_start_s: float = 60.0
@@ -144,6 +148,7 @@ class TargetConfig:
 class ParsedMetadata:
     config: TargetConfig
     unknown_keys: frozenset[str]
+    retired_keys: frozenset[str] = frozenset()  # see RETIRED_KEYS for what replaced each
 
 
 def parse_target_config(
@@ -180,16 +185,16 @@ def parse_target_config(
         target_utilization=md.get("targetUtilization", _float(0.05, 1)),
         scale_down_delay_s=md.get("scaleDownDelaySeconds", _float(0, 3600)),
         scale_to_zero_delay_s=md.get("scaleToZeroDelaySeconds", _float(0, 86400)),
-        burst_threshold=md.get("burstThreshold", _float(1, 1000, low_open=True)),
         burst_window_s=md.get("burstWindowSeconds", _float(1, 600)),
-        slo_wait_s=md.get("sloWaitSeconds", _float(0, 600)),
+        slo_wait_s=md.get("sloWaitSeconds", _off_or(_float(0, 600))),
         cold_start_s=md.get("coldStartSeconds", _float(0, 3600)),
         service_s=md.get("serviceSeconds", _float(0.01, 3600)),
         slo_horizon_s=md.get("sloHorizonSeconds", _float(0, 86400)),
         slo_target=md.get("sloTarget", _float(0.5, 1)),
     )
-    unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS
-    return ParsedMetadata(config=config, unknown_keys=unknown)
+    unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS - RETIRED_KEYS.keys()
+    retired = frozenset(metadata) & RETIRED_KEYS.keys()
+    return ParsedMetadata(config=config, unknown_keys=unknown, retired_keys=retired)
 
 
 class _Reader:
@@ -211,6 +216,18 @@ def _float(low: float, high: float, low_open: bool = False) -> Callable[[str, st
         return number_in_range(key, raw, low, high, low_open=low_open, error=MetadataError)
 
     return convert
+
+
+def _off_or(convert: Callable[[str, str], float]) -> Callable[[str, str], float | None]:
+    def or_off(key: str, raw: str) -> float | None:
+        if raw.lower() == "off":
+            return None
+        try:
+            return convert(key, raw)
+        except MetadataError as exc:
+            raise MetadataError(f"{exc}, or 'off'") from None
+
+    return or_off
 
 
 def _choice(kind: type[QueueType]) -> Callable[[str, str], QueueType]:

@@ -59,3 +59,35 @@ def window_max(buckets: Buckets, now: float, length_s: float, bucket_s: float) -
     newest = bucket_of(now, bucket_s)
     values = [v for i, v in buckets if oldest <= i <= newest]
     return max(values) if values else None
+
+
+def value_at(buckets: Buckets, t: float, bucket_s: float) -> float | None:
+    """The sample in force at `t`: that of the latest bucket at or before t's; None if none."""
+    index = bucket_of(t, bucket_s)
+    found = None
+    for i, v in buckets:
+        if i > index:
+            break
+        found = v
+    return found
+
+
+def time_mean(buckets: Buckets, now: float, length_s: float, bucket_s: float) -> float | None:
+    """Mean over [now - length_s, now] of the samples, each held until the next one's bucket
+    (the one before the window holds at its start); None when there is no sample.
+
+    Worked example (bucket 1 s): samples 0 at t=0 and 8 at t=50, mean over [0, 60]
+    -> (50 x 0 + 10 x 8) / 60 = 1.33, however many decisions fell in each stretch."""
+    start = now - length_s
+    first = bucket_of(start, bucket_s)
+    points = [(max(i * bucket_s, start), v) for i, v in buckets if i >= first]
+    before = value_at(buckets, start - bucket_s, bucket_s) if buckets else None
+    if before is not None and (not points or points[0][0] > start):
+        points.insert(0, (start, before))
+    if not points:
+        return None
+    total = 0.0
+    for (t0, v), (t1, _) in zip(points, [*points[1:], (now, 0.0)], strict=True):
+        total += v * max(0.0, min(t1, now) - t0)
+    span = max(now - points[0][0], 0.0)
+    return total / span if span > 0 else points[-1][1]

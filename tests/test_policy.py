@@ -1,4 +1,8 @@
-"""The decision, pure: scenarios stepped on an injected clock, no Redis, no gRPC."""
+"""The decision, pure: scenarios stepped on an injected clock, no Redis, no gRPC.
+
+Reactive cases turn the SLO-aware hold off (`sloWaitSeconds: off`) so that what
+they show is the cold-start-aware rule alone; tests/test_policy_slo.py has the hold.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,20 @@ from scaler.policy import PolicyState, Reason, decide
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig, parse_target_config
 
+REACTIVE = {"sloWaitSeconds": "off", "serviceSeconds": "5", "coldStartSeconds": "60"}
+START = 1_000_000.0
+
 
 def config(**metadata: str) -> TargetConfig:
-    return parse_target_config("ns", "llama", {"targetConcurrency": "8", **metadata}).config
+    return parse_target_config(
+        "ns", "llama", {"targetConcurrency": "8", **REACTIVE, **metadata}
+    ).config
 
 
-def signals(demand: float, ready: int = 0, starting: int = 0) -> Signals:
+def signals(inflight: float, queued: float = 0.0, ready: int = 0, starting: int = 0) -> Signals:
     return Signals(
-        queue_depth=demand,
-        inflight=0,
+        queue_depth=queued,
+        inflight=inflight,
         waiting=0,
         pods_reported=ready + starting,
         pods_ready=ready,
@@ -28,152 +37,185 @@ def signals(demand: float, ready: int = 0, starting: int = 0) -> Signals:
     )
 
 
+def replicas(metric: float, cfg: TargetConfig) -> int:
+    """What the HPA makes of the metric (AverageValue)."""
+    return math.ceil(round(metric / cfg.replica_target, 9))
+
+
 @dataclass(frozen=True)
 class Step:
     at: float  # seconds since the scenario began
-    demand: float
-    metric: float
+    inflight: float
+    queued: float
+    ready: int
+    replicas: int  # what the HPA would ask for
     active: bool
     reason: Reason
-    ready: int = 0
-    starting: int = 0
 
 
-def run(cfg: TargetConfig, steps: list[Step], start: float = 1_000_000.0) -> None:
-    state = PolicyState()
-    for step in steps:
-        d = decide(signals(step.demand, step.ready, step.starting), state, cfg, start + step.at)
-        assert (d.metric_value, d.active, d.reason) == (step.metric, step.active, step.reason), (
-            f"at t={step.at}: {d.detail}"
-        )
-        state = d.new_state
-
-
-F, S, B = Reason.FOLLOWING, Reason.SCALE_DOWN_HELD, Reason.BURST_HOLD
+F, S, BL = Reason.FOLLOWING, Reason.SCALE_DOWN_HELD, Reason.BACKLOG
 Z, IDLE, L = Reason.ZERO_DELAY_HOLD, Reason.IDLE, Reason.BELOW_ACTIVATION
 
-SCENARIOS = {
-    "zero-first-request-active-at-once": (
-        {},
-        [Step(0, 0, 0, False, IDLE), Step(15, 1, 1, True, F), Step(30, 9, 9, True, F)],
-    ),
-    "scale-up-within-one-poll": (
-        {},
-        [Step(0, 4, 4, True, F), Step(1, 40, 40, True, F), Step(2, 90, 90, True, F)],
-    ),
-    "burst-then-quiet-held-for-the-delay": (
-        {"scaleDownDelaySeconds": "120"},
+
+def run(cfg: TargetConfig, steps: list[Step], state: PolicyState | None = None) -> PolicyState:
+    state = state or PolicyState()
+    for step in steps:
+        sig = signals(step.inflight, step.queued, step.ready)
+        d = decide(sig, state, cfg, START + step.at)
+        got = (replicas(d.metric_value, cfg), d.active, d.reason)
+        assert got == (step.replicas, step.active, step.reason), f"at t={step.at}: {d.detail}"
+        state = d.new_state
+    return state
+
+
+def idle_for(cfg: TargetConfig, seconds: int, ready: int = 1, inflight: float = 0) -> PolicyState:
+    """The state after `seconds` of KEDA polls (every 15 s) finding `inflight` requests
+    in flight and nothing waiting."""
+    state = PolicyState()
+    for t in range(-seconds, 0, 15):
+        state = decide(signals(inflight, ready=ready), state, cfg, START + t).new_state
+    return state
+
+
+SCENARIOS = {  # name: (in flight before, ready replicas before, steps)
+    # One ready replica (8 slots), quiet for minutes: 40 requests arrive at once. It
+    # drains them in 32 x 5 / 8 = 20 s, long before a replica ordered now (60 s): the
+    # metric never asks for a second one.
+    "short-burst-drained-within-the-cold-start-orders-nothing": (
+        0,
+        1,
         [
-            Step(0, 40, 40, True, F),
-            Step(10, 5, 40, True, S),
-            Step(119, 5, 40, True, S),
-            Step(124, 5, 5, True, F),  # 40's bucket [0; 2) left the window [4; 124]
+            Step(1, 8, 32, 1, 1, True, F),
+            Step(10, 8, 16, 1, 1, True, S),
+            Step(20, 8, 0, 1, 1, True, F),
+            Step(30, 0, 0, 1, 1, True, Z),
         ],
     ),
-    "no-delay-follows-demand-down": (
-        {"scaleDownDelaySeconds": "0"},
-        [Step(0, 40, 40, True, F), Step(1, 5, 5, True, F)],
-    ),
-    "quiet-inactive-only-after-zero-delay": (
-        {"scaleDownDelaySeconds": "60", "scaleToZeroDelaySeconds": "300"},
+    # Steady 20 in flight on 4 replicas, then arrivals triple (12 a second, offered 60)
+    # and stay: the queue grows by 5.6 a second. The first poll after the rise orders
+    # more, and each poll more again while the queue grows (the replicas are not ready
+    # yet: here they never come).
+    "sustained-rise-orders-at-once": (
+        20,
+        4,
         [
-            Step(0, 3, 3, True, F),  # the last sample with demand
-            Step(10, 0, 3, True, Z),
-            Step(100, 0, 0, True, Z),
-            Step(299, 0, 0, True, Z),
-            Step(300, 0, 0, False, IDLE),
-        ],
-    ),
-    "low-demand-is-not-zero-demand": (
-        {"activationThreshold": "5", "scaleToZeroDelaySeconds": "300"},
-        [
-            Step(0, 3, 3, False, L),  # too little to wake the target
-            Step(10, 6, 6, True, F),  # woken
-            *[Step(t, 1, 6, True, S) for t in range(30, 130, 30)],  # low, not zero: active
-            *[Step(t, 1, 1, True, F) for t in range(150, 900, 30)],
-            Step(900, 0, 1, True, Z),
-            Step(1169, 0, 0, True, Z),  # 300 s after the last demand, seen at t=870
-            Step(1170, 0, 0, False, IDLE),
-        ],
-    ),
-    "burst-peak-held-while-the-burst-lasts": (
-        {"scaleDownDelaySeconds": "60", "burstThreshold": "2"},
-        [
-            # 2 ready pods = 16 slots; 40 > 2 x 16 is a burst.
-            Step(0, 40, 40, True, F, ready=2),
-            Step(30, 35, 40, True, S, ready=2),
-            Step(60, 35, 40, True, S, ready=2),
-            Step(90, 34, 40, True, B, ready=2),  # the window alone would say 35
-            Step(120, 33, 40, True, B, ready=2),
-            Step(150, 10, 40, True, B, ready=2),  # no burst now: held until 120 + 60
-            Step(180, 10, 33, True, S, ready=2),  # the window still holds 33 (t=120)
-            Step(182, 10, 10, True, F, ready=2),
+            Step(0, 20, 0, 4, 4, True, F),
+            Step(15, 32, 84, 4, 5, True, BL),
+            Step(30, 32, 168, 4, 10, True, BL),
+            Step(45, 32, 252, 4, 14, True, BL),
         ],
     ),
 }
 
 
-@pytest.mark.parametrize(("metadata", "steps"), SCENARIOS.values(), ids=SCENARIOS.keys())
-def test_scenario(metadata: dict[str, str], steps: list[Step]) -> None:
-    run(config(**metadata), steps)
+@pytest.mark.parametrize(("before", "ready", "steps"), SCENARIOS.values(), ids=SCENARIOS.keys())
+def test_scenario(before: float, ready: int, steps: list[Step]) -> None:
+    cfg = config()
+    run(cfg, steps, idle_for(cfg, 180, ready=ready, inflight=before))
+
+
+def test_a_wake_from_zero_does_not_latch_the_first_cold_starts_backlog() -> None:
+    # 2 requests a second from t=0 on a target at zero replicas; the replicas the HPA
+    # asks for come ready 60 s after they were asked for. The queue that builds during
+    # the first cold start (~120) is sized to be cleared within a cold start of new
+    # capacity (10 + 120 x 5 / 60 + 10 = 30 slots: 5 replicas; sized as demand, as
+    # before, ceil(130 / 6.4) = 21), then forgotten: once it is gone and the scale-down
+    # delay has passed, the metric is the offered load (2 / s x 5 s = 10: 2 replicas).
+    cfg = config(scaleDownDelaySeconds="120")
+    state, asked, ready_at = idle_for(cfg, 120, ready=0), 0, []
+    queue, inflight, peak = 0.0, 0.0, 0
+    for t in range(0, 600, 5):
+        ready = sum(1 for r in ready_at if r <= t)
+        capacity = 8 * ready
+        arrivals = 10.0
+        served = inflight / 5.0 * 5  # each slot finishes a 5 s request every 5 s
+        queue = queue + arrivals
+        inflight = max(0.0, inflight - served)
+        start = min(queue, capacity - inflight)
+        queue, inflight = queue - start, inflight + start
+        d = decide(signals(inflight, queue, ready), state, cfg, START + t)
+        state = d.new_state
+        want = replicas(d.metric_value, cfg)
+        peak = max(peak, want)
+        if want > asked:
+            ready_at += [t + 60] * (want - asked)
+        asked = max(asked, want) if t < 300 else want
+    assert queue == 0
+    assert replicas(d.metric_value, cfg) == 2 and d.reason is F
+    assert peak <= 5
+
+
+def test_quiet_inactive_only_after_zero_delay() -> None:
+    cfg = config(scaleDownDelaySeconds="60", scaleToZeroDelaySeconds="300")
+    run(
+        cfg,
+        [
+            Step(0, 3, 0, 1, 1, True, F),
+            Step(10, 0, 0, 1, 1, True, Z),
+            Step(299, 0, 0, 1, 0, True, Z),
+            Step(300, 0, 0, 1, 0, False, IDLE),
+        ],
+    )
+
+
+def test_low_demand_is_not_zero_demand() -> None:
+    cfg = config(activationThreshold="5", scaleToZeroDelaySeconds="300")
+    run(
+        cfg,
+        [
+            Step(0, 0, 3, 0, 1, False, L),  # too little to wake the target
+            Step(10, 0, 6, 0, 1, True, BL),  # woken: nothing ready, the queue orders
+            *[Step(t, 1, 0, 1, 1, True, S) for t in range(30, 130, 30)],  # low, not zero
+            *[Step(t, 1, 0, 1, 1, True, F) for t in range(150, 900, 30)],
+            Step(900, 0, 0, 1, 1, True, Z),
+            Step(1169, 0, 0, 1, 0, True, Z),  # 300 s after the last demand, seen at t=870
+            Step(1170, 0, 0, 1, 0, False, IDLE),
+        ],
+    )
+
+
+def test_the_scale_down_window_holds_the_need_for_the_delay() -> None:
+    cfg = config(scaleDownDelaySeconds="120")
+    state = idle_for(cfg, 0)
+    for t in range(0, 121, 15):  # 30 in flight for two minutes: 5 replicas
+        state = decide(signals(30, ready=5), state, cfg, START + t).new_state
+    held = decide(signals(6, ready=5), state, cfg, START + 200)
+    assert (replicas(held.metric_value, cfg), held.reason) == (5, S)
+    state = held.new_state
+    for t in range(215, 400, 15):
+        d = decide(signals(6, ready=5), state, cfg, START + t)
+        state = d.new_state
+    assert (replicas(d.metric_value, cfg), d.reason) == (1, F)
 
 
 def test_sawtooth_traffic_does_not_flap() -> None:
     cfg = config(scaleDownDelaySeconds="120")
     state = PolicyState()
-    replicas = []
-    for second in range(0, 1200, 15):  # KEDA/HPA cadence; demand swings 24 <-> 4 each minute
-        demand = 24 if (second // 30) % 2 == 0 else 4
-        d = decide(signals(demand, ready=3), state, cfg, 5_000.0 + second)
+    asked = []
+    for second in range(0, 1200, 15):  # KEDA/HPA cadence; load swings 24 <-> 4 each 30 s
+        inflight = 24 if (second // 30) % 2 == 0 else 4
+        d = decide(signals(inflight, ready=4), state, cfg, START + second)
         state = d.new_state
-        replicas.append(math.ceil(d.metric_value / cfg.replica_target))
-    assert set(replicas) == {4}  # ceil(24 / 6.4): never released between the teeth
-
-
-def test_capacity_on_its_way_keeps_a_cold_start_backlog_from_latching_a_burst() -> None:
-    # 1 pod ready, 3 more ordered and starting for 150 s (longer than the 60 s delay).
-    # The backlog peaks at 30 at once, then settles at 22-24 while they start.
-    cfg = config(scaleDownDelaySeconds="60", burstThreshold="2")
-    timeline = [(0, 30), (30, 24), (60, 24), (90, 22), (120, 22)]
-
-    def metric_at_end(count_starting: bool) -> float:
-        state, metric = PolicyState(), 0.0
-        for t, demand in timeline:
-            s = signals(demand, ready=1, starting=3 if count_starting else 0)
-            d = decide(s, state, cfg, 10_000.0 + t)
-            state, metric = d.new_state, d.metric_value
-        return metric
-
-    # Committed capacity 4 x 8 = 32: no burst; the 60 s window holds 24 -> 4 replicas.
-    assert metric_at_end(count_starting=True) == 24
-    # Counting the ready pod alone (8), 22 > 2 x 8 is a burst all along, and the
-    # peak of 30 stays latched -> ceil(30 / 6.4) = 5 replicas for a backlog of 22.
-    assert metric_at_end(count_starting=False) == 30
-
-
-def test_without_pod_reports_demand_never_counts_as_a_burst() -> None:
-    # Queue-only targets (no sidecar): no capacity is known, so no burst hold.
-    run(
-        config(scaleDownDelaySeconds="30"),
-        [Step(0, 50, 50, True, F), Step(40, 10, 10, True, F)],
-    )
+        asked.append(replicas(d.metric_value, cfg))
+    assert len(set(asked[20:])) == 1  # settled: never released between the teeth
 
 
 def test_a_changed_delay_keeps_the_old_window_maximum() -> None:
-    state = decide(signals(40), PolicyState(), config(scaleDownDelaySeconds="120"), 100.0).new_state
-    d = decide(signals(5), state, config(scaleDownDelaySeconds="600"), 110.0)
-    assert d.metric_value == 40  # rebucketed, not forgotten
+    first = config(scaleDownDelaySeconds="120")
+    state = decide(signals(40, ready=6), idle_for(first, 0), first, START).new_state
+    d = decide(signals(5, ready=6), state, config(scaleDownDelaySeconds="600"), START + 10)
+    assert d.metric_value == max(v for _, v in state.needed)  # rebucketed, not forgotten
 
 
-def test_the_window_costs_a_bounded_number_of_buckets() -> None:
+def test_the_windows_cost_a_bounded_number_of_buckets() -> None:
     cfg = config(scaleDownDelaySeconds="120")
     state = PolicyState()
     for tick in range(5000):  # 5000 samples, 10 per second
-        state = decide(signals(tick % 17), state, cfg, 50_000.0 + tick / 10).new_state
-    assert len(state.buckets) <= 62  # 60 per window, +1 partial at each end
+        state = decide(signals(tick % 17, ready=2), state, cfg, START + tick / 10).new_state
+    assert max(len(state.needed), len(state.in_system), len(state.served)) <= 62
 
 
 def test_the_decision_is_a_pure_function() -> None:
-    cfg, state = config(), PolicyState(active_until=1_000.0, buckets=((40, 7.0),))
-    first = decide(signals(3, ready=1), state, cfg, 90.0)
-    assert decide(signals(3, ready=1), state, cfg, 90.0) == first
+    cfg, state = config(), PolicyState(active_until=START + 1_000.0, needed=((40, 7.0),))
+    first = decide(signals(3, ready=1), state, cfg, START + 90.0)
+    assert decide(signals(3, ready=1), state, cfg, START + 90.0) == first

@@ -21,13 +21,19 @@ BASELINES = (
     "hpa-utilisation",
 )
 
+# (pollingInterval, cooldownPeriod, HPA scale-down stabilizationWindowSeconds)
+SCALEDOBJECTS = {
+    "recommended": (15.0, 15.0, 0.0),  # the README's ScaledObject
+    "keda-defaults": (30.0, 300.0, 300.0),  # KEDA's and the HPA's defaults
+}
+
 _SHORTHANDS = (
     ("--target-concurrency", "targetConcurrency", "8"),
     ("--target-utilization", "targetUtilization", None),
     ("--scale-down-delay", "scaleDownDelaySeconds", None),
     ("--scale-to-zero-delay", "scaleToZeroDelaySeconds", None),
     ("--activation-threshold", "activationThreshold", None),
-    ("--burst-threshold", "burstThreshold", None),
+    ("--slo-wait", "sloWaitSeconds", None),
 )
 
 
@@ -54,12 +60,22 @@ def add_parser(commands: Any) -> None:
     for flag, key, default in _SHORTHANDS:
         pol.add_argument(flag, dest=key, default=default, help=f"metadata {key}")
     pol.add_argument("--meta", action="append", default=[], help="any other KEY=VALUE")
-    keda = p.add_argument_group("KEDA / HPA")
-    keda.add_argument("--polling-interval", type=float, default=30.0)
-    keda.add_argument("--cooldown-period", type=float, default=300.0)
+    keda = p.add_argument_group(
+        "KEDA / HPA (defaults: the README's ScaledObject; --scaledobject keda-defaults: KEDA's)"
+    )
+    keda.add_argument(
+        "--scaledobject",
+        choices=sorted(SCALEDOBJECTS),
+        default="recommended",
+        help="poll, cooldown and HPA scale-down stabilisation as a set; the flags below win",
+    )
+    keda.add_argument("--polling-interval", type=float, help="seconds (15; KEDA's default 30)")
+    keda.add_argument("--cooldown-period", type=float, help="seconds (15; KEDA's default 300)")
     keda.add_argument("--min-replicas", type=int, default=0)
     keda.add_argument("--max-replicas", type=int, default=100)
-    keda.add_argument("--scale-down-stabilization", type=float, default=300.0)
+    keda.add_argument(
+        "--scale-down-stabilization", type=float, help="seconds (0; the HPA's default 300)"
+    )
     keda.add_argument("--no-stream", action="store_true", help="trigger type external (no push)")
     keda.add_argument("--redis-list-length", type=float, default=5.0, help="redis-list baseline")
     pods = p.add_argument_group("pods")

@@ -1,9 +1,14 @@
-"""One comparison: our scaler and the baselines on the same trace, cluster and warm start.
+"""One comparison: our scaler and the baselines on the same trace and cluster.
 
 `Knobs` is everything a user can turn: the trigger metadata (validated by the
 server's own `parse_target_config`), the ScaledObject's KEDA fields, the HPA
-behavior, the cluster model and the SLO. Every policy starts from the oracle's
-warm fleet and draws the same cold-start samples (same seed).
+behavior, the cluster model and the SLO. Its defaults are the ScaledObject the
+README recommends (poll 15 s, cooldown 15 s, HPA scale-down stabilisation 0).
+
+Every adaptive policy starts from zero replicas (or its minReplicaCount floor,
+warm, as a deployed target has it), as it does in production after a quiet
+night; fixed fleets start warm, and the oracle has its clairvoyant warm fleet.
+All draw the same cold-start samples (same seed).
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ BASELINES = (
 @dataclass(frozen=True)
 class Knobs:
     metadata: Mapping[str, str] = field(default_factory=lambda: {"targetConcurrency": "8"})
-    polling_interval_s: float = 30.0
-    cooldown_period_s: float = 300.0
+    polling_interval_s: float = 15.0
+    cooldown_period_s: float = 15.0
     min_replicas: int = 0
     max_replicas: int = 100
-    behavior: HpaBehavior = field(default_factory=HpaBehavior)
+    behavior: HpaBehavior = field(
+        default_factory=lambda: HpaBehavior(scale_down_stabilization_s=0.0)
+    )
     stream: bool = True  # trigger type external-push (StreamIsActive) rather than external
     cluster: ClusterParams = field(default_factory=ClusterParams)
     slo_wait_s: float = 2.0
@@ -54,9 +61,6 @@ class Knobs:
     # The slo-aware policy: our scaler with these keys on top of `metadata`
     # (sloWaitSeconds defaults to slo_wait_s, coldStartSeconds to the cluster's).
     slo_metadata: Mapping[str, str] = field(default_factory=dict)
-    slo_behavior: HpaBehavior = field(
-        default_factory=lambda: HpaBehavior(scale_down_stabilization_s=0.0)
-    )
     hpa_target_utilisation: float = 0.8
     seed: int = 0
 
@@ -93,8 +97,9 @@ def ours(knobs: Knobs) -> ScalerController:
 
 def slo_aware(knobs: Knobs) -> ScalerController:
     config = knobs.slo_config()
-    keda = replace(knobs.keda(config.replica_target), behavior=knobs.slo_behavior)
-    return ScalerController(config, keda, stream=knobs.stream, name="slo-aware")
+    return ScalerController(
+        config, knobs.keda(config.replica_target), stream=knobs.stream, name="slo-aware"
+    )
 
 
 def keda_defaults(knobs: Knobs) -> MetricController:
@@ -138,14 +143,15 @@ def floor_of(trace: Trace, knobs: Knobs) -> Floor:
 
 
 def run_policy(trace: Trace, knobs: Knobs, controller: Controller, floor: Floor) -> RunResult:
-    """One run from the warm start: the oracle's warm fleet, or more where the policy keeps
-    more at all times (a fixed fleet; minReplicaCount, which a deployed target always has)."""
+    """One run. An adaptive policy starts from zero replicas, or its minReplicaCount floor
+    (warm: a deployed target always has it); a fixed fleet starts warm; the oracle starts
+    from its clairvoyant warm fleet (its own schedule)."""
     if isinstance(controller, FixedController):
         initial = floor.peak_replicas if controller.replicas is None else controller.replicas
     elif isinstance(controller, ScheduleController):
-        initial = floor.warm_replicas  # the oracle's own schedule starts from it
+        initial = floor.warm_replicas
     else:
-        initial = max(floor.warm_replicas, knobs.min_replicas)
+        initial = knobs.min_replicas
     return run(trace, knobs.cluster, controller, floor.horizon_s, initial, seed=knobs.seed)
 
 

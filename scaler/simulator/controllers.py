@@ -149,8 +149,7 @@ def seeded_state(config: TargetConfig, replicas: int, now: float = 0.0) -> Polic
         return PolicyState()
     bucket_s = bucket_width(config)
     sample = ((window.bucket_of(now, bucket_s), replicas * config.replica_target),)
-    peaks = sample if config.slo_wait_s is not None else ()
-    return PolicyState(bucket_s=bucket_s, buckets=sample, peak_buckets=peaks)
+    return PolicyState(bucket_s=bucket_s, needed=sample)
 
 
 class MetricController(Controller):

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from scaler.simulator.cli import _SHORTHANDS
+from scaler.simulator.cli import _SHORTHANDS, SCALEDOBJECTS
 from scaler.simulator.cluster import ClusterParams, ColdStart
 from scaler.simulator.compare import BASELINES, Knobs, compare
 from scaler.simulator.keda_hpa import HpaBehavior
@@ -158,20 +158,27 @@ def _knobs(args: argparse.Namespace) -> Knobs:
     )
     if args.slots < 1 or args.prefill_tps <= 0 or args.decode_ms < 0:
         raise ValueError("--slots must be >= 1, --prefill-tps > 0, --decode-ms >= 0")
+    poll, cooldown, stabilization = SCALEDOBJECTS[args.scaledobject]
     return replace(
         Knobs(),
         metadata=metadata,
-        polling_interval_s=args.polling_interval,
-        cooldown_period_s=args.cooldown_period,
+        polling_interval_s=_or(args.polling_interval, poll),
+        cooldown_period_s=_or(args.cooldown_period, cooldown),
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
-        behavior=HpaBehavior(scale_down_stabilization_s=args.scale_down_stabilization),
+        behavior=HpaBehavior(
+            scale_down_stabilization_s=_or(args.scale_down_stabilization, stabilization)
+        ),
         stream=not args.no_stream,
         cluster=cluster,
         slo_wait_s=args.slo_wait_s,
         redis_list_length=args.redis_list_length,
         seed=args.seed,
     )
+
+
+def _or(given: float | None, default: float) -> float:
+    return default if given is None else given
 
 
 def _baselines(spec: str) -> tuple[str, ...]:

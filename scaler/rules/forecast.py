@@ -1,0 +1,61 @@
+"""The capacity needed when capacity ordered now is ready: one cold start from now.
+
+Capacity the HPA orders at t serves from t + C (C: the cold start). So the
+metric sizes for the demand that will exist then, not for what is queued now:
+
+1. Offered load, lambda x s (arrival rate x service time: the concurrency the
+   traffic brings), measured over the last cold start, the naive forecast for
+   the next one. Arrivals over [t - C, t] are what entered the system and did
+   not stay: N(t) - N(t - C) + completions, and completions over C are about
+   mean(in flight) x C / s. So
+       offered = mean(in flight over C) + (N(t) - N(t - C)) x s / C.
+   A burst of 40 requests counts as 40 x s / C over the cold start that follows
+   (3.3 at s 5 s, C 60 s), not as 40: capacity ordered for it arrives after it.
+2. Backlog. The ready slots K_r serve from now on, what is ordered now from C
+   on. With the offered load going on, the backlog B is cleared by 2 C (one
+   cold start after new capacity is ready: what is ordered later cannot help
+   sooner) iff
+       B + 2 x lambda x C <= K_r x C / s + K x C / s,
+   so the capacity K needed at C is
+       K = offered + max(0, B x s / C + offered - K_r).
+   Starting pods are not counted as draining: they are part of K, and counting
+   them would let the order cancel itself once placed.
+3. Nothing clears a backlog faster than one service time, so a cold start
+   shorter than s is planned as s (C = 0 then sizes for the whole backlog).
+
+Worked example (s 5 s, C 60 s, one ready replica of 8 slots, idle for the
+last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
+mean in flight over the minute ~0, so offered = 40 x 5 / 60 = 3.3 and K = 3.3 +
+max(0, 32 x 5 / 60 + 3.3 - 8) = 3.3 + 0: the ready replica drains the burst
+(32 x 5 / 8 = 20 s) long before a new one could start, so nothing is ordered.
+The same 32 waiting with nothing ready (a wake from zero) gives K = 3.3 +
+2.7 + 3.3 = 9.3 slots: two replicas at 8 x 0.8 per replica.
+"""
+
+from __future__ import annotations
+
+
+def planning_horizon_s(cold_start_s: float, service_s: float) -> float:
+    """The cold start the rules plan with: never shorter than one service time."""
+    return max(cold_start_s, service_s)
+
+
+def offered_load(
+    mean_inflight: float,
+    in_system_now: float,
+    in_system_then: float,
+    service_s: float,
+    horizon_s: float,
+) -> float:
+    """lambda x s over the last `horizon_s`, from requests in the system now and then."""
+    grown = in_system_now - in_system_then
+    return max(0.0, mean_inflight + grown * service_s / horizon_s)
+
+
+def needed_slots(
+    offered: float, backlog: float, ready_slots: float, service_s: float, horizon_s: float
+) -> float:
+    """Slots needed one cold start from now: the offered load, plus what the ready slots
+    leave of the backlog by the time new capacity has had one cold start to clear it."""
+    shortfall = backlog * service_s / horizon_s + offered - ready_slots
+    return offered + max(0.0, shortfall)

@@ -1,0 +1,124 @@
+"""The rules the decision combines, each a pure function of numbers, on tables of cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaler.rules import activation, forecast, slo
+
+# s 5 s, C 60 s: a backlog of B takes B x 5 / 60 slots to clear within a cold start.
+S, C = 5.0, 60.0
+
+
+@pytest.mark.parametrize(
+    ("mean_inflight", "now", "then", "offered"),
+    [
+        (30, 30, 30, 30),  # steady: in flight as many as ever, nothing grows
+        (0.7, 40, 0, 0.7 + 40 * S / C),  # a burst of 40 spreads over the cold start after it
+        (0, 82, 0, 82 * S / C),  # a queue building with nothing served: its arrival rate x s
+        (20, 10, 30, 20 - 20 * S / C),  # draining: fewer arrived than were served
+        (0, 0, 50, 0),  # never below zero
+    ],
+    ids=["steady", "burst", "building-queue", "draining", "floor-zero"],
+)
+def test_offered_load(mean_inflight: float, now: float, then: float, offered: float) -> None:
+    assert forecast.offered_load(mean_inflight, now, then, S, C) == pytest.approx(offered)
+
+
+@pytest.mark.parametrize(
+    ("offered", "backlog", "ready_slots", "needed"),
+    [
+        (30, 0, 48, 30),  # steady with headroom: the offered load, nothing more
+        (3.3, 32, 8, 3.3),  # one ready replica drains 32 in 20 s < C: nothing ordered
+        (3.3, 32, 0, 3.3 + 32 * S / C + 3.3),  # nothing ready: the backlog orders capacity
+        (48, 10, 48, 48 + 10 * S / C + 48 - 48),  # saturated and rising: at once
+        (10, 600, 16, 10 + (600 * S / C + 10 - 16)),  # a backlog two replicas cannot clear
+    ],
+    ids=["steady", "burst-drained-in-time", "wake-from-zero", "sustained-rise", "overload"],
+)
+def test_needed_slots(offered: float, backlog: float, ready_slots: float, needed: float) -> None:
+    assert forecast.needed_slots(offered, backlog, ready_slots, S, C) == pytest.approx(needed)
+
+
+def test_a_cold_start_shorter_than_a_service_time_is_planned_as_one() -> None:
+    assert forecast.planning_horizon_s(0.0, S) == S
+    assert forecast.planning_horizon_s(C, S) == C
+    # C = 0: the whole backlog is sized at once, as a plain concurrency target would.
+    assert forecast.needed_slots(0, 40, 0, S, forecast.planning_horizon_s(0.0, S)) == 40
+
+
+@pytest.mark.parametrize(
+    ("inflight", "backlog", "arrived", "burst"),
+    [
+        (8, 100, 100, 108),  # everything waiting came at once: a burst of its size
+        (8, 300, 55, 63),  # a queue that built up over a cold start: only the recent part
+        (35, 0, 70, 35),  # steady, nothing waiting: what is in flight
+        (0, 5, -3, 0),  # fewer in the system than before: nothing arrived
+    ],
+    ids=["burst", "cold-start-queue", "steady", "draining"],
+)
+def test_burst_size(inflight: float, backlog: float, arrived: float, burst: float) -> None:
+    assert slo.burst_size(inflight, backlog, arrived) == burst
+
+
+@pytest.mark.parametrize(
+    ("given", "delay", "cold", "horizon"),
+    [(None, 120, 60, 1200), (3600, 120, 60, 3600), (10, 120, 60, 120), (None, 120, 0, 120)],
+    ids=["twenty-cold-starts", "given", "never-below-the-delay", "no-cold-start"],
+)
+def test_slo_horizon(given: float | None, delay: float, cold: float, horizon: float) -> None:
+    assert slo.horizon_s(given, delay, cold) == horizon
+
+
+def test_slots_for_a_burst() -> None:
+    assert slo.slots_for(70, 2.0, 5.0) == pytest.approx(50.0)  # 70 / (1 + 2 / 5)
+    assert slo.slots_for(70, 0.0, 5.0) == 70  # no wait allowed: a slot per request
+
+
+@pytest.mark.parametrize(
+    ("target", "peaks", "level"),
+    [
+        (1.0, [40, 100, 60, 0], 100),  # every request: the largest peak
+        (0.9, [40, 100, 60, 0], 80),  # A = 20: the 100-burst misses 20
+        (0.8, [40, 100, 60, 0], 60),  # A = 40: it misses 40
+        (0.5, [40, 100, 60, 0], 100 / 3),  # A = 100, shared by the three above L (k = 3)
+        (0.9, [50, 50], 45),  # A = 10, shared: 5 each
+        (0.99, [], 0),  # nothing seen
+        (0.9, [0, 0, 0], 0),
+    ],
+    ids=lambda v: str(v),
+)
+def test_slo_level(target: float, peaks: list[float], level: float) -> None:
+    assert slo.level(peaks, target) == pytest.approx(level)
+    if peaks and sum(peaks):  # the share of the requests above the level is what q allows
+        missed = sum(max(0.0, p - level) for p in peaks)
+        assert missed <= (1 - target) * sum(peaks) + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("demand", "until", "now", "active", "new_until"),
+    [
+        (1, 0, 100, True, 400),  # the first request wakes it and sets the deadline
+        (3, 400, 200, True, 500),  # demand moves the deadline on
+        (0, 500, 300, True, 500),  # no demand: the deadline stays, still active
+        (0, 500, 500, False, 500),  # ... and passes
+        (0.5, 0, 100, False, 0),  # below the threshold of 1 while asleep: stays asleep
+        (0.5, 400, 200, True, 500),  # ... but low is not zero while awake
+    ],
+    ids=["wake", "extend", "hold", "expire", "too-low-to-wake", "low-is-not-zero"],
+)
+def test_awake_until(
+    demand: float, until: float, now: float, active: bool, new_until: float
+) -> None:
+    assert activation.awake_until(demand, 1.0 if demand < 1 else 0.0, until, now, 300.0) == (
+        active,
+        new_until,
+    )
+    if demand >= 1:
+        assert activation.awake_until(demand, 0.0, until, now, 300.0) == (active, new_until)
+
+
+def test_a_deadline_is_never_early_and_moves_in_sixtieths() -> None:
+    assert activation.deadline(100.0, 300.0) == 400.0
+    assert activation.deadline(101.0, 300.0) == 405.0  # rounded up to a 5 s step
+    assert activation.deadline(7.0, 0.0) == 7.0
