@@ -145,76 +145,32 @@ def _raises(stored: window.Buckets, new: window.Buckets) -> bool:
 
 def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: float) -> Decision:
     demand = signals.demand
-    inflight = signals.inflight
-    backlog = demand - inflight
-    service_s = config.service_s
     cold_s = cold_start_s(signals, config)
-    horizon = forecast.planning_horizon_s(cold_s, service_s)
-    delay = config.scale_down_delay_s
     bucket_s = bucket_width(config, cold_s)
     kept_s = recent_s(config, cold_s) + bucket_s  # and the sample in force at its start
+    delay = config.scale_down_delay_s
 
     def recorded(stored: window.Buckets, value: float, length_s: float) -> window.Buckets:
         rebucketed = _rebucketed(stored, state.bucket_s, bucket_s, now)
         return window.record(rebucketed, now, value, length_s, bucket_s)
 
-    # Rule 1: the capacity needed one cold start from now.
     in_system = recorded(state.in_system, demand, kept_s)
-    served = recorded(state.served, inflight, kept_s)
-    span = horizon
-    then = window.value_at(in_system, now - span, bucket_s)
-    mean_inflight = window.time_mean(served, now, span, bucket_s)
-    offered = forecast.offered_load(
-        inflight if mean_inflight is None else mean_inflight,
-        demand,
-        0.0 if then is None else then,  # nothing known before: all of it arrived since
-        service_s,
-        span,
-    )
-    ready_slots = signals.pods_ready * config.target_concurrency
-    need = forecast.needed_slots(offered, backlog, ready_slots, service_s, horizon)
-
-    # Rule 2: the largest need over the scale-down delay.
+    served = recorded(state.served, signals.inflight, kept_s)
+    offered, need = _need(signals, config, cold_s, in_system, served, bucket_s, now)
     needed = recorded(state.needed, need, max(delay, bucket_s))
-    held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else need
+    held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else None
     metric = need if held is None else max(held, need)
-
-    # Rule 4: awake until demand has been zero for the delay.
     zero_delay = _zero_delay_s(config, cold_s)
     active, active_until = activation.awake_until(
         demand, config.activation_threshold, state.active_until, now, zero_delay
     )
-
     reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
-    reason_detail = (reason, detail)
 
-    # Rule 3: SLO-aware mode holds warm slots for the horizon's largest burst.
-    peak_bucket_s = 0.0
-    peak_buckets: window.Buckets = ()
-    if config.slo_wait_s is not None:
-        slo_h = slo_horizon_s(config, cold_s)
-        peak_bucket_s = peak_bucket_width(config, cold_s)
-        before = window.value_at(in_system, now - config.burst_window_s, bucket_s)
-        arrived = demand - (before or 0.0) + inflight * config.burst_window_s / service_s
-        burst = min(demand, max(0.0, arrived))
-        peaks = _rebucketed(state.peak_buckets, state.peak_bucket_s, peak_bucket_s, now)
-        peak_buckets = window.record(peaks, now, burst, slo_h, peak_bucket_s)
-        largest = slo.level(
-            window.window_values(peak_buckets, now, slo_h, peak_bucket_s), config.slo_target
-        )
-        slots = slo.slots_for(largest, config.slo_wait_s, service_s)
-        # In the HPA's unit: ceil(metric / (targetConcurrency x targetUtilization))
-        # = ceil(slots / targetConcurrency) replicas.
-        slo_metric = slots * config.target_utilization
-        if not active:
-            slo_metric = min(slo_metric, demand)  # asleep: nothing held (IsActive agrees)
-        if active and demand > 0 and slo_metric > metric:
-            reason_detail = (
-                Reason.SLO_HOLD,
-                f"SLO hold: burst {largest:g} within {slo_h:g} s needs {slots:.3g} warm slots "
-                f"to start within {config.slo_wait_s:g} s (demand now {demand:g})",
-            )
-        metric = max(metric, slo_metric)
+    hold = _slo_hold(signals, state, config, cold_s, in_system, bucket_s, active, now)
+    if hold is not None:
+        if active and demand > 0 and hold.metric > metric:
+            reason, detail = Reason.SLO_HOLD, hold.detail
+        metric = max(metric, hold.metric)
 
     new_state = PolicyState(
         bucket_s=bucket_s,
@@ -222,17 +178,103 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         in_system=in_system,
         served=served,
         active_until=active_until,
-        peak_bucket_s=peak_bucket_s,
-        peak_buckets=peak_buckets,
+        peak_bucket_s=hold.bucket_s if hold else 0.0,
+        peak_buckets=hold.buckets if hold else (),
     )
-    return Decision(metric, active, reason_detail[0], reason_detail[1], new_state, demand, now)
+    return Decision(metric, active, reason, detail, new_state, demand, now)
+
+
+def _need(
+    signals: Signals,
+    config: TargetConfig,
+    cold_s: float,
+    in_system: window.Buckets,
+    served: window.Buckets,
+    bucket_s: float,
+    now: float,
+) -> tuple[float, float]:
+    """(offered load, capacity needed one cold start from now): `rules.forecast` on what the
+    windows say of the last cold start (or, waking from zero, of the traffic so far)."""
+    demand = signals.demand
+    if cold_s == 0:
+        return demand, demand  # capacity is ready at once: the demand then is the demand now
+    service_s = config.service_s
+    span = forecast.planning_horizon_s(cold_s, service_s)
+    if signals.pods_ready == 0:
+        span = forecast.waking_span_s(_busy_for_s(in_system, now, bucket_s), service_s, span)
+    then = window.value_at(in_system, now - span, bucket_s)
+    mean_inflight = window.time_mean(served, now, span, bucket_s)
+    offered = forecast.offered_load(
+        signals.inflight if mean_inflight is None else mean_inflight,
+        demand,
+        demand if then is None else then,  # nothing known before: taken as steady
+        service_s,
+        span,
+    )
+    backlog = demand - signals.inflight
+    ready = _ready_slots(signals, config)
+    return offered, forecast.needed_slots(offered, backlog, ready, service_s, cold_s)
+
+
+@dataclass(frozen=True)
+class _Hold:
+    metric: float
+    detail: str
+    bucket_s: float
+    buckets: window.Buckets
+
+
+def _slo_hold(
+    signals: Signals,
+    state: PolicyState,
+    config: TargetConfig,
+    cold_s: float,
+    in_system: window.Buckets,
+    bucket_s: float,
+    active: bool,
+    now: float,
+) -> _Hold | None:
+    """The SLO-aware hold (`rules.slo`): warm slots for the horizon's largest burst, in the
+    HPA's unit; None when sloWaitSeconds is off."""
+    if config.slo_wait_s is None:
+        return None
+    demand = signals.demand
+    horizon = slo_horizon_s(config, cold_s)
+    width = peak_bucket_width(config, cold_s)
+    window_s = config.burst_window_s
+    before = window.value_at(in_system, now - window_s, bucket_s)
+    completed = signals.inflight * window_s / config.service_s
+    # First sight (nothing known before): all of it may have come at once.
+    arrived = demand if before is None else demand - before + completed
+    burst = slo.burst_size(demand, arrived)
+    peaks = _rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)
+    buckets = window.record(peaks, now, burst, horizon, width)
+    largest = slo.level(window.window_values(buckets, now, horizon, width), config.slo_target)
+    slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
+    # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
+    metric = slots * config.target_utilization
+    if not active:
+        metric = min(metric, demand)  # asleep: nothing held (IsActive agrees)
+    detail = (
+        f"SLO hold: burst {largest:g} within {horizon:g} s needs {slots:.3g} warm slots "
+        f"to start within {config.slo_wait_s:g} s (demand now {demand:g})"
+    )
+    return _Hold(metric, detail, width, buckets)
+
+
+def _ready_slots(signals: Signals, config: TargetConfig) -> float:
+    """Slots of the ready pods: their reported capacity, else targetConcurrency each; never
+    fewer than the requests they run."""
+    slots = signals.capacity_ready or signals.pods_ready * config.target_concurrency
+    return max(slots, signals.inflight)
 
 
 def _busy_for_s(in_system: window.Buckets, now: float, bucket_s: float) -> float:
     """How long the system has held requests without a break: since the end of the latest
-    bucket whose every sample was empty (infinite if the window holds none)."""
+    bucket whose every sample was empty, or since the first sample if none was."""
     empty = [i for i, v in in_system if v == 0]
-    return now - (empty[-1] + 1) * bucket_s if empty else float("inf")
+    since = (empty[-1] + 1) * bucket_s if empty else in_system[0][0] * bucket_s
+    return max(0.0, now - since)
 
 
 def _zero_delay_s(config: TargetConfig, cold_s: float) -> float:

@@ -79,7 +79,7 @@ METADATA_KEYS: dict[str, KeySpec] = {
     "sloHorizonSeconds": KeySpec(
         None,
         "SLO-aware mode: how long a burst's capacity is held, in [0; 86400]; "
-        "absent: 20 cold starts",
+        "absent: 15 cold starts",
         optional=True,
     ),
     "sloTarget": KeySpec(

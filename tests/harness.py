@@ -154,8 +154,20 @@ class RunningScaler:
             raise self.error
 
 
+# The tests of reading and answering want the metric to be the demand they set up:
+# with a zero cold start, capacity ordered now is ready now, so the need is everything
+# in the system that the ready slots do not already serve, and no SLO hold on top.
+# Tests of the decision itself say so with their own keys (or tests/test_policy*.py).
+DEMAND_AS_METRIC = {"coldStartSeconds": "0", "sloWaitSeconds": "off"}
+
+
 def ref(name: str, namespace: str = NAMESPACE, **metadata: str) -> pb.ScaledObjectRef:
-    full = {"scalerAddress": "llm-scaler.keda:9090", "targetConcurrency": "8", **metadata}
+    full = {
+        "scalerAddress": "llm-scaler.keda:9090",
+        "targetConcurrency": "8",
+        **DEMAND_AS_METRIC,
+        **metadata,
+    }
     return pb.ScaledObjectRef(name=name, namespace=namespace, scalerMetadata=full)
 
 

@@ -1,4 +1,5 @@
-"""The README's metadata table and the example ScaledObject say what the code does."""
+"""The configuration reference's metadata table and the example ScaledObject say what the
+code does."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from scaler.target_config import KEDA_KEYS, METADATA_KEYS, parse_target_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _readme_table() -> dict[str, str]:
-    text = (ROOT / "README.md").read_text()
+def _reference_table() -> dict[str, str]:
+    text = (ROOT / "docs" / "configuration.md").read_text()
     section = text.split("## Trigger metadata", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
     return {key: default.strip() for key, default in rows}
 
 
-def test_readme_documents_every_key_with_its_default() -> None:
-    table = _readme_table()
+def test_the_reference_documents_every_key_with_its_default() -> None:
+    table = _reference_table()
     assert set(table) == set(METADATA_KEYS)
     for key, spec in METADATA_KEYS.items():
         expected = f"`{spec.default}`" if spec.default is not None else table[key]
@@ -41,3 +42,22 @@ def test_example_scaled_object_uses_only_known_keys_and_the_defaults() -> None:
     # Every setting the example spells out is the documented default.
     not_defaulted = {k: metadata[k] for k in ("targetConcurrency", "queueKey", "targetName")}
     assert parsed.config == parse_target_config("inference", name, not_defaulted).config
+
+
+def test_the_readme_scaled_object_is_the_recommended_one_the_simulator_runs() -> None:
+    import yaml
+
+    from scaler.simulator.cli import SCALEDOBJECTS
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = yaml.safe_load(block)["spec"]
+    stabilization = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    recommended = (
+        spec["pollingInterval"],
+        spec["cooldownPeriod"],
+        stabilization["stabilizationWindowSeconds"],
+    )
+    assert recommended == SCALEDOBJECTS["recommended"]
+    metadata = spec["triggers"][0]["metadata"]
+    assert parse_target_config("inference", "llama", metadata).unknown_keys == frozenset()

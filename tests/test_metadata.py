@@ -9,6 +9,7 @@ from scaler._generated import externalscaler_pb2 as pb
 from scaler.target_config import (
     KEDA_KEYS,
     METADATA_KEYS,
+    RETIRED_KEYS,
     MetadataError,
     QueueType,
     parse_target_config,
@@ -28,8 +29,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.target_utilization == 0.8
     assert config.scale_down_delay_s == 120
     assert config.scale_to_zero_delay_s == 300
-    assert config.burst_threshold == 2
     assert config.burst_window_s == 10
+    assert config.slo_wait_s == 2
     assert config.metric_name == "llm-concurrency-llama"
     assert config.report_keys.reports == "llm-scaler:{ns/llama}:reports"
 
@@ -46,7 +47,6 @@ def test_every_key_is_read() -> None:
         "targetUtilization": "0.7",
         "scaleDownDelaySeconds": "60",
         "scaleToZeroDelaySeconds": "600",
-        "burstThreshold": "3",
         "burstWindowSeconds": "5",
         "sloWaitSeconds": "2",
         "coldStartSeconds": "90",
@@ -62,9 +62,15 @@ def test_every_key_is_read() -> None:
     assert (c.queue_key, c.queue_type, c.consumer_group) == ("requests:llama", "stream", "gateway")
     assert c.target_name == "triton-llama"
     assert (c.target_utilization, c.scale_down_delay_s, c.scale_to_zero_delay_s) == (0.7, 60, 600)
-    assert (c.burst_threshold, c.burst_window_s) == (3, 5)
+    assert c.burst_window_s == 5
     assert (c.slo_wait_s, c.cold_start_s, c.service_s) == (2, 90, 6)
     assert (c.slo_horizon_s, c.slo_target) == (900, 0.99)
+
+
+def test_a_retired_key_is_accepted_and_named_apart_from_unknown_ones() -> None:
+    parsed = parse_target_config("ns", "so", {"targetConcurrency": "8", "burstThreshold": "2"})
+    assert (parsed.unknown_keys, parsed.retired_keys) == (frozenset(), {"burstThreshold"})
+    assert "sloWaitSeconds" in RETIRED_KEYS["burstThreshold"]
 
 
 def test_keda_keys_are_known_and_unknown_keys_are_reported() -> None:
@@ -134,11 +140,6 @@ BAD = [
     ),
     ("day-long-delay", {"scaleDownDelaySeconds": "86400"}, "scaleDownDelaySeconds = '86400'"),
     ("nan-zero-delay", {"scaleToZeroDelaySeconds": "nan"}, "scaleToZeroDelaySeconds = 'nan'"),
-    (
-        "burst-at-one",
-        {"burstThreshold": "1"},
-        "burstThreshold = '1', must be a number in (1; 1000]",
-    ),
     (
         "burst-window-zero",
         {"burstWindowSeconds": "0"},

@@ -87,7 +87,7 @@ SCENARIOS = {  # name: (in flight before, ready replicas before, steps)
         [
             Step(1, 8, 32, 1, 1, True, F),
             Step(10, 8, 16, 1, 1, True, S),
-            Step(20, 8, 0, 1, 1, True, F),
+            Step(20, 8, 0, 1, 1, True, S),
             Step(30, 0, 0, 1, 1, True, Z),
         ],
     ),

@@ -24,17 +24,18 @@ def test_a_burst_is_held_for_the_horizon_and_keeps_the_target_awake(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
     so = ref("llama", **SLO)
-    _load(publisher, clock, 70)
-    assert scaler.keda.poll(so).value_float == 70.0  # the ordinary rule first
-    clock.advance(200)
-    _load(publisher, clock, 5)
-    poll = scaler.keda.poll(so)
+    _load(publisher, clock, 70, capacity=70.0)
+    assert scaler.keda.poll(so).value_float == 70.0  # served now: the need, above the hold
+    for _ in range(14):  # KEDA polls every 15 s while the load falls to 5
+        clock.advance(15)
+        _load(publisher, clock, 5, capacity=70.0)
+        poll = scaler.keda.poll(so)
     assert poll.value_float == pytest.approx(40.0)  # 70 / (1 + 2/5) slots x 0.8
     assert poll.target_size_float == 6.4  # the spec is unchanged: ceil(40 / 6.4) = 7
-    clock.advance(700)  # no report for 700 s: the pod is stale, demand 0
+    clock.advance(600)  # no report for 600 s: the pod is stale, demand 0
     poll = scaler.keda.poll(so)
     assert (poll.value_float, poll.active) == (pytest.approx(40.0), True)  # past 300 s
-    clock.advance(600)  # 1300 s after the last demand (t=200): the horizon is over
+    clock.advance(600)  # 1200 s after the last demand (t=210): the 900 s horizon is over
     poll = scaler.keda.poll(so)
     assert (poll.value_float, poll.active) == (0.0, False)
 
@@ -43,9 +44,9 @@ def test_a_measured_cold_start_lengthens_the_horizon(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
     so = ref("llama", **SLO)
-    _load(publisher, clock, 70, cold_start_s=90.0)  # horizon 20 x 90 s = 1800 s
+    _load(publisher, clock, 70, cold_start_s=90.0)  # horizon 15 x 90 s = 1350 s
     scaler.keda.poll(so)
-    clock.advance(1500)
+    clock.advance(1200)  # past the default 15 x 60 s = 900 s, within 1350 s
     _load(publisher, clock, 5, cold_start_s=90.0)
     assert scaler.keda.poll(so).value_float == pytest.approx(40.0)
     clock.advance(400)
@@ -57,7 +58,9 @@ def test_a_bad_slo_value_is_invalid_argument_naming_the_key(scaler: RunningScale
     with pytest.raises(grpc.RpcError) as err:
         scaler.keda.poll(ref("llama", sloWaitSeconds="-2"))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "sloWaitSeconds = '-2', must be a number in [0; 600]" in (err.value.details() or "")
+    assert "sloWaitSeconds = '-2', must be a number in [0; 600], or 'off'" in (
+        err.value.details() or ""
+    )
 
 
 def test_signals_carry_the_longest_measured_cold_start(

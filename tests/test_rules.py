@@ -43,28 +43,30 @@ def test_needed_slots(offered: float, backlog: float, ready_slots: float, needed
 def test_a_cold_start_shorter_than_a_service_time_is_planned_as_one() -> None:
     assert forecast.planning_horizon_s(0.0, S) == S
     assert forecast.planning_horizon_s(C, S) == C
-    # C = 0: the whole backlog is sized at once, as a plain concurrency target would.
-    assert forecast.needed_slots(0, 40, 0, S, forecast.planning_horizon_s(0.0, S)) == 40
+    # C = 0: capacity ready at once sizes for everything in the system, ready slots or not.
+    assert forecast.needed_slots(12, 14, 16, S, 0.0) == 26
+    # C shorter than s: the ready slots serve only for C of the T = s.
+    assert forecast.needed_slots(0, 10, 8, S, 2.5) == pytest.approx(10 - 8 * 2.5 / S)
 
 
 @pytest.mark.parametrize(
-    ("inflight", "backlog", "arrived", "burst"),
+    ("in_system", "arrived", "burst"),
     [
-        (8, 100, 100, 108),  # everything waiting came at once: a burst of its size
-        (8, 300, 55, 63),  # a queue that built up over a cold start: only the recent part
-        (35, 0, 70, 35),  # steady, nothing waiting: what is in flight
-        (0, 5, -3, 0),  # fewer in the system than before: nothing arrived
+        (108, 108, 108),  # everything in the system came at once: a burst of its size
+        (308, 63, 63),  # a queue that built up over a cold start: only the recent part
+        (35, 105, 35),  # steady: more arrived (and left) than are there: what is there
+        (5, -3, 0),  # fewer in the system than before, nothing completed: nothing arrived
     ],
     ids=["burst", "cold-start-queue", "steady", "draining"],
 )
-def test_burst_size(inflight: float, backlog: float, arrived: float, burst: float) -> None:
-    assert slo.burst_size(inflight, backlog, arrived) == burst
+def test_burst_size(in_system: float, arrived: float, burst: float) -> None:
+    assert slo.burst_size(in_system, arrived) == burst
 
 
 @pytest.mark.parametrize(
     ("given", "delay", "cold", "horizon"),
-    [(None, 120, 60, 1200), (3600, 120, 60, 3600), (10, 120, 60, 120), (None, 120, 0, 120)],
-    ids=["twenty-cold-starts", "given", "never-below-the-delay", "no-cold-start"],
+    [(None, 120, 60, 900), (3600, 120, 60, 3600), (10, 120, 60, 120), (None, 120, 0, 120)],
+    ids=["fifteen-cold-starts", "given", "never-below-the-delay", "no-cold-start"],
 )
 def test_slo_horizon(given: float | None, delay: float, cold: float, horizon: float) -> None:
     assert slo.horizon_s(given, delay, cold) == horizon

@@ -65,7 +65,11 @@ DEMO_METADATA = {
     "queueKey": queue.QUEUE_KEY,
     "scaleDownDelaySeconds": "5",
     "scaleToZeroDelaySeconds": "5",
-    "burstWindowSeconds": "2",
+    "burstWindowSeconds": "1",
+    # DemoConfig's pods and the 2 s SLO at its 20x speed (see demo/cli.py)
+    "coldStartSeconds": "3",
+    "serviceSeconds": "0.323",
+    "sloWaitSeconds": "0.1",
 }
 
 

@@ -11,17 +11,18 @@ metric sizes for the demand that will exist then, not for what is queued now:
        offered = mean(in flight over C) + (N(t) - N(t - C)) x s / C.
    A burst of 40 requests counts as 40 x s / C over the cold start that follows
    (3.3 at s 5 s, C 60 s), not as 40: capacity ordered for it arrives after it.
-2. Backlog. The ready slots K_r serve from now on, what is ordered now from C
-   on. With the offered load going on, the backlog B is cleared by 2 C (one
-   cold start after new capacity is ready: what is ordered later cannot help
-   sooner) iff
-       B + 2 x lambda x C <= K_r x C / s + K x C / s,
+2. Backlog. The ready slots K_r serve from now on, what is ordered now (K in
+   all) from C on. With the offered load going on, the backlog B is cleared
+   within T = max(C, s) of new capacity being ready (one cold start: what is
+   ordered later cannot help sooner; never less than a service time) iff
+       B + lambda x (C + T) <= K_r x C / s + K x T / s,
    so the capacity K needed at C is
-       K = offered + max(0, B x s / C + offered - K_r).
-   Starting pods are not counted as draining: they are part of K, and counting
-   them would let the order cancel itself once placed.
-3. Nothing clears a backlog faster than one service time, so a cold start
-   shorter than s is planned as s (C = 0 then sizes for the whole backlog).
+       K = offered + max(0, (B x s + (offered - K_r) x C) / T),
+   which is offered + max(0, B x s / C + offered - K_r) for C >= s. With no
+   cold start at all (C = 0) capacity is ready at once and needs no forecast:
+   the need is everything in the system now (`scaler.policy`). Starting pods
+   are not counted as draining: they are part of K, and counting them would
+   let the order cancel itself once placed.
 
 Worked example (s 5 s, C 60 s, one ready replica of 8 slots, idle for the
 last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
@@ -36,8 +37,16 @@ from __future__ import annotations
 
 
 def planning_horizon_s(cold_start_s: float, service_s: float) -> float:
-    """The cold start the rules plan with: never shorter than one service time."""
+    """T: how long new capacity takes to clear a backlog, and the span the offered load is
+    measured over: a cold start, never shorter than one service time."""
     return max(cold_start_s, service_s)
+
+
+def waking_span_s(busy_for_s: float, service_s: float, horizon_s: float) -> float:
+    """The span the offered load is measured over while no replica is ready: the time the
+    traffic has been there (the silence before says nothing of its rate), at least one
+    service time, at most the usual span."""
+    return min(horizon_s, max(service_s, busy_for_s))
 
 
 def offered_load(
@@ -53,9 +62,10 @@ def offered_load(
 
 
 def needed_slots(
-    offered: float, backlog: float, ready_slots: float, service_s: float, horizon_s: float
+    offered: float, backlog: float, ready_slots: float, service_s: float, cold_start_s: float
 ) -> float:
     """Slots needed one cold start from now: the offered load, plus what the ready slots
-    leave of the backlog by the time new capacity has had one cold start to clear it."""
-    shortfall = backlog * service_s / horizon_s + offered - ready_slots
-    return offered + max(0.0, shortfall)
+    leave of the backlog by the time new capacity has had T to clear it."""
+    clear_s = planning_horizon_s(cold_start_s, service_s)
+    shortfall = backlog * service_s + (offered - ready_slots) * cold_start_s
+    return offered + max(0.0, shortfall / clear_s)

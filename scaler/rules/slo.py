@@ -9,7 +9,7 @@ N <= K x (1 + W / s), i.e. K >= N / (1 + W / s).
 Capacity ordered when a burst shows arrives a cold start C later, after any
 burst shorter than C is over, so it must already be warm: the mode holds the
 slots for the largest burst seen over a horizon H (`sloHorizonSeconds`,
-default 20 C, never shorter than `scaleDownDelaySeconds`).
+default 15 C, never shorter than `scaleDownDelaySeconds`).
 
 A burst is what arrived at once: the requests in flight plus those that arrived
 within `burstWindowSeconds` (`burst_size`). A queue that built up over a cold
@@ -22,20 +22,20 @@ from __future__ import annotations
 
 # The horizon a burst's capacity is held for, in cold starts, when sloHorizonSeconds
 # is not set (see docs: choosing settings).
-HORIZON_COLD_STARTS = 20.0
+HORIZON_COLD_STARTS = 15.0
 
 
 def horizon_s(slo_horizon_s: float | None, scale_down_delay_s: float, cold_s: float) -> float:
-    """How long a burst's capacity is held: sloHorizonSeconds, else 20 cold starts;
+    """How long a burst's capacity is held: sloHorizonSeconds, else 15 cold starts;
     never shorter than the scale-down delay."""
     horizon = HORIZON_COLD_STARTS * cold_s if slo_horizon_s is None else slo_horizon_s
     return max(horizon, scale_down_delay_s)
 
 
-def burst_size(inflight: float, backlog: float, arrived_recently: float) -> float:
-    """Requests a burst brought: those in flight, and of the backlog only what arrived
-    within the burst window (the rest waited through a cold start, it is not a burst)."""
-    return inflight + min(backlog, max(0.0, arrived_recently))
+def burst_size(in_system: float, arrived_recently: float) -> float:
+    """Requests a burst brought: those that arrived within the burst window, never more than
+    are in the system (the rest of a queue waited through a cold start: not a burst)."""
+    return min(in_system, max(0.0, arrived_recently))
 
 
 def slots_for(burst: float, slo_wait_s: float, service_s: float) -> float:
