@@ -166,7 +166,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     )
     reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
 
-    hold = _slo_hold(signals, state, config, cold_s, in_system, bucket_s, active, now)
+    hold = _slo_hold(signals, state, config, cold_s, (in_system, served), bucket_s, active, now)
     if hold is not None:
         if active and demand > 0 and hold.metric > metric:
             reason, detail = Reason.SLO_HOLD, hold.detail
@@ -229,21 +229,25 @@ def _slo_hold(
     state: PolicyState,
     config: TargetConfig,
     cold_s: float,
-    in_system: window.Buckets,
+    windows: tuple[window.Buckets, window.Buckets],
     bucket_s: float,
     active: bool,
     now: float,
 ) -> _Hold | None:
     """The SLO-aware hold (`rules.slo`): warm slots for the horizon's largest burst, in the
-    HPA's unit; None when sloWaitSeconds is off."""
+    HPA's unit; None when sloWaitSeconds is off. What arrived within the burst window is
+    the growth of the requests in the system plus what completed meanwhile (the mean in
+    flight over the window, x window / s)."""
     if config.slo_wait_s is None:
         return None
+    in_system, served = windows
     demand = signals.demand
     horizon = slo_horizon_s(config, cold_s)
     width = peak_bucket_width(config, cold_s)
     window_s = config.burst_window_s
     before = window.value_at(in_system, now - window_s, bucket_s)
-    completed = signals.inflight * window_s / config.service_s
+    mean_inflight = window.time_mean(served, now, window_s, bucket_s)
+    completed = (mean_inflight or 0.0) * window_s / config.service_s
     # First sight (nothing known before): all of it may have come at once.
     arrived = demand if before is None else demand - before + completed
     burst = slo.burst_size(demand, arrived)
