@@ -44,9 +44,9 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.watch.watch import iter_resp_lines
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from scaler.redis_connect import AnyRedis
 from scaler.reports import ReportWriter, report_keys
 from scaler.target_config import TargetConfig
 from scaler.telemetry import ScalerMetrics
@@ -120,7 +120,7 @@ class _StreamFailed(Exception):
 class PodWatch:
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         metrics: ScalerMetrics,
         redis_timeout_s: float,
         configuration: k8s.Configuration | None = None,

@@ -18,10 +18,9 @@ import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from scaler.metrics_http import MetricsEndpoint
-from scaler.redis_connect import fast_failing_client
+from scaler.redis_connect import RedisLink
 from scaler.reports import ReportWriter, report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import readiness_probe
@@ -49,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def redis_client(config: SidecarConfig) -> Redis:
+def redis_link(config: SidecarConfig) -> RedisLink:
     """Calls fail fast: the reporter backs off on its own."""
-    return fast_failing_client(config.redis_url, config.redis_password, config.redis_timeout_s)
+    return RedisLink(
+        config.redis_url,
+        config.redis_password,
+        config.redis_timeout_s,
+        config.redis_sentinel_password,
+    )
 
 
 async def serve(config: SidecarConfig) -> None:
@@ -60,7 +64,7 @@ async def serve(config: SidecarConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
-    redis = redis_client(config)
+    link = redis_link(config)
     probe = readiness_probe(config)
     metrics = SidecarMetrics(registry)
     deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None
@@ -68,7 +72,7 @@ async def serve(config: SidecarConfig) -> None:
         config,
         probe,
         MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
-        ReportWriter(redis, report_keys(config.namespace, config.target)),
+        ReportWriter(link.client, report_keys(config.namespace, config.target)),
         metrics,
         clock=time.monotonic,
         wall_at_start=time.time(),
@@ -105,7 +109,7 @@ async def serve(config: SidecarConfig) -> None:
         await endpoint.stop()
         with contextlib.suppress(Exception):  # shutting down: nothing left to tell
             await probe.close()
-        await redis.aclose()
+        await link.aclose()
 
 
 async def _deletion_cost(config: SidecarConfig, metrics: SidecarMetrics) -> DeletionCost | None:
