@@ -182,11 +182,8 @@ class RedisLink:
             self.client = self._sentinel.master_for(address.service, db=address.db)
         else:
             nodes = [ClusterNode(host, port) for host, port in address.nodes]
-            options = {k: v for k, v in self._options.items() if k != "retry"}
-            # Its own retries re-read the slot map after a failed node: one is enough.
-            self.client = RedisCluster(
-                startup_nodes=nodes, cluster_error_retry_attempts=1, **options
-            )
+            # Its retry re-reads the slot map after a failed node, then tries once more.
+            self.client = RedisCluster(startup_nodes=nodes, **self._options)
 
     @property
     def is_cluster(self) -> bool:

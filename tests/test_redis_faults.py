@@ -71,6 +71,15 @@ def test_a_replica_that_never_saw_the_lost_state_gets_it_back_from_one_that_did(
         other.stop()
 
 
+def test_metric_spec_does_not_need_redis(scaler: RunningScaler, redis_server: LocalRedis) -> None:
+    redis_server.kill()
+    try:
+        spec = scaler.stub.GetMetricSpec(ref("llama"), timeout=3)
+        assert spec.metricSpecs[0].targetSizeFloat == 6.4
+    finally:
+        redis_server.start()
+
+
 def test_slow_redis_answers_unavailable_within_the_deadline_instead_of_piling_up(
     scaler: RunningScaler, redis_server: LocalRedis
 ) -> None:
