@@ -58,9 +58,7 @@ def deployment(request: pytest.FixtureRequest, redis_server: LocalRedis) -> Depl
 
 
 @pytest.fixture
-def redis_client(
-    redis_server: LocalRedis, deployment: Deployment
-) -> Iterator[redis.Redis]:
+def redis_client(redis_server: LocalRedis, deployment: Deployment) -> Iterator[redis.Redis]:
     if deployment.name == "single" and not _answers(redis_server):
         redis_server.start()  # a test that killed it and failed before restarting
     client = deployment.client()
@@ -83,9 +81,7 @@ def publisher(redis_client: redis.Redis) -> ReportPublisher:
 def scaler(
     deployment: Deployment, redis_client: redis.Redis, clock: FakeClock
 ) -> Iterator[RunningScaler]:
-    settings = scaler_settings(
-        deployment.url, redis_sentinel_password=deployment.sentinel_password
-    )
+    settings = scaler_settings(deployment.url, redis_sentinel_password=deployment.sentinel_password)
     running = RunningScaler(settings, clock)
     yield running
     running.stop()

@@ -37,6 +37,11 @@ class Deployment(Protocol):
     def master_of(self, key: str) -> LocalRedis:
         """The process holding `key` now."""
 
+    def direct(self, node: LocalRedis) -> redis.Redis:
+        """A client to that one process, whatever its role."""
+
+    def replicas_of(self, master: LocalRedis) -> list[LocalRedis]: ...
+
     def kill(self, node: LocalRedis) -> None:
         """As on a crash: at once, nothing saved."""
 
@@ -68,6 +73,13 @@ def _redis_cli() -> str:
     if not Path(found).exists():
         raise RuntimeError("no redis-cli next to redis-server: it creates the test Cluster")
     return found
+
+
+def _replicas(master: redis.Redis, nodes: list[LocalRedis]) -> list[LocalRedis]:
+    with master:
+        info = master.info("replication")
+    ports = {int(info[f"slave{i}"]["port"]) for i in range(int(info["connected_slaves"]))}
+    return [node for node in nodes if node.port in ports]
 
 
 class SentinelDeployment:
@@ -131,10 +143,10 @@ class SentinelDeployment:
         )
 
     def _replicas_in_sync(self) -> bool:  # at start
-        with self._direct(self.nodes[0]) as master:
+        with self.direct(self.nodes[0]) as master:
             return int(master.info("replication")["connected_slaves"]) == 2
 
-    def _direct(self, node: LocalRedis) -> redis.Redis:
+    def direct(self, node: LocalRedis) -> redis.Redis:
         return redis.Redis(port=node.port, password=PASSWORD, decode_responses=True)
 
     def client(self) -> redis.Redis:
@@ -143,6 +155,9 @@ class SentinelDeployment:
     def master_of(self, key: str) -> LocalRedis:
         _, port = self._sentinel().discover_master(SERVICE)
         return next(node for node in self.nodes if node.port == port)
+
+    def replicas_of(self, master: LocalRedis) -> list[LocalRedis]:
+        return _replicas(self.direct(master), self.nodes)
 
     def heal(self) -> None:
         # The sentinels turn the old master into a replica at their next INFO (up to 10 s);
@@ -196,9 +211,9 @@ class ClusterDeployment:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
         subprocess.run(
-            [_redis_cli(), "--cluster", "create", *addresses]
-            + ["--cluster-replicas", "1", "--cluster-yes"],
+            [_redis_cli(), *create],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -232,6 +247,12 @@ class ClusterDeployment:
                 if start <= slot <= end:
                     return next(node for node in self.nodes if node.port == master[1])
         raise LookupError(f"no master holds slot {slot}")
+
+    def direct(self, node: LocalRedis) -> redis.Redis:
+        return redis.Redis(port=node.port, decode_responses=True)
+
+    def replicas_of(self, master: LocalRedis) -> list[LocalRedis]:
+        return _replicas(self.direct(master), self.nodes)
 
     def _alive(self) -> LocalRedis:
         return next(node for node in self.nodes if node not in self._killed)
@@ -270,6 +291,12 @@ class SingleDeployment:
 
     def master_of(self, key: str) -> LocalRedis:
         return self.server
+
+    def direct(self, node: LocalRedis) -> redis.Redis:
+        return self.client()
+
+    def replicas_of(self, master: LocalRedis) -> list[LocalRedis]:
+        return []
 
     def kill(self, node: LocalRedis) -> None:
         node.kill()
