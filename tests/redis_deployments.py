@@ -170,6 +170,15 @@ class SentinelDeployment:
         node.kill()
         self._killed.append(node)
 
+    def settle(self) -> None:
+        """Until the master has both replicas again (benchmarks: failover after failover)."""
+        _wait(
+            lambda: (
+                int(self.direct(self.master_of("")).info("replication")["connected_slaves"]) == 2
+            ),
+            "both replicas linked to the master",
+        )
+
     def data_pids(self) -> list[int]:
         return [p for p in (self.master_of("").pid,) if p is not None]
 
