@@ -3,6 +3,8 @@
 One Lua script per decision drops the reports that went stale, returns the fresh
 ones and measures the queue, atomically: the read costs one round trip whatever
 the number of pods, and never sees a report half written (see `scaler.reports`).
+On a Redis Cluster a queue outside the target's hash slot is measured by a
+second script on its own node, sent at the same time (docs/redis.md).
 Errors are typed so the gRPC layer can say what is wrong: Redis not answering is
 `StoreUnavailable`, a queue that cannot be measured is `QueueError`. Neither is
 ever turned into "zero demand".
