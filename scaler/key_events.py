@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator, Iterable
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError
 
-from scaler.redis_connect import RedisLink
+from scaler.redis_connect import REDIS_ERRORS, RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class KeyEvents:
     ) -> None:
         try:
             masters = await self._link.primaries()
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.debug("cluster topology not read (%s); keeping the masters known", exc)
             return
         for address in set(tasks) - masters:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.asyncio import Redis
@@ -34,10 +34,14 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 
 from scaler.parsing import shown
 
 AnyRedis = Redis | RedisCluster
+# What a call to Redis can fail with: a Cluster none of whose nodes answers raises
+# RedisClusterException, which is no RedisError.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 Kind = Literal["single", "sentinel", "cluster"]
 
 URL_FORMS = (
@@ -229,6 +233,28 @@ class RedisLink:
             for sentinel in self._sentinel.sentinels:
                 with contextlib.suppress(Exception):
                     await sentinel.aclose()
+
+
+class RedisSettings(Protocol):
+    """Where Redis is and how to log in: the scaler's Settings and the sidecar's config."""
+
+    @property
+    def redis_url(self) -> str: ...
+    @property
+    def redis_password(self) -> str | None: ...
+    @property
+    def redis_sentinel_password(self) -> str | None: ...
+    @property
+    def redis_timeout_s(self) -> float: ...
+
+
+def connect(settings: RedisSettings) -> RedisLink:
+    return RedisLink(
+        settings.redis_url,
+        settings.redis_password,
+        settings.redis_timeout_s,
+        settings.redis_sentinel_password,
+    )
 
 
 def check_redis_url(name: str, url: str, error: type[ValueError]) -> str:

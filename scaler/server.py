@@ -21,14 +21,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
-from redis.exceptions import RedisError
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock, RedisClock
 from scaler.key_events import KeyEvents
 from scaler.metrics_http import MetricsEndpoint
-from scaler.redis_connect import RedisLink
+from scaler.redis_connect import REDIS_ERRORS, connect
 from scaler.service import ExternalScalerService
 from scaler.settings import Settings
 from scaler.store import TargetStore
@@ -48,15 +47,6 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def redis_link(settings: Settings) -> RedisLink:
-    return RedisLink(
-        settings.redis_url,
-        settings.redis_password,
-        settings.redis_timeout_s,
-        settings.redis_sentinel_password,
-    )
-
-
 class ScalerServer:
     def __init__(
         self,
@@ -70,7 +60,7 @@ class ScalerServer:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
-        self.link = redis_link(settings)
+        self.link = connect(settings)
         self.redis = self.link.client
         self.stopping = asyncio.Event()
         self.key_events = KeyEvents(self.link)
@@ -169,7 +159,7 @@ class ScalerServer:
                     await self.link.ping()
                 last_ok = time.monotonic()
                 self.metrics.redis_last_success.set_to_current_time()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (*REDIS_ERRORS, TimeoutError) as exc:
                 self.metrics.redis_errors.labels("ping").inc()
                 if status == _SERVING:
                     log.warning("redis ping failed: %s", exc)

@@ -18,11 +18,11 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from scaler import window
 from scaler.policy import PolicyState, bucket_width, retained_s
-from scaler.redis_connect import RedisLink
+from scaler.redis_connect import REDIS_ERRORS, RedisLink
 from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
@@ -199,7 +199,7 @@ class TargetStore:
             raise StoreUnavailable(f"redis did not answer within {limit:.3g} s") from exc
         except ResponseError as exc:
             raise StoreUnavailable(f"redis refused the call: {exc}") from exc
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
 
 

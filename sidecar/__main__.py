@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from scaler.metrics_http import MetricsEndpoint
-from scaler.redis_connect import RedisLink
+from scaler.redis_connect import connect
 from scaler.reports import ReportWriter, report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import readiness_probe
@@ -48,23 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def redis_link(config: SidecarConfig) -> RedisLink:
-    """Calls fail fast: the reporter backs off on its own."""
-    return RedisLink(
-        config.redis_url,
-        config.redis_password,
-        config.redis_timeout_s,
-        config.redis_sentinel_password,
-    )
-
-
 async def serve(config: SidecarConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
-    link = redis_link(config)
+    link = connect(config)  # calls fail fast: the reporter backs off on its own
     probe = readiness_probe(config)
     metrics = SidecarMetrics(registry)
     deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None

@@ -159,7 +159,8 @@ def argument_parser() -> argparse.ArgumentParser:
         prog="python -m sidecar",
         description="Reports this pod's Triton load to Redis for the LLM KEDA scaler. "
         "Every flag can also be given as the environment variable named in its help; "
-        "the flag wins. REDIS_PASSWORD (from a Secret) is read from the environment only.",
+        "the flag wins. REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD (from a Secret) are read "
+        "from the environment only.",
     )
     for key, setting in SETTINGS.items():
         parser.add_argument(

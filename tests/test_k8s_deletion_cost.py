@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis
+from scaler.redis_connect import connect
 from scaler.reports import ReportWriter, report_keys
-from sidecar.__main__ import redis_link
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.deletion_cost import (
     ANNOTATION,
@@ -181,7 +181,7 @@ async def sidecar(
         redis_timeout_s=0.5,
         deletion_cost=True,
     )
-    link = redis_link(config)
+    link = connect(config)
     probe = readiness_probe(config)
     registry = CollectorRegistry()
     metrics = SidecarMetrics(registry)
