@@ -198,38 +198,40 @@ class ClusterDeployment:
     sentinel_password: str | None = None
 
     def __init__(self) -> None:
-        self.nodes = [
-            LocalRedis(
-                extra_args=(
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    str(NODE_TIMEOUT_MS),
-                    "--cluster-port",
-                    str(free_port()),
-                )
-            )
-            for _ in range(6)
-        ]
+        self.nodes: list[LocalRedis] = []
         self._killed: list[LocalRedis] = []
-        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        self.url = ""
 
-    def start(self) -> ClusterDeployment:
+    def start(self, attempts: int = 3) -> ClusterDeployment:
+        """Free ports are only free when asked: one taken meanwhile fails a node's start or
+        the creation, so a failed attempt is made again on other ports."""
+        for attempt in range(attempts):
+            self.nodes = [_cluster_node(port, bus) for port, bus in _distinct_ports(6, 2)]
+            self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+            try:
+                self._create()
+                return self
+            except (RuntimeError, TimeoutError, OSError):
+                self.close()
+                if attempt == attempts - 1:
+                    raise
+        return self
+
+    def _create(self) -> None:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         create = ["--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
-        subprocess.run(
-            [_redis_cli(), *create],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=60,
+        done = subprocess.run(
+            [_redis_cli(), *create], capture_output=True, text=True, timeout=60, check=False
         )
-        _wait(self._settled, "cluster state ok on every node")
-        return self
+        try:
+            # Its own final check can fail on a loaded machine while the nodes still agree
+            # a moment later: the cluster's state decides, the exit status only explains.
+            _wait(self._settled, "cluster state ok on every node")
+        except TimeoutError:
+            output = f"{done.stdout}{done.stderr}"
+            raise RuntimeError(f"redis-cli --cluster create: {done.returncode}\n{output}") from None
 
     def _settled(self) -> bool:
         for node in self.nodes:
@@ -283,6 +285,31 @@ class ClusterDeployment:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+def _distinct_ports(count: int, each: int) -> list[tuple[int, ...]]:
+    ports: list[int] = []
+    while len(ports) < count * each:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return [tuple(ports[i : i + each]) for i in range(0, len(ports), each)]
+
+
+def _cluster_node(port: int, bus_port: int) -> LocalRedis:
+    return LocalRedis(
+        port,
+        extra_args=(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            "--cluster-port",
+            str(bus_port),
+        ),
+    )
 
 
 class SingleDeployment:
