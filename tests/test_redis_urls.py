@@ -3,11 +3,19 @@ one stops the scaler and the sidecar at start with the variable named and the fo
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import pytest
+import redis
+
+from scaler.local_redis import LocalRedis, find_redis_server, free_port
 from scaler.redis_connect import RedisAddress, RedisLink, parse_redis_url
 from scaler.settings import SettingsError, settings_from_env
 from sidecar.config import ConfigError, load_config
+from tests.certs import CertificateAuthority
 
 DOWNWARD_API = {"POD_NAME": "p", "POD_NAMESPACE": "n", "TARGET_NAME": "t"}
 
@@ -114,3 +122,67 @@ def test_secret_passwords_win_and_sentinels_get_their_own() -> None:
     sentinel_kwargs = link._sentinel.sentinels[0].connection_pool.connection_kwargs
     assert sentinel_kwargs["password"] == "sentinels"
     assert link.describe() == "redis+sentinel://:***@s1/mymaster"
+
+
+def test_rediss_sentinel_reaches_a_tls_master_through_tls_sentinels(tmp_path: Path) -> None:
+    """TLS to the sentinels and to the master they name, with the URL's TLS options alone."""
+    ca = CertificateAuthority("redis test CA")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    cert, key = ca.issue("redis", server=True).write(tmp_path, "redis")
+    tls = (
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--tls-ca-cert-file",
+        str(tmp_path / "ca.crt"),
+    )
+    port = free_port()
+    master = LocalRedis(
+        port, extra_args=("--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no", *tls)
+    )
+    sentinel_port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port 0\ntls-port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {tmp_path / 'ca.crt'}\n"
+        "tls-auth-clients no\ntls-replication yes\n"
+        f"sentinel monitor mymaster 127.0.0.1 {port} 1\n"
+    )
+    master.start()
+    sentinel = subprocess.Popen(
+        [find_redis_server(), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = (
+        f"rediss+sentinel://127.0.0.1:{sentinel_port}/mymaster/0?ssl_ca_certs={tmp_path / 'ca.crt'}"
+    )
+    plain = url.replace("rediss+", "redis+").split("?")[0]
+
+    async def write_and_read(url: str) -> str | None:
+        link = RedisLink(url, None, 1.0)
+        try:
+            await link.client.set("k", "v")
+            return await link.client.get("k")  # type: ignore[no-any-return]
+        finally:
+            await link.aclose()
+
+    try:
+        assert asyncio.run(_eventually_ok(lambda: write_and_read(url))) == "v"
+        with pytest.raises((redis.RedisError, OSError)):
+            asyncio.run(write_and_read(plain))  # the sentinel speaks TLS only
+    finally:
+        sentinel.kill()
+        sentinel.wait()
+        master.close()
+
+
+async def _eventually_ok(call: Callable[[], Awaitable[str | None]]) -> str | None:
+    """The sentinel answers once it has started: real process start-up, bounded."""
+    for _ in range(100):
+        try:
+            return await call()
+        except (redis.RedisError, OSError):
+            await asyncio.sleep(0.05)
+    return await call()
