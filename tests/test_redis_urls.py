@@ -13,6 +13,7 @@ import redis
 
 from scaler.local_redis import LocalRedis, find_redis_server, free_port
 from scaler.redis_connect import RedisAddress, RedisLink, parse_redis_url
+from scaler.reports import report_keys
 from scaler.settings import SettingsError, settings_from_env
 from sidecar.config import ConfigError, load_config
 from tests.certs import CertificateAuthority
@@ -186,3 +187,13 @@ async def _eventually_ok(call: Callable[[], Awaitable[str | None]]) -> str | Non
         except (redis.RedisError, OSError):
             await asyncio.sleep(0.05)
     return await call()
+
+
+def test_on_a_cluster_only_a_queue_sharing_the_targets_hash_tag_is_read_in_the_same_script() -> (
+    None
+):
+    reports = report_keys("inference", "m").reports
+    cluster = RedisLink("redis+cluster://127.0.0.1:1", None, 1.0)
+    assert not cluster.same_slot(reports, "q")  # the queues of the polling tests: read apart
+    assert cluster.same_slot(reports, "{inference/m}:requests")
+    assert RedisLink("redis://127.0.0.1:1/0", None, 1.0).same_slot(reports, "q")
