@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from scaler.demo import cli as demo
 from scaler.local_redis import LocalRedis, answers
+from scaler.redis_connect import parse_redis_url
 from scaler.server import ScalerServer
 from scaler.settings import Settings, SettingsError, configure_logging, settings_from_env
 from scaler.simulator import cli as simulate
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local_redis(settings: Settings) -> LocalRedis | None:
-    if answers(settings.redis_url):
-        return None
+    if parse_redis_url(settings.redis_url).kind != "single" or answers(settings.redis_url):
+        return None  # a Sentinel or Cluster is never stood in for by a local one
     url = urlsplit(settings.redis_url)
     if url.hostname not in ("localhost", "127.0.0.1", "::1"):
         log.warning(

@@ -44,9 +44,9 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.watch.watch import iter_resp_lines
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from scaler.redis_connect import AnyRedis
 from scaler.reports import ReportWriter, report_keys
 from scaler.target_config import TargetConfig
 from scaler.telemetry import ScalerMetrics
@@ -120,7 +120,7 @@ class _StreamFailed(Exception):
 class PodWatch:
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         metrics: ScalerMetrics,
         redis_timeout_s: float,
         configuration: k8s.Configuration | None = None,
@@ -214,7 +214,8 @@ class PodWatch:
                     continue
                 # Expired straight after a list: a confused server; never spin on it.
                 self._count("watch", "pod watch of %s: version of a fresh list expired", namespace)
-            except (RedisError, TimeoutError) as exc:  # TimeoutError: our bound on a Redis call
+            # TimeoutError: our bound on a Redis call; RedisClusterException: no node answers.
+            except (RedisError, RedisClusterException, TimeoutError) as exc:
                 self._count("redis", "pod watch of %s: redis: %s", namespace, exc)
             except Exception as exc:  # the API's or the client's: never the scaler's answers
                 self._count(kind, "pod watch of %s: %s", namespace, exc)

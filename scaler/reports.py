@@ -35,7 +35,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from scaler.redis_connect import AnyRedis
 
 KEY_PREFIX = "llm-scaler:"
 DEFAULT_REPORT_TTL_S = 24 * 3600
@@ -229,7 +229,9 @@ return redis.call('ZREM', KEYS[2], ARGV[1])
 class ReportWriter:
     """Writes and removes pod reports for one target, following the contract above."""
 
-    def __init__(self, redis: Redis, keys: ReportKeys, ttl_s: int = DEFAULT_REPORT_TTL_S) -> None:
+    def __init__(
+        self, redis: AnyRedis, keys: ReportKeys, ttl_s: int = DEFAULT_REPORT_TTL_S
+    ) -> None:
         self._keys = keys
         self._ttl_s = ttl_s
         self._write = redis.register_script(WRITE_REPORT_LUA)

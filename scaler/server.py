@@ -21,15 +21,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock, RedisClock
 from scaler.key_events import KeyEvents
 from scaler.metrics_http import MetricsEndpoint
-from scaler.redis_connect import fast_failing_client
+from scaler.redis_connect import REDIS_ERRORS, connect
 from scaler.service import ExternalScalerService
 from scaler.settings import Settings
 from scaler.store import TargetStore
@@ -49,12 +47,6 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def redis_client(settings: Settings) -> Redis:
-    return fast_failing_client(
-        settings.redis_url, settings.redis_password, settings.redis_timeout_s
-    )
-
-
 class ScalerServer:
     def __init__(
         self,
@@ -68,14 +60,14 @@ class ScalerServer:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = ScalerMetrics(self.registry)
-        self.redis = redis_client(settings)
+        self.link = connect(settings)
+        self.redis = self.link.client
         self.stopping = asyncio.Event()
-        db = int(self.redis.connection_pool.connection_kwargs.get("db", 0))
-        self.key_events = KeyEvents(self.redis, db)
+        self.key_events = KeyEvents(self.link)
         # grpc-stubs predate grpc_health's asyncio servicer, hence the ignore.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.service = ExternalScalerService(
-            TargetStore(self.redis, settings.redis_timeout_s),
+            TargetStore(self.link, settings.redis_timeout_s),
             self.metrics,
             self.stopping,
             self.key_events,
@@ -111,7 +103,7 @@ class ScalerServer:
             await self._shutdown()
         # Closed only once the tasks above have ended: closing the pool under a command
         # in progress (a ping, the key-event subscription) fails it with no RedisError.
-        await self.redis.aclose()
+        await self.link.aclose()
 
     async def _start(self) -> None:
         limit = self.settings.max_message_bytes
@@ -143,7 +135,7 @@ class ScalerServer:
             self.settings.bind_address,
             self.grpc_port,
             self.metrics_port,
-            self.redis.connection_pool.connection_kwargs.get("host", self.settings.redis_url),
+            self.link.describe(),
         )
 
     async def _shutdown(self) -> None:
@@ -164,10 +156,10 @@ class ScalerServer:
         while not self.stopping.is_set():
             try:
                 async with asyncio.timeout(self.settings.redis_timeout_s):
-                    await self.redis.ping()
+                    await self.link.ping()
                 last_ok = time.monotonic()
                 self.metrics.redis_last_success.set_to_current_time()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (*REDIS_ERRORS, TimeoutError) as exc:
                 self.metrics.redis_errors.labels("ping").inc()
                 if status == _SERVING:
                     log.warning("redis ping failed: %s", exc)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from scaler.parsing import int_in_range, number_in_range, shown
-from scaler.redis_connect import without_password
+from scaler.redis_connect import check_redis_url
 
 
 class SettingsError(ValueError):
@@ -23,6 +22,8 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     # Overrides any password in REDIS_URL, so the password can come from a Secret alone.
     redis_password: str | None = None
+    # Sentinels' own password (REDIS_URL redis+sentinel://), also from a Secret; None: no AUTH.
+    redis_sentinel_password: str | None = None
     bind_address: str = "0.0.0.0"
     grpc_port: int = 9090
     metrics_port: int = 9100
@@ -54,12 +55,7 @@ _SWITCHES = ("auto", "on", "off")
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     d = Settings()
-    redis_url = env.get("REDIS_URL", d.redis_url)
-    if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(
-            f"REDIS_URL = {shown(without_password(redis_url))}, "
-            "must be a redis://, rediss:// or unix:// URL"
-        )
+    redis_url = check_redis_url("REDIS_URL", env.get("REDIS_URL", d.redis_url), SettingsError)
     log_level = env.get("LOG_LEVEL", d.log_level).upper()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL = {shown(log_level)}, must be one of {_LOG_LEVELS}")
@@ -92,6 +88,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     return Settings(
         redis_url=redis_url,
         redis_password=env.get("REDIS_PASSWORD") or None,
+        redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
         bind_address=env.get("BIND_ADDRESS", d.bind_address),
         grpc_port=port("GRPC_PORT", d.grpc_port),
         metrics_port=port("METRICS_PORT", d.metrics_port),

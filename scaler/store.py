@@ -3,6 +3,8 @@
 One Lua script per decision drops the reports that went stale, returns the fresh
 ones and measures the queue, atomically: the read costs one round trip whatever
 the number of pods, and never sees a report half written (see `scaler.reports`).
+On a Redis Cluster a queue outside the target's hash slot is measured by a
+second script on its own node, sent at the same time (docs/redis.md).
 Errors are typed so the gRPC layer can say what is wrong: Redis not answering is
 `StoreUnavailable`, a queue that cannot be measured is `QueueError`. Neither is
 ever turned into "zero demand".
@@ -12,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from scaler.policy import PolicyState
+from scaler.redis_connect import REDIS_ERRORS, RedisLink
 from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
@@ -51,11 +53,49 @@ class Snapshot:
     state: PolicyState  # what earlier decisions (of any replica) left for this ScaledObject
 
 
+# Defines queue_depth(key, type, consumer group) -> {'ok', depth} or {'error', message}.
+QUEUE_DEPTH_LUA = """
+local function queue_depth(key, qtype, group)
+  if qtype == '' then return {'ok', '0'} end
+  local r
+  if qtype == 'list' then
+    r = redis.pcall('LLEN', key)
+  elseif qtype == 'zset' then
+    r = redis.pcall('ZCARD', key)
+  else
+    r = redis.pcall('XINFO', 'GROUPS', key)
+    if type(r) == 'table' and r.err and string.find(r.err, 'no such key') then
+      return {'ok', '0'}  -- no producer has written yet
+    end
+    if not r.err then
+      for _, g in ipairs(r) do
+        local f = {}
+        for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+        if f['name'] == group then
+          local lag = f['lag']
+          if not lag then  -- Redis < 7, or lag unknown after XDEL: count what is undelivered
+            lag = #redis.call('XRANGE', key, '(' .. f['last-delivered-id'], '+')
+          end
+          return {'ok', tostring(lag + f['pending'])}
+        end
+      end
+      return {'error', 'consumer group ' .. group .. ' does not exist on stream ' .. key}
+    end
+  end
+  if type(r) == 'table' and r.err then
+    local held = redis.call('TYPE', key)['ok']
+    return {'error', r.err .. ' (key ' .. key .. ' holds a ' .. held .. ')'}
+  end
+  return {'ok', tostring(r)}
+end
+"""
+
 # KEYS: reports, seen, queue, policy state. ARGV: stale_after_s, now ('' = Redis TIME),
 # queue type ('' = no queue), consumer group.
 # Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list}.
 READ_TARGET_LUA = (
     SUM_REPORTS_LUA
+    + QUEUE_DEPTH_LUA
     + """
 local now
 if ARGV[2] == '' then
@@ -80,55 +120,28 @@ for i = 1, #pods, 1000 do
   for _, p in ipairs(got) do payloads[#payloads + 1] = p end
 end
 
-local function queue_depth()
-  local qtype, key = ARGV[3], KEYS[3]
-  if qtype == '' then return {'ok', '0'} end
-  local r
-  if qtype == 'list' then
-    r = redis.pcall('LLEN', key)
-  elseif qtype == 'zset' then
-    r = redis.pcall('ZCARD', key)
-  else
-    r = redis.pcall('XINFO', 'GROUPS', key)
-    if type(r) == 'table' and r.err and string.find(r.err, 'no such key') then
-      return {'ok', '0'}  -- no producer has written yet
-    end
-    if not r.err then
-      for _, g in ipairs(r) do
-        local f = {}
-        for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-        if f['name'] == ARGV[4] then
-          local lag = f['lag']
-          if not lag then  -- Redis < 7, or lag unknown after XDEL: count what is undelivered
-            lag = #redis.call('XRANGE', key, '(' .. f['last-delivered-id'], '+')
-          end
-          return {'ok', tostring(lag + f['pending'])}
-        end
-      end
-      return {'error', 'consumer group ' .. ARGV[4] .. ' does not exist on stream ' .. key}
-    end
-  end
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key)['ok']
-    return {'error', r.err .. ' (key ' .. key .. ' holds a ' .. held .. ')'}
-  end
-  return {'ok', tostring(r)}
-end
-
 local state = redis.call('HGETALL', KEYS[4])
-return {string.format('%.6f', now), #stale, sum_reports(pods, payloads), queue_depth(), state}
+return {string.format('%.6f', now), #stale, sum_reports(pods, payloads),
+        queue_depth(KEYS[3], ARGV[3], ARGV[4]), state}
 """
 )
 
+# On a Redis Cluster, a queue in another hash slot than its target's keys (the usual
+# case: producers name it) is measured apart, on its own node, in parallel with the
+# target's read. KEYS: queue. ARGV: queue type, consumer group.
+READ_QUEUE_LUA = QUEUE_DEPTH_LUA + "return queue_depth(KEYS[1], ARGV[1], ARGV[2])\n"
+
 
 class TargetStore:
-    """Reads targets' snapshots from one Redis, each read bounded by a timeout."""
+    """Reads targets' snapshots from Redis (one, Sentinel's master or a Cluster), each read
+    bounded by a timeout."""
 
-    def __init__(self, redis: Redis, timeout_s: float) -> None:
-        self._redis = redis
+    def __init__(self, link: RedisLink, timeout_s: float) -> None:
+        self._link = link
         self._timeout_s = timeout_s
-        self._read = redis.register_script(READ_TARGET_LUA)
-        self._merge_state = redis.register_script(MERGE_STATE_LUA)
+        self._read = link.client.register_script(READ_TARGET_LUA)
+        self._read_queue = link.client.register_script(READ_QUEUE_LUA)
+        self._merge_state = link.client.register_script(MERGE_STATE_LUA)
 
     async def read(
         self, config: TargetConfig, now: float | None = None, timeout_s: float | None = None
@@ -139,42 +152,49 @@ class TargetStore:
         replica then agrees); tests pass their own clock's time."""
         keys = config.report_keys
         queue_type = config.queue_type.value if config.queue_key else ""
-        raw = await self._call(
-            self._read,
-            keys=[keys.reports, keys.seen, config.queue_key or keys.reports, policy_key(config)],
+        group = config.consumer_group or ""
+        queue_key = config.queue_key or keys.reports
+        apart = not self._link.same_slot(keys.reports, queue_key)
+        read = self._read(
+            keys=[
+                keys.reports,
+                keys.seen,
+                keys.reports if apart else queue_key,
+                policy_key(config),
+            ],
             args=[
                 f"{config.stale_after_s:.6f}",
                 "" if now is None else f"{now:.6f}",
-                queue_type,
-                config.consumer_group or "",
+                "" if apart else queue_type,
+                group,
             ],
-            timeout_s=timeout_s,
         )
+        if not apart:
+            return _snapshot(config, await self._bounded(read, timeout_s))
+        queue = self._read_queue(keys=[queue_key], args=[queue_type, group])
+        raw, depth = await self._bounded(asyncio.gather(read, queue), timeout_s)
+        raw[3] = depth
         return _snapshot(config, raw)
 
     async def save_state(
         self, config: TargetConfig, state: PolicyState, now: float, timeout_s: float | None = None
     ) -> None:
         """Merge `state` into the stored one (per-field maximum, see `state_codec`)."""
-        await self._call(
-            self._merge_state,
-            keys=[policy_key(config)],
-            args=merge_args(state, now, state_ttl_s(config)),
-            timeout_s=timeout_s,
+        merge = self._merge_state(
+            keys=[policy_key(config)], args=merge_args(state, now, state_ttl_s(config))
         )
+        await self._bounded(merge, timeout_s)
 
-    async def _call(
-        self, script: AsyncScript, keys: list[str], args: list[str | int], timeout_s: float | None
-    ) -> Any:
+    async def _bounded(self, call: Awaitable[Any], timeout_s: float | None) -> Any:
         limit = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
         try:
             async with asyncio.timeout(limit):
-                return await script(keys=keys, args=args)
+                return await call
         except TimeoutError as exc:
             raise StoreUnavailable(f"redis did not answer within {limit:.3g} s") from exc
         except ResponseError as exc:
             raise StoreUnavailable(f"redis refused the call: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
 
 

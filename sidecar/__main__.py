@@ -18,10 +18,9 @@ import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from scaler.metrics_http import MetricsEndpoint
-from scaler.redis_connect import fast_failing_client
+from scaler.redis_connect import connect
 from scaler.reports import ReportWriter, report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import readiness_probe
@@ -49,18 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def redis_client(config: SidecarConfig) -> Redis:
-    """Calls fail fast: the reporter backs off on its own."""
-    return fast_failing_client(config.redis_url, config.redis_password, config.redis_timeout_s)
-
-
 async def serve(config: SidecarConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
-    redis = redis_client(config)
+    link = connect(config)  # calls fail fast: the reporter backs off on its own
     probe = readiness_probe(config)
     metrics = SidecarMetrics(registry)
     deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None
@@ -68,7 +62,7 @@ async def serve(config: SidecarConfig) -> None:
         config,
         probe,
         MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
-        ReportWriter(redis, report_keys(config.namespace, config.target)),
+        ReportWriter(link.client, report_keys(config.namespace, config.target)),
         metrics,
         clock=time.monotonic,
         wall_at_start=time.time(),
@@ -105,7 +99,7 @@ async def serve(config: SidecarConfig) -> None:
         await endpoint.stop()
         with contextlib.suppress(Exception):  # shutting down: nothing left to tell
             await probe.close()
-        await redis.aclose()
+        await link.aclose()
 
 
 async def _deletion_cost(config: SidecarConfig, metrics: SidecarMetrics) -> DeletionCost | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from scaler.parsing import int_in_range, number_in_range, shown
-from scaler.redis_connect import without_password
+from scaler.redis_connect import check_redis_url, without_password
 
 
 class ConfigError(ValueError):
@@ -33,6 +33,7 @@ class SidecarConfig:
     target: str
     redis_url: str = "redis://localhost:6379/0"
     redis_password: str | None = None
+    redis_sentinel_password: str | None = None
     # Readiness is asked over Triton's HTTP API (light) or, through tritonclient, its gRPC API.
     readiness: str = "http"
     triton_http_url: str = "http://localhost:8000"
@@ -62,7 +63,9 @@ class SidecarConfig:
         return (
             f"SidecarConfig(pod={self.pod!r}, namespace={self.namespace!r}, "
             f"target={self.target!r}, redis_url={without_password(self.redis_url)!r}, "
-            f"redis_password={password!r}, readiness={self.readiness!r}, "
+            f"redis_password={password!r}, "
+            f"redis_sentinel_password={None if self.redis_sentinel_password is None else '***'!r}, "
+            f"readiness={self.readiness!r}, "
             f"triton_http_url={self.triton_http_url!r}, triton_grpc_url={self.triton_grpc_url!r}, "
             f"triton_metrics_url={self.triton_metrics_url!r}, models={self.models!r}, "
             f"capacity={self.capacity!r}, interval_s={self.interval_s!r}, "
@@ -91,7 +94,12 @@ SETTINGS: dict[str, Setting] = {
         "TARGET_NAME",
         "name reports are filed under: the ScaledObject's targetName (default: its name)",
     ),
-    "redis_url": Setting("--redis-url", "REDIS_URL", "redis://, rediss:// or unix:// URL"),
+    "redis_url": Setting(
+        "--redis-url",
+        "REDIS_URL",
+        "redis://, rediss:// or unix:// URL; redis+sentinel://host:port[,...]/service "
+        "or redis+cluster://host:port[,...] (rediss+ for TLS), see docs/redis.md",
+    ),
     "readiness": Setting(
         "--readiness",
         "TRITON_READINESS",
@@ -151,7 +159,8 @@ def argument_parser() -> argparse.ArgumentParser:
         prog="python -m sidecar",
         description="Reports this pod's Triton load to Redis for the LLM KEDA scaler. "
         "Every flag can also be given as the environment variable named in its help; "
-        "the flag wins. REDIS_PASSWORD (from a Secret) is read from the environment only.",
+        "the flag wins. REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD (from a Secret) are read "
+        "from the environment only.",
     )
     for key, setting in SETTINGS.items():
         parser.add_argument(
@@ -217,6 +226,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         target=_target_name(raw("target")),
         redis_url=_redis_url(raw("redis_url", d.redis_url) or d.redis_url),
         redis_password=env.get("REDIS_PASSWORD") or None,
+        redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
         readiness=readiness,
         triton_http_url=_http_url("triton_http_url", raw("triton_http_url", d.triton_http_url)),
         triton_grpc_url=_grpc_address(raw("triton_grpc_url", d.triton_grpc_url)),
@@ -253,12 +263,7 @@ def _target_name(value: str | None) -> str:
 
 
 def _redis_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(
-            f"{SETTINGS['redis_url'].name} = {shown(without_password(value))}, "
-            "must be a redis://, rediss:// or unix:// URL"
-        )
-    return value
+    return check_redis_url(SETTINGS["redis_url"].name, value, ConfigError)
 
 
 def _grpc_address(value: str | None) -> str:

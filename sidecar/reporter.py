@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
-
+from scaler.redis_connect import REDIS_ERRORS
 from scaler.reports import PodReport, ReportWriter
 from sidecar.config import SidecarConfig
 from sidecar.readiness import Readiness, ReadinessProbe, TritonUnavailable
@@ -189,7 +188,7 @@ class Reporter:
         try:
             async with asyncio.timeout(self._config.redis_timeout_s):
                 await self._writer.delete(self._config.pod)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             self._metrics.failures.labels("redis").inc()
             log.warning(
                 "could not remove the report of %s (%s); the scaler drops it once stale",
@@ -289,7 +288,7 @@ class Reporter:
         try:
             async with asyncio.timeout(self._config.redis_timeout_s):
                 stamped_at = await self._writer.write(report)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_ERRORS, TimeoutError) as exc:
             self._backoff_s = min(
                 MAX_BACKOFF_S, max(self._config.poll_interval_s, 2 * self._backoff_s)
             )

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server on a free port, and the real scaler over real gRPC."""
+"""Shared fixtures: a real redis-server on a free port (or a real Sentinel or Cluster
+deployment, for the tests parametrised over them), and the real scaler over real gRPC."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ import redis
 
 from scaler.local_redis import LocalRedis
 from tests.harness import FakeClock, ReportPublisher, RunningScaler, scaler_settings
+from tests.redis_deployments import (
+    ClusterDeployment,
+    Deployment,
+    SentinelDeployment,
+    SingleDeployment,
+)
+
+# For `pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)`.
+EVERY_DEPLOYMENT = ["single", "sentinel", "cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -19,13 +29,41 @@ def redis_server() -> Iterator[LocalRedis]:
     server.close()
 
 
+@pytest.fixture(scope="session")
+def sentinel_deployment() -> Iterator[SentinelDeployment]:
+    deployment = SentinelDeployment()
+    try:
+        yield deployment.start()
+    finally:
+        deployment.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_deployment() -> Iterator[ClusterDeployment]:
+    deployment = ClusterDeployment()
+    try:
+        yield deployment.start()
+    finally:
+        deployment.close()
+
+
 @pytest.fixture
-def redis_client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
-    if not _answers(redis_server):  # a test that killed it and failed before restarting
-        redis_server.start()
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+def deployment(request: pytest.FixtureRequest, redis_server: LocalRedis) -> Deployment:
+    """The suite's single redis-server unless a test is parametrised over deployments."""
+    kind = getattr(request, "param", "single")
+    if kind == "single":
+        return SingleDeployment(redis_server)
+    chosen: Deployment = request.getfixturevalue(f"{kind}_deployment")
+    return chosen
+
+
+@pytest.fixture
+def redis_client(redis_server: LocalRedis, deployment: Deployment) -> Iterator[redis.Redis]:
+    if deployment.name == "single" and not _answers(redis_server):
+        redis_server.start()  # a test that killed it and failed before restarting
+    client = deployment.client()
     client.flushall()
-    yield client
+    yield client  # type: ignore[misc]  # a RedisCluster on a Cluster: the same commands
     client.close()
 
 
@@ -41,9 +79,10 @@ def publisher(redis_client: redis.Redis) -> ReportPublisher:
 
 @pytest.fixture
 def scaler(
-    redis_server: LocalRedis, redis_client: redis.Redis, clock: FakeClock
+    deployment: Deployment, redis_client: redis.Redis, clock: FakeClock
 ) -> Iterator[RunningScaler]:
-    running = RunningScaler(scaler_settings(redis_server.url), clock)
+    settings = scaler_settings(deployment.url, redis_sentinel_password=deployment.sentinel_password)
+    running = RunningScaler(settings, clock)
     yield running
     running.stop()
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis
+from scaler.redis_connect import connect
 from scaler.reports import ReportWriter, report_keys
-from sidecar.__main__ import redis_client
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.deletion_cost import (
     ANNOTATION,
@@ -181,7 +181,7 @@ async def sidecar(
         redis_timeout_s=0.5,
         deletion_cost=True,
     )
-    client = redis_client(config)
+    link = connect(config)
     probe = readiness_probe(config)
     registry = CollectorRegistry()
     metrics = SidecarMetrics(registry)
@@ -192,7 +192,7 @@ async def sidecar(
         config,
         probe,
         MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
-        ReportWriter(client, report_keys(NAMESPACE, "llama")),
+        ReportWriter(link.client, report_keys(NAMESPACE, "llama")),
         metrics,
         clock=clock,
         wall_at_start=1_750_000_000.0,
@@ -203,7 +203,7 @@ async def sidecar(
     finally:
         await cost.close()
         await probe.close()
-        await client.aclose()
+        await link.aclose()
 
 
 def annotated(kube: KubeStandIn) -> str | None:

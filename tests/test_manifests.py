@@ -35,6 +35,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
+from scaler.redis_connect import parse_redis_url
 from scaler.server import SCALER_SERVICE
 from scaler.settings import Settings, settings_from_env
 from scaler.target_config import KEDA_KEYS, METADATA_KEYS, parse_target_config
@@ -48,9 +49,11 @@ KEDA_CRD = ROOT.parent / "shared" / "keda" / "keda.sh_scaledobjects.yaml"
 # Oldest Kubernetes we support, and the newest kubernetes-validate ships schemas for.
 KUBERNETES_VERSIONS = ("1.30", kv_utils.major_minor(kv_utils.latest_version()))
 
+# The scaler pointed at a Sentinel deployment or a Redis Cluster (docs/redis.md).
+REDIS_OVERLAYS = ("overlays/redis-sentinel", "overlays/redis-cluster")
 # Entry points a user applies with `kubectl apply -k`; the parts of the whole install
 # (base, redis, example) render exactly objects of the whole, so they are validated there.
-ENTRY_POINTS = ("", "base", "redis", "example", "monitoring", "overlays/tls")
+ENTRY_POINTS = ("", "base", "redis", "example", "monitoring", "overlays/tls", *REDIS_OVERLAYS)
 WHOLES = ("", "overlays/tls", "monitoring")
 PARTS = ("base", "redis", "example")
 
@@ -783,6 +786,35 @@ def test_scaler_settings_parse_to_the_documented_defaults() -> None:
     unread = set(declared) - env.read - PENDING_SCALER_ENV
     assert not unread, f"the scaler reads no such setting: {sorted(unread)}"
     assert declared["WATCH_PODS"] in ("auto", "on", "off")
+
+
+@pytest.mark.parametrize("entry", REDIS_OVERLAYS, ids=lambda e: f"manifests/{e}")
+def test_redis_overlays_change_only_where_the_scaler_finds_redis(entry: str) -> None:
+    objs = render(entry)
+    _, scaler = container(objs, SCALER_COMMAND)
+    declared = _container_env(objs, scaler, "llm-scaler")
+    settings = settings_from_env({**declared, **KUBELET_ENV})
+    kind = entry.removeprefix("overlays/redis-")
+    assert settings.redis_url.startswith(f"redis+{kind}://")
+    assert parse_redis_url(settings.redis_url).kind == kind
+    assert settings.redis_password == "from-a-secret"
+    sentinel_env = [e for e in scaler["env"] if e["name"] == "REDIS_SENTINEL_PASSWORD"]
+    if kind == "sentinel":
+        (ref,) = [e["valueFrom"]["secretKeyRef"] for e in sentinel_env]
+        assert ref == {"name": "redis-auth", "key": "sentinel-password", "optional": True}
+        assert settings.redis_sentinel_password == "from-a-secret"
+    else:
+        assert not sentinel_env
+    # Everything else is the base's, object for object.
+    base = render("base")
+    for obj in objs:
+        if obj["kind"] not in ("ConfigMap", "Deployment"):
+            assert obj in base, label(obj)
+    base_data = find(base, "ConfigMap", "llm-scaler-config", "llm-scaler")["data"]
+    data = find(objs, "ConfigMap", "llm-scaler-config", "llm-scaler")["data"]
+    assert {k: v for k, v in data.items() if k != "REDIS_URL"} == {
+        k: v for k, v in base_data.items() if k != "REDIS_URL"
+    }
 
 
 def test_sidecar_settings_parse() -> None:

@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 import pytest
-from redis.asyncio import Redis as AsyncRedis
 
 from scaler.local_redis import LocalRedis
+from scaler.redis_connect import RedisLink
 from scaler.store import TargetStore
 from scaler.target_config import parse_target_config
 from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
@@ -73,12 +73,12 @@ def test_signals_carry_the_longest_measured_cold_start(
     publisher.publish("empty", pod_report("d"), at=clock())
 
     async def read(target: str) -> float:
-        client = AsyncRedis.from_url(redis_server.url, decode_responses=True)
+        link = RedisLink(redis_server.url, None, 5)
         try:
             cfg = parse_target_config(NAMESPACE, target, {"targetConcurrency": "8"}).config
-            return (await TargetStore(client, 5).read(cfg, clock())).signals.cold_start_s
+            return (await TargetStore(link, 5).read(cfg, clock())).signals.cold_start_s
         finally:
-            await client.aclose()
+            await link.aclose()
 
     assert asyncio.run(read("llama")) == 75.5
     assert asyncio.run(read("empty")) == 0.0

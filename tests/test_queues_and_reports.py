@@ -1,4 +1,5 @@
-"""Queue depth for every queueType, and how pod reports are judged: fresh, stale, broken."""
+"""Queue depth for every queueType (on one Redis, Sentinel and Cluster), and how pod reports are
+judged: fresh, stale, broken."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ import pytest
 import redis
 
 from scaler.reports import report_keys
+from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
 
+# On a Cluster these queues sit in other slots than their targets: measured apart.
+every_deployment = pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
 
+
+@every_deployment
 def test_list_queue_depth_is_its_length(scaler: RunningScaler, redis_client: redis.Redis) -> None:
     redis_client.rpush("q", *range(7))
     assert scaler.keda.poll(ref("m", queueKey="q", queueType="list")).value_float == 7
 
 
+@every_deployment
 def test_zset_queue_depth_is_its_cardinality(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
@@ -24,6 +31,7 @@ def test_zset_queue_depth_is_its_cardinality(
     assert scaler.keda.poll(ref("m", queueKey="pq", queueType="zset")).value_float == 5
 
 
+@every_deployment
 def test_stream_queue_depth_is_group_lag_plus_pending(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
@@ -39,11 +47,13 @@ def test_stream_queue_depth_is_group_lag_plus_pending(
     assert poll.value_float == 9
 
 
+@every_deployment
 def test_stream_not_created_yet_is_an_empty_queue(scaler: RunningScaler) -> None:
     so = ref("m", queueKey="nothing-yet", queueType="stream", consumerGroup="workers")
     assert scaler.keda.poll(so).value_float == 0
 
 
+@every_deployment
 def test_missing_consumer_group_is_a_clear_error_not_zero(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
@@ -55,6 +65,7 @@ def test_missing_consumer_group_is_a_clear_error_not_zero(
     assert "consumer group workers" in err.value.details()
 
 
+@every_deployment
 @pytest.mark.parametrize("queue_type", ["list", "zset"])
 def test_queue_key_of_the_wrong_type_is_a_clear_error_not_zero(
     scaler: RunningScaler, redis_client: redis.Redis, queue_type: str

@@ -6,7 +6,7 @@ import grpc
 import pytest
 import redis
 
-from scaler.local_redis import LocalRedis
+from scaler.local_redis import LocalRedis, free_port
 from scaler.service import target_config_of
 from scaler.state_codec import policy_key
 from tests.harness import (
@@ -71,6 +71,15 @@ def test_a_replica_that_never_saw_the_lost_state_gets_it_back_from_one_that_did(
         other.stop()
 
 
+def test_metric_spec_does_not_need_redis(scaler: RunningScaler, redis_server: LocalRedis) -> None:
+    redis_server.kill()
+    try:
+        spec = scaler.stub.GetMetricSpec(ref("llama"), timeout=3)
+        assert spec.metricSpecs[0].targetSizeFloat == 6.4
+    finally:
+        redis_server.start()
+
+
 def test_slow_redis_answers_unavailable_within_the_deadline_instead_of_piling_up(
     scaler: RunningScaler, redis_server: LocalRedis
 ) -> None:
@@ -94,3 +103,18 @@ def test_errors_are_counted_in_metrics(scaler: RunningScaler, redis_server: Loca
     assert (
         _sample(scaler, "llm_scaler_rpc_requests_total", method="IsActive", code="UNAVAILABLE") == 1
     )
+
+
+@pytest.mark.parametrize("scheme", ["redis+sentinel", "redis+cluster"])
+def test_a_sentinel_or_cluster_url_nobody_answers_is_unavailable_not_a_crash(
+    scheme: str, clock: FakeClock
+) -> None:
+    nobody = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    url = f"{scheme}://{nobody}/mymaster" if scheme == "redis+sentinel" else f"{scheme}://{nobody}"
+    running = RunningScaler(scaler_settings(url), clock)
+    try:
+        for _ in range(2):  # and again: the health ping's failures did not end the process
+            assert _status_of(lambda: running.keda.poll(ref("m"))) is grpc.StatusCode.UNAVAILABLE
+        assert running.server.key_events.enabled is False
+    finally:
+        running.stop()  # raises what ended the server, if anything did

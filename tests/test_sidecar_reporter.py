@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis
+from scaler.redis_connect import connect
 from scaler.reports import PodReport, ReportWriter, report_keys
-from sidecar.__main__ import redis_client
 from sidecar.config import SidecarConfig
 from sidecar.readiness import readiness_probe
 from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult
@@ -85,7 +85,7 @@ async def sidecar(
         redis_timeout_s=0.5,
         **overrides,  # type: ignore[arg-type]
     )
-    client = redis_client(config)
+    link = connect(config)
     probe = readiness_probe(config)
     registry = CollectorRegistry()
     clock = FakeClock(1000.0)  # a monotonic clock: any origin
@@ -93,7 +93,7 @@ async def sidecar(
         config,
         probe,
         MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
-        ReportWriter(client, KEYS),
+        ReportWriter(link.client, KEYS),
         SidecarMetrics(registry),
         clock=clock,
         wall_at_start=WALL_AT_START,
@@ -102,7 +102,7 @@ async def sidecar(
         yield Sidecar(reporter, registry, clock)
     finally:
         await probe.close()
-        await client.aclose()
+        await link.aclose()
 
 
 def stored(client: redis.Redis) -> PodReport | None:

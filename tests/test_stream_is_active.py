@@ -8,17 +8,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
+import pytest
 import redis
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler.local_redis import LocalRedis
+from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import FakeClock, ReportPublisher, RunningScaler, pod_report, ref
+
+# Pushed by key events on one Redis, Sentinel's master, and every master of a Cluster.
+every_deployment = pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
 
 
 def _next(stream: Iterator[pb.IsActiveResponse]) -> bool:
     return next(stream).result
 
 
+@every_deployment
 def test_first_request_queued_at_zero_is_pushed(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
@@ -35,6 +41,7 @@ def test_first_request_queued_at_zero_is_pushed(
         stream.cancel()
 
 
+@every_deployment
 def test_first_request_on_a_stream_queue_is_pushed(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
@@ -47,6 +54,7 @@ def test_first_request_on_a_stream_queue_is_pushed(
     stream.cancel()
 
 
+@every_deployment
 def test_a_pod_reporting_load_at_zero_is_pushed(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
@@ -57,6 +65,7 @@ def test_a_pod_reporting_load_at_zero_is_pushed(
     stream.cancel()
 
 
+@every_deployment
 def test_demand_below_activation_threshold_is_not_pushed_until_it_crosses(
     scaler: RunningScaler, redis_client: redis.Redis
 ) -> None:
@@ -68,6 +77,7 @@ def test_demand_below_activation_threshold_is_not_pushed_until_it_crosses(
     stream.cancel()
 
 
+@every_deployment
 def test_last_demand_gone_is_pushed_after_the_scale_to_zero_delay(
     scaler: RunningScaler, redis_client: redis.Redis, clock: FakeClock
 ) -> None:

@@ -6,7 +6,7 @@ import datetime
 import sys
 from pathlib import Path
 
-from tests.benchmarks import activation, ingestion, polling, sidecar_resources
+from tests.benchmarks import activation, failover, ingestion, polling, sidecar_resources
 from tests.benchmarks.common import machine
 
 
@@ -19,6 +19,9 @@ def main() -> int:
     print("KEDA polling at fleet scale...", flush=True)
     polls = polling.run_polling()
     floor = polling.run_floor()
+    print("the same on a Redis Cluster, and failover recovery...", flush=True)
+    cluster_polls = polling.run_polling_cluster()
+    failovers = failover.run()
     print("report ingestion...", flush=True)
     ingest = ingestion.run()
     print("sidecar resources...", flush=True)
@@ -78,6 +81,7 @@ def main() -> int:
         "",
         _floor_reading(polls[: len(floor)], floor),
         "",
+        *failover.section(polls[: len(cluster_polls)], cluster_polls, failovers),
         "## Report ingestion",
         "",
         f"{ingestion.PODS:,} pods over {ingestion.TARGETS} targets each report once a second "

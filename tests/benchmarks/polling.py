@@ -24,15 +24,18 @@ from typing import Any
 import grpc
 import redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.cluster import RedisCluster
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.local_redis import LocalRedis
+from scaler.redis_connect import RedisLink
 from scaler.reports import WRITE_REPORT_LUA, PodReport, report_keys
 from scaler.store import TargetStore
 from scaler.target_config import parse_target_config
 from tests.benchmarks.common import cpu_seconds, percentile, rss_mib, scaler_process_with_pid
 from tests.benchmarks.grpc_floor import floor_process
+from tests.redis_deployments import ClusterDeployment
 
 NAMESPACE = "bench"
 DURATION_S = 5.0
@@ -61,9 +64,12 @@ class PollFigures:
         return 1000 / self.scaler_cpu_ms
 
 
-def _fill(client: redis.Redis, scaled_objects: int, pods: int) -> None:
+def _fill(client: redis.Redis | RedisCluster, scaled_objects: int, pods: int) -> None:
     client.flushall()
     write = client.register_script(WRITE_REPORT_LUA)
+    # A Cluster's pipelines refuse scripts: there, what the script writes, by hand.
+    by_hand = isinstance(client, RedisCluster)
+    seconds, micros = client.time()
     pipe = client.pipeline(transaction=False)
     for i in range(scaled_objects):
         keys = report_keys(NAMESPACE, f"model-{i}")
@@ -77,11 +83,15 @@ def _fill(client: redis.Redis, scaled_objects: int, pods: int) -> None:
                 started_at=1.0,
                 seq=1,
             )
-            write(
-                keys=[keys.reports, keys.seen],
-                args=[report.pod, report.to_json(), 86400, ""],
-                client=pipe,
-            )
+            if by_hand:
+                pipe.hset(keys.reports, report.pod, report.to_json())
+                pipe.zadd(keys.seen, {report.pod: seconds + micros / 1e6})
+            else:
+                write(
+                    keys=[keys.reports, keys.seen],
+                    args=[report.pod, report.to_json(), 86400, ""],
+                    client=pipe,
+                )
         if len(pipe) >= 5000:
             pipe.execute()
         client.rpush(f"q:model-{i}", *range(i % 5 + 1))
@@ -141,9 +151,9 @@ def _client(
 
 
 def _poll(
-    port: int, pids: tuple[int, int | None], scaled_objects: int, pods: int, concurrency: int
+    port: int, pids: tuple[int, list[int]], scaled_objects: int, pods: int, concurrency: int
 ) -> PollFigures:
-    """`pids`: the server's and Redis's (None: no Redis, the floor)."""
+    """`pids`: the server's and Redis's (every master's; none: no Redis, the floor)."""
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     start = ctx.Barrier(CLIENT_PROCESSES + 1)
@@ -156,13 +166,13 @@ def _poll(
     ]
     for c in clients:
         c.start()
-    server_pid, redis_pid = pids
+    server_pid, redis_pids = pids
     start.wait(timeout=300)
     server_cpu = cpu_seconds(server_pid)
-    redis_cpu = 0.0 if redis_pid is None else cpu_seconds(redis_pid)
+    redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids)
     results = [out.get(timeout=120) for _ in clients]
     server_cpu = cpu_seconds(server_pid) - server_cpu
-    redis_cpu = 0.0 if redis_pid is None else cpu_seconds(redis_pid) - redis_cpu
+    redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids) - redis_cpu
     for c in clients:
         c.join()
     latencies = [x for _, lat in results for x in lat]
@@ -191,7 +201,7 @@ def run_polling() -> list[PollFigures]:
                 _fill(client, scaled_objects, pods)
                 for concurrency in CONCURRENCY:
                     figures.append(
-                        _poll(port, (pid, server.pid), scaled_objects, pods, concurrency)
+                        _poll(port, (pid, [server.pid or 0]), scaled_objects, pods, concurrency)
                     )
         client.close()
     finally:
@@ -199,10 +209,27 @@ def run_polling() -> list[PollFigures]:
     return figures
 
 
+def run_polling_cluster() -> list[PollFigures]:
+    """The headline fleet on a 3-master Redis Cluster (queues in other slots than their
+    targets: each poll reads two nodes in parallel, mostly); Redis CPU is the masters'."""
+    cluster = ClusterDeployment().start()
+    figures = []
+    try:
+        client = cluster.client()
+        _fill(client, *HEADLINE)
+        client.close()
+        with scaler_process_with_pid(cluster.url) as (port, pid):
+            for concurrency in CONCURRENCY:
+                figures.append(_poll(port, (pid, cluster.data_pids()), *HEADLINE, concurrency))
+    finally:
+        cluster.close()
+    return figures
+
+
 def run_floor() -> list[PollFigures]:
     """The same polls of the headline fleet against the constant server: gRPC's own cost."""
     with floor_process() as (port, pid):
-        return [_poll(port, (pid, None), HEADLINE[0], 0, c) for c in CONCURRENCY]
+        return [_poll(port, (pid, []), HEADLINE[0], 0, c) for c in CONCURRENCY]
 
 
 @dataclass(frozen=True)
@@ -241,8 +268,10 @@ def run_store_comparison(rounds: int = 300) -> list[StoreFigures]:
             _fill(sync, 1, pods)
 
             async def measure() -> tuple[float, float]:
-                client = AsyncRedis.from_url(server.url, decode_responses=True)
-                store = TargetStore(client, timeout_s=5)
+                link = RedisLink(server.url, None, timeout_s=5)
+                client = link.client
+                assert isinstance(client, AsyncRedis)
+                store = TargetStore(link, timeout_s=5)
                 config = parse_target_config(
                     NAMESPACE, "model-0", {"targetConcurrency": "8", "queueKey": "q:model-0"}
                 ).config
@@ -250,7 +279,7 @@ def run_store_comparison(rounds: int = 300) -> list[StoreFigures]:
                 naive = await _time(rounds, lambda: _naive_read(client, "model-0", 10))
                 lua_demand = (await store.read(config)).signals.demand
                 assert lua_demand == await _naive_read(client, "model-0", 10)
-                await client.aclose()
+                await link.aclose()
                 return lua, naive
 
             lua, naive = asyncio.run(measure())
