@@ -18,7 +18,7 @@ active at all (IsActive / StreamIsActive).
    `scaleDownDelaySeconds` (`scaler.window`), so it releases a replica only once
    the need has stayed low for the whole delay. What the window remembers is the
    need, never a queue inflated while capacity was starting.
-3. SLO-aware mode (opt-in, `rules.slo`): warm slots for the largest burst of a
+3. SLO-aware hold (on by default, `rules.slo`): warm slots for the largest burst of a
    horizon, so bursts shorter than a cold start start within `sloWaitSeconds`.
 4. Scale to zero only after real silence (`rules.activation`).
 
@@ -26,7 +26,7 @@ The HPA turns the metric into replicas: desired = ceil(metric / replica_target),
 replica_target = targetConcurrency x targetUtilization.
 
 Worked example (targetConcurrency 8, targetUtilization 0.8, serviceSeconds 5,
-cold start 60 s, delay 120 s), steady: 30 requests in flight for a minute,
+cold start 60 s, delay 120 s, sloWaitSeconds off), steady: 30 requests in flight for a minute,
 nothing waiting -> offered 30 -> metric 30 -> ceil(30 / 6.4) = 5 replicas. The
 load falls to 6 at t=0 -> the mean over the cold start falls to 6 by t=60 ->
 the window holds the higher needs until t=180 -> 1 replica.

@@ -57,34 +57,34 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "0.8", "share of targetConcurrency replicas are sized for (headroom), in [0.05; 1]"
     ),
     "scaleDownDelaySeconds": KeySpec(
-        "120", "metric = max demand over this window, so replicas go only after it, in [0; 3600]"
+        "120", "metric = the largest need over this window: replicas go only after it, in [0; 3600]"
     ),
     "scaleToZeroDelaySeconds": KeySpec(
         "300", "IsActive stays true until demand has been zero this long, in [0; 86400]"
     ),
     "burstWindowSeconds": KeySpec(
-        "10", "a burst is what arrives within this window (SLO-aware mode), in [1; 600]"
+        "10", "a burst is what arrives within this window (SLO-aware hold), in [1; 600]"
     ),
     "sloWaitSeconds": KeySpec(
         "2",
-        "SLO-aware mode: the longest a request should wait to start, in [0; 600]; "
+        "SLO-aware hold: the longest a request of a burst should wait to start, in [0; 600]; "
         "'off': no warm capacity held for bursts",
     ),
     "coldStartSeconds": KeySpec(
         "60", "a replica's cold start (sidecars' measured one wins if longer), in [0; 3600]"
     ),
     "serviceSeconds": KeySpec(
-        "5", "mean time a request holds its slot (SLO-aware mode), in [0.01; 3600]"
+        "5", "mean time a request holds its slot (prefill + decode), in [0.01; 3600]"
     ),
     "sloHorizonSeconds": KeySpec(
         None,
-        "SLO-aware mode: how long a burst's capacity is held, in [0; 86400]; "
+        "SLO-aware hold: how long a burst's capacity is held, in [0; 86400]; "
         "absent: 15 cold starts",
         optional=True,
     ),
     "sloTarget": KeySpec(
         "1",
-        "SLO-aware mode: share of the horizon's requests the held capacity must start "
+        "SLO-aware hold: share of the horizon's requests the held capacity must start "
         "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest peak)",
     ),
 }
@@ -119,7 +119,7 @@ class TargetConfig:
     scale_down_delay_s: float
     scale_to_zero_delay_s: float
     burst_window_s: float
-    slo_wait_s: float | None = None  # None: SLO-aware mode off
+    slo_wait_s: float | None = 2.0  # None: no SLO-aware hold ('off')
     cold_start_s: float = 60.0
     service_s: float = 5.0
     slo_horizon_s: float | None = None  # None: derived from the cold start (see policy)

@@ -1,4 +1,5 @@
-"""SLO-aware mode (`sloWaitSeconds` W set): warm slots that start every burst within W.
+"""The SLO-aware hold (`sloWaitSeconds` W, 2 s unless off): warm slots that start every
+burst within W.
 
 A request waits only when every warm slot is busy. With K warm slots, each
 holding a request for a mean service time s (`serviceSeconds`), busy slots free
