@@ -58,7 +58,7 @@ class Reason(StrEnum):
     BACKLOG = "backlog"  # sizing for a backlog the ready slots cannot clear in time
     SCALE_DOWN_HELD = "scale_down_held"  # the need fell; the window still holds a higher one
     FOLLOWING = "following"  # the metric is the offered load now
-    SLO_HOLD = "slo_hold"  # SLO-aware mode: capacity for the horizon's largest burst held warm
+    SLO_HOLD = "slo_hold"  # the SLO-aware hold: capacity for the horizon's largest burst
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class PolicyState:
     in_system: window.Buckets = field(default=())  # requests in the system, kept a cold start
     served: window.Buckets = field(default=())  # requests in flight, kept a cold start
     active_until: float = 0.0  # IsActive holds true until then
-    # SLO-aware mode only: burst sizes over the horizon, in buckets of their own width.
+    # The SLO-aware hold: burst sizes over the horizon, in buckets of their own width.
     peak_bucket_s: float = 0.0
     peak_buckets: window.Buckets = field(default=())
 
@@ -115,11 +115,6 @@ def slo_horizon_s(config: TargetConfig, cold_s: float) -> float:
 def peak_bucket_width(config: TargetConfig, cold_s: float | None = None) -> float:
     cold = config.cold_start_s if cold_s is None else cold_s
     return max(_MIN_BUCKET_S, slo_horizon_s(config, cold) / BUCKETS_PER_WINDOW)
-
-
-def retained_s(state: PolicyState) -> float:
-    """How far back stored buckets can matter: 60 buckets of the state's own width."""
-    return BUCKETS_PER_WINDOW * max(state.bucket_s, _MIN_BUCKET_S)
 
 
 def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
