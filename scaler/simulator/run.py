@@ -57,6 +57,10 @@ def main(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(table(summaries))
     print(
+        f"adaptive policies start from {knobs.min_replicas} replicas; fixed fleets start warm; "
+        f"the oracle starts from its clairvoyant warm fleet ({floor.warm_replicas})"
+    )
+    print(
         f"floor: {floor.gpu_hours:.2f} GPU-h (warm start {floor.warm_replicas}, "
         f"peak {floor.peak_replicas} replicas, horizon {floor.horizon_s / 3600:.2f} h); "
         f"simulated {len(results)} policies in {elapsed:.2f} s"
