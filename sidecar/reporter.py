@@ -292,8 +292,10 @@ class Reporter:
         parse_exposition(page, self._config.models)  # every named model is there
         everything = parse_exposition(page)
         names = self._config.models or tuple(sorted(everything.model_names()))
+        # Every model's configuration, not only the named ones': a refusal says what
+        # each model offers. Read once per start of Triton, one small GET per model.
         configs: dict[str, ModelConfig] = {}
-        todo = list(names)
+        todo = [*names, *sorted(everything.model_names())]
         while todo:
             name = todo.pop()
             if name not in configs:

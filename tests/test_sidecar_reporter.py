@@ -18,7 +18,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
+from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures, ensemble_config
 from scaler.local_redis import LocalRedis
 from scaler.reports import PodReport, ReportWriter, report_keys
 from sidecar.__main__ import redis_client
@@ -443,3 +443,36 @@ def test_health_fails_only_when_the_loop_stops_ticking(
             assert car.reporter.healthy()
 
     run(scenario)
+
+
+def test_an_ensemble_named_counts_its_tensorrt_llm_engines_gauges(
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
+) -> None:
+    """The issue's case: clients call `ensemble`, the user names it; the engine holds 20
+    requests while the ensemble's counters stand still. The ensemble's configuration
+    (read over the readiness transport) says it runs through `tensorrt_llm`."""
+    steps = ("preprocessing", "tensorrt_llm", "postprocessing")
+    triton.set_models(
+        {
+            "ensemble": ModelFigures(config=ensemble_config(*steps)),
+            "preprocessing": ModelFigures(pending=1),
+            **engine(active=20, waiting=2),
+            "postprocessing": ModelFigures(),
+        }
+    )
+    triton.set_ready(models=("ensemble", *steps))
+
+    async def scenario() -> None:
+        async with sidecar(
+            triton, redis_server.url, readiness=readiness, models=("ensemble",)
+        ) as car:
+            assert await car.tick() is TickResult.WROTE
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None
+    # 20 held by the engine; 2 in its queue + 1 in preprocessing's Triton queue.
+    assert (report.inflight, report.waiting, report.capacity) == (20, 3, 8)
