@@ -17,6 +17,9 @@ The rules it keeps:
   retried as is; the next attempt reads Triton again.
 - Redis down: attempts back off from one poll interval to `MAX_BACKOFF_S`, so
   reports resume at most that long after Redis is back.
+- Which model counts for what (an ensemble through its engine's gauges, say) is read
+  from Triton once it is ready, and again after it was gone (sidecar.selection); models
+  whose load cannot be measured raise SelectionError, which ends the process.
 - Cold start: measured once per start, from the start (the sidecar's own start,
   which is the pod's, or the moment a ready Triton was seen gone) to the first
   ready answer, and carried in every report after, so a scaler that reads only
