@@ -119,6 +119,9 @@ class TritonServer:
         pytriton = _pytriton_dir() / "tritonserver"
         self._binary = pytriton / "bin" / "tritonserver"
         self._libs = pytriton.parent.parent / "nvidia_pytriton.libs"
+        # The Python backend's shared-memory regions carry this prefix, so the ones a
+        # killed server leaves in /dev/shm can be removed.
+        self._shm_prefix = f"llm_keda_test_{os.getpid()}_{self.http_port}_"
         self._backends = workdir / "backends"
         if not self._backends.exists():
             shutil.copytree(pytriton / "backends", self._backends)
@@ -157,6 +160,7 @@ class TritonServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             "--exit-timeout-secs=1",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--log-verbose=0",
             *self._extra_args,
         ]
@@ -194,9 +198,12 @@ class TritonServer:
             try:
                 os.killpg(process.pid, 0)
             except ProcessLookupError:
-                return
+                break
             time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def get(self, path: str) -> tuple[int, str]:
         try:

@@ -250,10 +250,10 @@ def test_vllm_gauges_are_the_exact_figures_whatever_model_is_named(
     named: str,
     engine: str,
 ) -> None:
-    """6 requests of 12 s at an engine that runs 4 at once: 4 in flight, 2 waiting inside
+    """6 requests of 20 s at an engine that runs 4 at once: 4 in flight, 2 waiting inside
     it, KV cache full, read from its vLLM gauges; named by its ensemble, the same
     figures, each request counted once (the ensemble's own counters are not added)."""
-    load = ClosedLoop(server, named, 12.0, generate=True)
+    load = ClosedLoop(server, named, 20.0, generate=True)
     car = SidecarProcess(server, redis_server.url, f"{named}-0", named, target=f"vllm-{named}")
     try:
         wait_for(lambda: (r := car.report(redis_client_for)) is not None and r.ready, 30, "ready")
@@ -263,9 +263,9 @@ def test_vllm_gauges_are_the_exact_figures_whatever_model_is_named(
             report = car.report(redis_client_for)
             return report is not None and (report.inflight, report.waiting) == (4, 2)
 
-        # Gauges move at once: the figure is there within a report interval or two
-        # (and well before the first requests end, at 12 s).
-        assert wait_for(exact, 6, "4 in flight and 2 waiting") < 4.0
+        # Gauges move at once: the figure is there within a few report intervals, even on
+        # a busy machine (and well before the first requests end, at 20 s).
+        assert wait_for(exact, 10, "4 in flight and 2 waiting") < 8.0
         report = car.report(redis_client_for)
         assert report is not None and report.kv_cache_utilization == 1.0
         time.sleep(2.0)
