@@ -295,19 +295,17 @@ class Reporter:
         parse_exposition(page, self._config.models)  # every named model is there
         everything = parse_exposition(page)
         names = self._config.models or tuple(sorted(everything.model_names()))
-        # Every model's configuration, not only the named ones': a refusal says what
-        # each model offers. Read once per start of Triton, one small GET per model.
         configs: dict[str, ModelConfig] = {}
-        todo = [*names, *sorted(everything.model_names())]
-        while todo:
+        todo = list(names)
+        while todo:  # the named models and the steps of the named ensembles: required
             name = todo.pop()
             if name not in configs:
-                answer = await self._probe.model_config(name)
-                try:
-                    configs[name] = ModelConfig.from_json(name, answer)
-                except ValueError as exc:
-                    raise MetricsError(str(exc)) from None
+                configs[name] = await self._model_config(name)
                 todo.extend(configs[name].ensemble_steps)
+        # The others only say, in a refusal, what each model offers: read when they can be.
+        for name in sorted(everything.model_names() - configs.keys()):
+            with contextlib.suppress(TritonUnavailable, MetricsError):
+                configs[name] = await self._model_config(name)
         gauges = everything.engine_gauges()
         selection = select(names, configs, gauges)
         log.info(
@@ -318,6 +316,13 @@ class Reporter:
             describe(configs, gauges),
         )
         return selection
+
+    async def _model_config(self, name: str) -> ModelConfig:
+        answer = await self._probe.model_config(name)
+        try:
+            return ModelConfig.from_json(name, answer)
+        except ValueError as exc:
+            raise MetricsError(str(exc)) from None
 
     def _starting_capacity(self) -> float:
         # Capacity on its way: what the engine said before a restart, else the configured one.

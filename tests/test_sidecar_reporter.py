@@ -26,6 +26,7 @@ from sidecar.config import SidecarConfig
 from sidecar.readiness import readiness_probe
 from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult
 from sidecar.scrape import MetricsScraper
+from sidecar.selection import SelectionError
 from sidecar.telemetry import SidecarMetrics
 from tests.harness import NAMESPACE, FakeClock
 
@@ -476,3 +477,21 @@ def test_an_ensemble_named_counts_its_tensorrt_llm_engines_gauges(
     assert report is not None
     # 20 held by the engine; 2 in its queue + 1 in preprocessing's Triton queue.
     assert (report.inflight, report.waiting, report.capacity) == (20, 3, 8)
+
+
+def test_a_model_whose_load_cannot_be_measured_stops_the_loop(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    decoupled = {"platform": "", "model_transaction_policy": {"decoupled": True}}
+    triton.set_models({"streamer": ModelFigures(config=decoupled), **engine(active=1)})
+    triton.set_ready(models=("streamer",))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url, models=("streamer",)) as car:
+            with pytest.raises(SelectionError, match="cannot measure the load of streamer"):
+                await car.tick()
+            with pytest.raises(SelectionError):  # run() does not swallow it either
+                await car.reporter.run(asyncio.Event())
+
+    run(scenario)
+    assert stored(redis_client) is None  # no figure passed off as a measurement
