@@ -19,11 +19,13 @@ each request counts only for the time it ran inside it, so a burst of
 completions cannot make a spike and a long request is never invisible nor
 counted many times over.
 
-Worked example: 8 clients keep one 8 s request each in the system, all started
-together. At t = 8 s the counters jump by 8 requests and 64 s: 8 requests ran
-over [0; 8]. Lag 8 s (+ one poll interval for the moment an event is seen).
-At t = 16.5 the window is [0.5; 8.5] minus the part before the first poll: 8
-requests over [0.5; 8] and 8 over [8; 8.5] (seen at t = 16): 8.0 in flight.
+Worked example, polls every 0.5 s: 8 clients each keep one 8 s request in the
+system, all sent at t = 0. The poll at t = 8.0 sees the counters up by 8 requests
+and 64 s of execution: taken to end at 7.75 (the middle of the poll interval), they
+ran over [-0.25; 7.75]. The next 8, sent at 8.0, are seen at 16.0 and ran over
+[7.75; 15.75], the next over [15.75; 23.75]. Lag = 8 + 0.25 (half a poll, for where
+in its interval a request ended). At t = 24.5 the window is [8.0; 16.25]: 8 requests
+for 7.75 s and 8 for 0.5 s, 8 x 8.25 s / 8.25 s = 8.0 in flight.
 
 Lag and bounds: the figure describes the load one to two longest-request
 durations ago (a change shows half after 1.5 lag, fully after 2 lag).
