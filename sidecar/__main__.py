@@ -3,7 +3,9 @@
 Wires the parts together and owns the process's lifecycle: the real clocks are
 read here and nowhere else; /metrics and /healthz are served next to the report
 loop; on SIGTERM (the pod is being deleted) the loop stops and the pod's report
-is removed at once, so the scaler stops counting the pod before it is gone.
+is removed at once, so the scaler stops counting the pod before it is gone. Models
+whose load cannot be measured (sidecar.selection) stop it with exit code 2, as a bad
+setting does, once Triton has said what they are.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import readiness_probe
 from sidecar.reporter import Reporter
 from sidecar.scrape import MetricsScraper
+from sidecar.selection import SelectionError
 from sidecar.telemetry import SidecarMetrics
 
 if TYPE_CHECKING:
@@ -44,7 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, config.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except ExceptionGroup as group:  # the TaskGroup's
+        refused, rest = group.split(SelectionError)
+        if refused is None:
+            raise
+        if rest is not None:
+            log.error("also failed: %r", rest)
+        print(f"sidecar: refused: {refused.exceptions[0]}", file=sys.stderr)
+        return 2
     return 0
 
 

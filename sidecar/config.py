@@ -40,6 +40,7 @@ class SidecarConfig:
     triton_grpc_url: str = "localhost:8001"
     triton_metrics_url: str = "http://localhost:8002/metrics"
     # Empty: every model Triton serves counts; readiness then checks the server alone.
+    # What each model counts for is read from Triton (sidecar.selection).
     models: tuple[str, ...] = ()
     # Concurrent requests one pod serves when the engine does not publish its own
     # maximum (plain Triton), and the capacity a starting pod announces. 0: unknown.
@@ -114,7 +115,10 @@ SETTINGS: dict[str, Setting] = {
         "--triton-metrics-url", "TRITON_METRICS_URL", "Triton's Prometheus endpoint (http://)"
     ),
     "models": Setting(
-        "--models", "TRITON_MODELS", "comma-separated models to count and check; empty: all"
+        "--models",
+        "TRITON_MODELS",
+        "comma-separated models clients call, to count and check (an ensemble counts "
+        "through the engine it runs); empty: all",
     ),
     "capacity": Setting(
         "--capacity", "CAPACITY", "requests one pod serves at once when Triton does not say, >= 0"

@@ -1,6 +1,7 @@
 """Whether Triton and the configured models are ready: the KServe v2 readiness calls.
 
-Two transports ask the same two questions (server ready? each model ready?):
+Two transports ask the same two questions (server ready? each model ready?), and
+give a model's configuration (which sidecar.selection reads):
 
 - `http` (the default): Triton's `GET /v2/health/ready` and `GET /v2/models/<m>/ready`,
   the endpoints Kubernetes probes of Triton use; 200 is ready, 400 (and 404 for a
@@ -17,8 +18,10 @@ written), the second is a pod that is starting.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from sidecar.scrape import HttpGetter, ScrapeError
@@ -43,6 +46,10 @@ class Readiness:
 
 class ReadinessProbe(Protocol):
     async def check(self) -> Readiness: ...
+
+    async def model_config(self, model: str) -> Mapping[str, Any]:
+        """Triton's configuration of `model` (JSON); TritonUnavailable when not given."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -80,6 +87,22 @@ class HttpReadinessProbe:
                 f"triton readiness: no answer within {self._timeout_s:g} s"
             ) from None
         return Readiness(server_ready=True, models_not_ready=tuple(not_ready))
+
+    async def model_config(self, model: str) -> Mapping[str, Any]:
+        path = f"/v2/models/{quote(model)}/config"
+        try:
+            status, body = await self._http.get(path)
+        except ScrapeError as exc:
+            raise TritonUnavailable(f"triton: {exc}") from None
+        if status != 200:
+            raise TritonUnavailable(f"triton: {path} answered HTTP {status}")
+        try:
+            config = json.loads(body)
+        except ValueError:
+            raise TritonUnavailable(f"triton: {path} answered no JSON") from None
+        if not isinstance(config, Mapping):
+            raise TritonUnavailable(f"triton: {path} answered no JSON object")
+        return config
 
     async def _ready(self, path: str, not_ready: frozenset[int]) -> bool:
         status, _ = await self._http.get(path)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -52,6 +54,22 @@ class GrpcReadinessProbe:
                 f"triton at {self._url} did not answer within {self._timeout_s:g} s"
             ) from None
         return Readiness(server_ready=True, models_not_ready=tuple(not_ready))
+
+    async def model_config(self, model: str) -> Mapping[str, Any]:
+        if self._client is None:
+            self._client = InferenceServerClient(self._url)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._client.get_model_config(
+                    model, as_json=True, client_timeout=self._timeout_s
+                )
+        except (InferenceServerException, TimeoutError) as exc:
+            await self.close()
+            raise TritonUnavailable(f"triton at {self._url}: config of {model}: {exc}") from None
+        config = answer.get("config") if isinstance(answer, Mapping) else None
+        if not isinstance(config, Mapping):
+            raise TritonUnavailable(f"triton at {self._url}: config of {model} is not an object")
+        return config
 
     async def _model_ready(self, model: str) -> bool:
         assert self._client is not None

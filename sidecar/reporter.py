@@ -17,6 +17,9 @@ The rules it keeps:
   retried as is; the next attempt reads Triton again.
 - Redis down: attempts back off from one poll interval to `MAX_BACKOFF_S`, so
   reports resume at most that long after Redis is back.
+- Which model counts for what (an ensemble through its engine's gauges, say) is read
+  from Triton once it is ready, and again after it was gone (sidecar.selection); models
+  whose load cannot be measured raise SelectionError, which ends the process.
 - Cold start: measured once per start, from the start (the sidecar's own start,
   which is the pod's, or the moment a ready Triton was seen gone) to the first
   ready answer, and carried in every report after, so a scaler that reads only
@@ -38,6 +41,7 @@ from scaler.reports import PodReport, ReportWriter
 from sidecar.config import SidecarConfig
 from sidecar.readiness import Readiness, ReadinessProbe, TritonUnavailable
 from sidecar.scrape import MetricsScraper, ScrapeError
+from sidecar.selection import ModelConfig, Selection, SelectionError, describe, select
 from sidecar.telemetry import SidecarMetrics
 from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
 
@@ -139,7 +143,11 @@ class Reporter:
         self._deletion_cost = deletion_cost
         now = clock()
         self._starts = StartTracker(now, wall_at_start)
-        self._estimator = LoadEstimator(window_s=config.interval_s)
+        # Which models count for what is read from Triton once it is ready, and again
+        # after it was gone (sidecar.selection).
+        self._estimator = LoadEstimator()
+        # Triton was seen down or not ready: nothing was in flight when it came up.
+        self._seen_down = False
         # seq starts at the run's start in milliseconds, so the reports of a restarted
         # sidecar also sort after its previous run's (each run writes < 1000 per second).
         self._seq = int(wall_at_start * 1000)
@@ -169,6 +177,8 @@ class Reporter:
             began = self._clock()
             try:
                 await self.tick()
+            except SelectionError:
+                raise  # the configuration cannot work: stop, and say why
             except Exception:  # a bug must not end the reports of a healthy pod
                 log.exception("report tick failed")
             pause = self._config.poll_interval_s - (self._clock() - began)
@@ -209,13 +219,15 @@ class Reporter:
         except TritonUnavailable as exc:
             self._readiness_seen = None
             self._starts.not_ready(now)
-            self._estimator.reset()  # its counters start again when it is back
+            self._seen_down = True
+            self._estimator.reset(None, origin_idle=True)  # its counters start again
             self._metrics.ready.set(0)
             return self._fail("triton", str(exc), TickResult.TRITON_UNAVAILABLE)
         # Read even while not ready: the in-flight window is then measured by the time
         # the server is ready, and its first ready report need not wait for it.
-        load, error = await self._read_load(now)
+        load, error = await self._read_load(now, readiness.ready)
         if not readiness.ready:
+            self._seen_down = True
             self._starts.not_ready(now)
             figures = Figures(False, 0.0, 0.0, self._starting_capacity(), None)
         else:
@@ -252,10 +264,19 @@ class Reporter:
         self._metrics.ready.set(1 if readiness.ready else 0)
         return readiness
 
-    async def _read_load(self, now: float) -> tuple[Load | None, str | None]:
+    async def _read_load(self, now: float, ready: bool) -> tuple[Load | None, str | None]:
+        """The load, or (None, why not). Raises SelectionError when the models selected
+        cannot give a load figure."""
         try:
-            sample = parse_exposition(await self._scraper.fetch(), self._config.models)
-        except (ScrapeError, MetricsError) as exc:
+            text = await self._scraper.fetch()
+            selection = self._estimator.selection
+            if selection is None:
+                if not ready:
+                    return None, None  # the models' configurations come with readiness
+                selection = await self._select(text)
+                self._estimator.reset(selection, origin_idle=self._seen_down)
+            sample = parse_exposition(text, selection.models)
+        except (ScrapeError, MetricsError, TritonUnavailable) as exc:
             return None, str(exc)
         load = self._estimator.observe(sample, now)
         if load is not None:
@@ -266,6 +287,41 @@ class Reporter:
             if load.capacity is not None:
                 self._engine_capacity = load.capacity
         return load, None
+
+    async def _select(self, page: str) -> Selection:
+        """The roles of the selected models (all on the page when none is named), from
+        their configurations and the gauges they publish."""
+        parse_exposition(page, self._config.models)  # every named model is there
+        everything = parse_exposition(page)
+        names = self._config.models or tuple(sorted(everything.model_names()))
+        configs: dict[str, ModelConfig] = {}
+        todo = list(names)
+        while todo:  # the named models and the steps of the named ensembles: required
+            name = todo.pop()
+            if name not in configs:
+                configs[name] = await self._model_config(name)
+                todo.extend(configs[name].ensemble_steps)
+        # The others only say, in a refusal, what each model offers: read when they can be.
+        for name in sorted(everything.model_names() - configs.keys()):
+            with contextlib.suppress(TritonUnavailable, MetricsError):
+                configs[name] = await self._model_config(name)
+        gauges = everything.engine_gauges()
+        selection = select(names, configs, gauges)
+        log.info(
+            "load from: engines %s, completion counters %s, queues %s (%s)",
+            sorted(selection.engines) or "-",
+            sorted(selection.counted) or "-",
+            sorted(selection.queued) or "-",
+            describe(configs, gauges),
+        )
+        return selection
+
+    async def _model_config(self, name: str) -> ModelConfig:
+        answer = await self._probe.model_config(name)
+        try:
+            return ModelConfig.from_json(name, answer)
+        except ValueError as exc:
+            raise MetricsError(str(exc)) from None
 
     def _starting_capacity(self) -> float:
         # Capacity on its way: what the engine said before a restart, else the configured one.

@@ -1,7 +1,7 @@
 """Triton's Prometheus exposition -> this pod's load figures. Pure: no I/O, no clock reads.
 
-`parse_exposition` turns one scrape into a `TritonSample` (sums over the selected
-models); `LoadEstimator` turns successive samples, with the time each was taken,
+`parse_exposition` turns one scrape into a `TritonSample` (the figures of the
+selected models); `LoadEstimator` turns successive samples, with the time each was taken,
 into a `Load` (in flight, waiting, capacity, KV-cache utilisation) or None when a
 figure cannot be known this time. Missing data is never turned into zero.
 
@@ -39,40 +39,47 @@ TensorRT-LLM (any selected model publishes `nv_trt_llm_request_metrics`):
   `iteration_counter` has not moved for `idle_after_s`, the engine is idle and
   active/waiting are taken as 0 (Triton's pending count still counts).
 
-Plain Triton (no `nv_trt_llm_*`):
-  waiting  = pending count.
-  inflight = no gauge exists, so it is derived from the cumulative counters by
-      Little's law: the average number of requests executing over a window is the
-      execution time they accumulated in it divided by its length. Execution time
-      per request = request duration - queue duration (input, infer and output).
-      Worked example: over a 1.0 s window request_duration_us grew by 3_500_000 and
-      queue_duration_us by 500_000: 3.0 s of execution in 1.0 s -> 3.0 in flight.
-      The counters grow when a request completes, so a long request shows up when
-      it ends; the window is the last `window_s` of samples.
-      A counter that went down means Triton restarted: no figure until a new
-      window has been measured, never a negative one.
-  capacity = None (the caller uses its configured capacity).
+vLLM backend (a selected engine publishes `vllm:num_requests_running`; Triton's
+vLLM backend `src/utils/metrics.py`, labels model/version):
+  inflight = vllm:num_requests_running, waiting = vllm:num_requests_waiting +
+      Triton's pending count, kv = vllm:gpu_cache_usage_perc (0-1; newer vLLM
+      names it vllm:kv_cache_usage_perc), capacity = None (not published).
+
+Plain Triton (no engine gauges): waiting = pending count (queued, not executing:
+  checked on Triton 2.51); inflight = rebuilt from the completion counters
+  `nv_inference_request_success`, `nv_inference_request_duration_us` -
+  `nv_inference_queue_duration_us` by sidecar.completions, with a lag of one to
+  two request durations; capacity = None (the caller uses its configured capacity).
+
+Which model counts for what (an ensemble over an engine, say) is a
+sidecar.selection.Selection.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar.completions import CompletionTimeline, Counters
+from sidecar.selection import TRT_LLM, VLLM, Selection
+
 PENDING = "nv_inference_pending_request_count"
+REQUEST_SUCCESS = "nv_inference_request_success"
 REQUEST_DURATION = "nv_inference_request_duration_us"
 QUEUE_DURATION = "nv_inference_queue_duration_us"
-TRT_REQUESTS = "nv_trt_llm_request_metrics"
+TRT_REQUESTS = TRT_LLM
 TRT_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
 TRT_GENERAL = "nv_trt_llm_general_metrics"
+VLLM_RUNNING = VLLM
+VLLM_WAITING = "vllm:num_requests_waiting"
+VLLM_KV = ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")  # old name, new name
+_COUNTERS = (REQUEST_SUCCESS, REQUEST_DURATION, QUEUE_DURATION)
+_VLLM = (VLLM_RUNNING, VLLM_WAITING, *VLLM_KV)
 
 # Families this module reads; every other family of a scrape is skipped unread.
-_FAMILIES = frozenset(
-    {PENDING, REQUEST_DURATION, QUEUE_DURATION, TRT_REQUESTS, TRT_KV_BLOCKS, TRT_GENERAL}
-)
+_FAMILIES = frozenset({PENDING, *_COUNTERS, TRT_REQUESTS, TRT_KV_BLOCKS, TRT_GENERAL, *_VLLM})
 
 ModelKey = tuple[str, str]  # (model, version)
 
@@ -95,17 +102,32 @@ class TrtModel:
 
 
 @dataclass(frozen=True)
+class VllmModel:
+    """The vLLM backend's scheduler gauges for one model version."""
+
+    running: float
+    waiting: float = 0.0
+    kv_fraction: float | None = None
+
+
+@dataclass(frozen=True)
 class TritonSample:
-    """One scrape, restricted to the selected models."""
+    """One scrape, restricted to the models asked for, per model version."""
 
-    pending: float
-    # Cumulative execution microseconds (request - queue duration) per model version.
-    busy_us: dict[ModelKey, float] = field(default_factory=dict)
+    pending: dict[ModelKey, float] = field(default_factory=dict)
+    counters: dict[ModelKey, Counters] = field(default_factory=dict)
     trt: dict[ModelKey, TrtModel] = field(default_factory=dict)
+    vllm: dict[ModelKey, VllmModel] = field(default_factory=dict)
 
-    @property
-    def is_trt_llm(self) -> bool:
-        return bool(self.trt)
+    def model_names(self) -> frozenset[str]:
+        keys = self.pending.keys() | self.counters.keys() | self.trt.keys() | self.vllm.keys()
+        return frozenset(model for model, _ in keys)
+
+    def engine_gauges(self) -> dict[str, str]:
+        """The engine gauge family each model publishes (selection.ENGINE_GAUGES)."""
+        found = {model: TRT_REQUESTS for model, _ in self.trt}
+        found.update({model: VLLM_RUNNING for model, _ in self.vllm})
+        return found
 
 
 @dataclass(frozen=True)
@@ -117,16 +139,16 @@ class Load:
 
 
 def parse_exposition(text: str, models: Iterable[str] = ()) -> TritonSample:
-    """The selected models' figures in one scrape; `models` empty selects every model.
+    """The figures of `models` in one scrape; `models` empty selects every model.
 
     Raises MetricsError when `text` is not Prometheus text, carries no Triton
     inference metrics at all, or lacks a selected model."""
     wanted = frozenset(models)
-    pending = 0.0
-    seen_pending = False
     seen_models: set[str] = set()
-    durations: dict[str, dict[ModelKey, float]] = {REQUEST_DURATION: {}, QUEUE_DURATION: {}}
+    pending: dict[ModelKey, float] = {}
+    counters: dict[str, dict[ModelKey, float]] = {name: {} for name in _COUNTERS}
     trt: dict[ModelKey, dict[str, float]] = {}
+    vllm: dict[ModelKey, dict[str, float]] = {}
     try:
         families = list(text_string_to_metric_families(_only_wanted_families(text)))
     except (ValueError, IndexError, KeyError) as exc:
@@ -141,10 +163,13 @@ def parse_exposition(text: str, models: Iterable[str] = ()) -> TritonSample:
             seen_models.add(model)
             key = (model, sample.labels.get("version", ""))
             if family.name == PENDING:
-                seen_pending = True
-                pending += sample.value
-            elif family.name in durations:
-                durations[family.name][key] = sample.value
+                pending[key] = sample.value
+            elif family.name in counters:
+                # A counter's sample is named `<family>_total` by the parser.
+                if sample.name in (family.name, f"{family.name}_total"):
+                    counters[family.name][key] = sample.value
+            elif family.name in _VLLM:
+                vllm.setdefault(key, {})[family.name] = sample.value
             elif family.name == TRT_REQUESTS:
                 kind = sample.labels.get("request_type", "")
                 trt.setdefault(key, {})[f"req_{kind}"] = sample.value
@@ -157,14 +182,18 @@ def parse_exposition(text: str, models: Iterable[str] = ()) -> TritonSample:
     if missing:
         raise MetricsError(f"model(s) {', '.join(missing)} not in Triton's metrics")
     trt_models = {key: _trt_model(v) for key, v in trt.items() if "req_active" in v}
-    if not seen_pending and not trt_models:
+    vllm_models = {key: _vllm_model(v) for key, v in vllm.items() if VLLM_RUNNING in v}
+    if not pending and not trt_models and not vllm_models:
         raise MetricsError(
-            f"no {PENDING} or {TRT_REQUESTS} samples: is this Triton's metrics endpoint, "
-            "with --allow-metrics on and the models loaded?"
+            f"no {PENDING}, {TRT_REQUESTS} or {VLLM_RUNNING} samples: is this Triton's "
+            "metrics endpoint, with --allow-metrics on and the models loaded?"
         )
-    requests, queued = durations[REQUEST_DURATION], durations[QUEUE_DURATION]
-    busy = {k: requests[k] - queued.get(k, 0.0) for k in requests}
-    return TritonSample(pending=pending, busy_us=busy, trt=trt_models)
+    success, requests, queued = (counters[name] for name in _COUNTERS)
+    completed = {
+        key: Counters(success[key], requests[key] - queued.get(key, 0.0))
+        for key in success.keys() & requests.keys()
+    }
+    return TritonSample(pending, completed, trt_models, vllm_models)
 
 
 def _only_wanted_families(text: str) -> str:
@@ -197,6 +226,19 @@ def _trt_model(values: dict[str, float]) -> TrtModel:
     )
 
 
+def _vllm_model(values: dict[str, float]) -> VllmModel:
+    kv = next((values[name] for name in reversed(VLLM_KV) if name in values), None)
+    return VllmModel(values[VLLM_RUNNING], values.get(VLLM_WAITING, 0.0), kv)
+
+
+def page_selection(sample: TritonSample) -> Selection:
+    """Roles read from the page alone (no model configurations): the engines' gauges
+    when any model publishes them, else every model's completion counters."""
+    engines = frozenset(sample.engine_gauges())
+    names = sample.model_names()
+    return Selection(engines, frozenset() if engines else names, names)
+
+
 @dataclass
 class _Iterations:
     counter: float
@@ -204,50 +246,82 @@ class _Iterations:
 
 
 class LoadEstimator:
-    """Load from successive samples; holds the Little's-law window and idle detection.
+    """Load from successive samples: the engines' gauges, the completion timelines of
+    counted models, and the TensorRT-LLM idle detection.
 
-    `window_s`: length of the window plain Triton's in-flight average is taken over.
-    `idle_after_s`: how long a TensorRT-LLM iteration counter must stand still for
-    the engine to count as idle (the backend polls its stats every 100 ms)."""
+    `selection`: which model counts for what (sidecar.selection); None: read from
+    each page (`page_selection`). `origin_idle`: nothing was in flight when the
+    first sample was taken (sidecar.completions). `idle_after_s`: how long a
+    TensorRT-LLM iteration counter must stand still for the engine to count as
+    idle (the backend polls its stats every 100 ms)."""
 
-    def __init__(self, window_s: float = 1.0, idle_after_s: float = 1.0) -> None:
-        self._window_s = window_s
+    def __init__(
+        self,
+        selection: Selection | None = None,
+        *,
+        origin_idle: bool = True,
+        idle_after_s: float = 1.0,
+    ) -> None:
+        self.selection = selection
+        self._origin_idle = origin_idle
         self._idle_after_s = idle_after_s
-        self._history: deque[tuple[float, dict[ModelKey, float]]] = deque()
+        self._timelines: dict[ModelKey, CompletionTimeline] = {}
         self._iterations: dict[ModelKey, _Iterations] = {}
 
-    def reset(self) -> None:
-        """Forget every sample: Triton went away, its counters start again."""
-        self._history.clear()
+    def reset(self, selection: Selection | None, *, origin_idle: bool) -> None:
+        """Forget every sample: Triton went away (its counters start again), or the
+        models it serves are read anew."""
+        self.selection = selection
+        self._origin_idle = origin_idle
+        self._timelines.clear()
         self._iterations.clear()
 
     def observe(self, sample: TritonSample, now: float) -> Load | None:
-        if sample.is_trt_llm:
-            return self._trt_llm(sample, now)
-        inflight = self._littles_law(sample.busy_us, now)
+        selection = self.selection or page_selection(sample)
+        waiting = sum(v for (m, _), v in sample.pending.items() if m in selection.queued)
+        inflight = self._counted(sample, selection.counted, now)
         if inflight is None:
             return None
-        return Load(inflight, sample.pending, None, None)
-
-    def _trt_llm(self, sample: TritonSample, now: float) -> Load:
-        inflight = waiting = 0.0
         capacity: float | None = None
         kv_used = kv_max = 0.0
         fractions: list[float] = []
-        for key, model in sample.trt.items():
-            if not self._idle(key, model.iteration_counter, now):
-                inflight += model.active
-                waiting += model.waiting or 0.0
-            if model.max is not None:
-                capacity = (capacity or 0.0) + model.max
-            if model.kv_max and model.kv_used is not None:
-                kv_used, kv_max = kv_used + model.kv_used, kv_max + model.kv_max
-            elif model.kv_fraction is not None:
-                fractions.append(model.kv_fraction)
-        kv = kv_used / kv_max if kv_max else (max(fractions) if fractions else None)
+        for key, trt in sample.trt.items():
+            if key[0] not in selection.engines:
+                continue
+            if not self._idle(key, trt.iteration_counter, now):
+                inflight += trt.active
+                waiting += trt.waiting or 0.0
+            if trt.max is not None:
+                capacity = (capacity or 0.0) + trt.max
+            if trt.kv_max and trt.kv_used is not None:
+                kv_used, kv_max = kv_used + trt.kv_used, kv_max + trt.kv_max
+            elif trt.kv_fraction is not None:
+                fractions.append(trt.kv_fraction)
+        for key, vllm in sample.vllm.items():
+            if key[0] in selection.engines:
+                inflight += vllm.running
+                waiting += vllm.waiting
+                if vllm.kv_fraction is not None:
+                    fractions.append(vllm.kv_fraction)
+        kv = kv_used / kv_max if kv_max else None
+        if fractions:
+            kv = max([*fractions, *([kv] if kv is not None else [])])
         if kv is not None:
             kv = min(max(kv, 0.0), 1.0)
-        return Load(inflight, waiting + sample.pending, capacity, kv)
+        return Load(inflight, waiting, capacity, kv)
+
+    def _counted(self, sample: TritonSample, counted: frozenset[str], now: float) -> float | None:
+        """Sum of the counted models' in-flight averages; None until each has one."""
+        total: float | None = 0.0
+        for key, counters in sample.counters.items():
+            if key[0] not in counted:
+                continue
+            timeline = self._timelines.get(key)
+            if timeline is None:
+                timeline = self._timelines[key] = CompletionTimeline(self._origin_idle)
+            average = timeline.observe(counters, now)
+            total = None if average is None or total is None else total + average
+        return total
 
     def _idle(self, key: ModelKey, counter: float | None, now: float) -> bool:
         if counter is None:
@@ -257,19 +331,3 @@ class LoadEstimator:
             self._iterations[key] = _Iterations(counter, now)
             return False
         return now - seen.changed_at >= self._idle_after_s
-
-    def _littles_law(self, busy_us: dict[ModelKey, float], now: float) -> float | None:
-        if self._history:
-            _, previous = self._history[-1]
-            if any(busy_us[k] < previous[k] for k in busy_us.keys() & previous.keys()):
-                self._history.clear()  # a counter went back: Triton restarted
-        self._history.append((now, busy_us))
-        # Keep the newest sample at least window_s old as the window's start.
-        while len(self._history) > 2 and now - self._history[1][0] >= self._window_s:
-            self._history.popleft()
-        start_at, start = self._history[0]
-        elapsed = now - start_at
-        if len(self._history) < 2 or elapsed <= 0:
-            return None
-        busy = sum(busy_us[k] - start[k] for k in busy_us.keys() & start.keys())
-        return busy / 1e6 / elapsed

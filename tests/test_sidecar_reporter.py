@@ -18,7 +18,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
+from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures, ensemble_config
 from scaler.local_redis import LocalRedis
 from scaler.redis_connect import connect
 from scaler.reports import PodReport, ReportWriter, report_keys
@@ -26,6 +26,7 @@ from sidecar.config import SidecarConfig
 from sidecar.readiness import readiness_probe
 from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult
 from sidecar.scrape import MetricsScraper
+from sidecar.selection import SelectionError
 from sidecar.telemetry import SidecarMetrics
 from tests.harness import NAMESPACE, FakeClock
 
@@ -153,27 +154,40 @@ def test_ready_trt_llm_pod_reports_the_engine_figures(
     assert seen[0] == POD and abs(seen[1] - float(redis_client.time()[0])) < 5
 
 
-def test_plain_triton_reports_littles_law_in_flight_and_pending(
+def test_plain_triton_reports_in_flight_from_completions_and_pending(
     triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
 ) -> None:
-    triton.set_ready()
-    triton.set_models({"resnet": ModelFigures(request_duration_us=1e6)})
+    def resnet(success: float = 0, busy_s: float = 0, pending: float = 0) -> None:
+        figures = ModelFigures(pending, request_duration_us=busy_s * 1e6, success=success)
+        triton.set_models({"resnet": figures})
+
+    resnet()
+    triton.set_ready(False)
 
     async def scenario() -> None:
         async with sidecar(triton, redis_server.url) as car:
-            # One sample measures no window yet: nothing is written rather than a zero.
-            assert await car.tick() is TickResult.NO_FIGURE
-            assert stored(redis_client) is None
-            # 1.5 s of execution (2.0 s request - 0.5 s queue) in 0.5 s: 3 in flight.
-            triton.set_models(
-                {"resnet": ModelFigures(pending=2, request_duration_us=3e6, queue_duration_us=5e5)}
-            )
-            assert await car.tick(0.5) is TickResult.WROTE
+            assert await car.tick() is TickResult.WROTE  # starting: nothing in flight
+            triton.set_ready(models=("resnet",))
+            # Ready: the first sample of the counters measures nothing yet, and nothing
+            # is written rather than a zero.
+            assert await car.tick(0.5) is TickResult.NO_FIGURE
+            assert await car.tick(0.5) is TickResult.NO_FIGURE
+            assert await car.tick(1.5) is TickResult.WROTE  # a 1 s window, 1 s ago
+            idle = stored(redis_client)
+            assert idle is not None and (idle.ready, idle.inflight) == (True, 0.0)
+            # 3 requests of 2 s each end, one more is queued: in flight once the window
+            # [now - 2 lags; now - 1 lag] holds the time they ran.
+            resnet(success=3, busy_s=6.0, pending=1)
+            for _ in range(5):
+                await car.tick(0.5)
 
     run(scenario)
     report = stored(redis_client)
     assert report is not None
-    assert (report.inflight, report.waiting, report.capacity) == (3.0, 2, 4)  # configured
+    assert (report.waiting, report.capacity) == (1, 4)  # capacity: configured
+    # Seen ending at the middle of the 0.5 s poll interval, they ran over [e - 2; e]; the
+    # lag is 2.25 s, the window [e - 2; e + 0.25] after 5 polls: 3 x 2 / 2.25.
+    assert report.inflight == pytest.approx(3 * 2 / 2.25)
     assert report.kv_cache_utilization is None
 
 
@@ -199,6 +213,10 @@ def test_model_filter_counts_and_checks_only_the_listed_models(
             starting = stored(redis_client)
             assert starting is not None and not starting.ready
             triton.set_ready(models=("tensorrt_llm", "preprocessing"))
+            # preprocessing, a plain model, counts from its completion counters: no
+            # figure until they have been watched over a window.
+            assert await car.tick(1.0) is TickResult.NO_FIGURE
+            assert await car.tick(1.0) is TickResult.NO_FIGURE
             assert await car.tick(1.0) is TickResult.WROTE
 
     run(scenario)
@@ -426,3 +444,54 @@ def test_health_fails_only_when_the_loop_stops_ticking(
             assert car.reporter.healthy()
 
     run(scenario)
+
+
+def test_an_ensemble_named_counts_its_tensorrt_llm_engines_gauges(
+    triton: TritonStandIn,
+    redis_server: LocalRedis,
+    redis_client: redis.Redis,
+    readiness: str,
+) -> None:
+    """The issue's case: clients call `ensemble`, the user names it; the engine holds 20
+    requests while the ensemble's counters stand still. The ensemble's configuration
+    (read over the readiness transport) says it runs through `tensorrt_llm`."""
+    steps = ("preprocessing", "tensorrt_llm", "postprocessing")
+    triton.set_models(
+        {
+            "ensemble": ModelFigures(config=ensemble_config(*steps)),
+            "preprocessing": ModelFigures(pending=1),
+            **engine(active=20, waiting=2),
+            "postprocessing": ModelFigures(),
+        }
+    )
+    triton.set_ready(models=("ensemble", *steps))
+
+    async def scenario() -> None:
+        async with sidecar(
+            triton, redis_server.url, readiness=readiness, models=("ensemble",)
+        ) as car:
+            assert await car.tick() is TickResult.WROTE
+
+    run(scenario)
+    report = stored(redis_client)
+    assert report is not None
+    # 20 held by the engine; 2 in its queue + 1 in preprocessing's Triton queue.
+    assert (report.inflight, report.waiting, report.capacity) == (20, 3, 8)
+
+
+def test_a_model_whose_load_cannot_be_measured_stops_the_loop(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    decoupled = {"platform": "", "model_transaction_policy": {"decoupled": True}}
+    triton.set_models({"streamer": ModelFigures(config=decoupled), **engine(active=1)})
+    triton.set_ready(models=("streamer",))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url, models=("streamer",)) as car:
+            with pytest.raises(SelectionError, match="cannot measure the load of streamer"):
+                await car.tick()
+            with pytest.raises(SelectionError):  # run() does not swallow it either
+                await car.reporter.run(asyncio.Event())
+
+    run(scenario)
+    assert stored(redis_client) is None  # no figure passed off as a measurement

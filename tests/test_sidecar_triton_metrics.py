@@ -156,71 +156,26 @@ def test_a_page_that_does_not_tell_the_load_is_an_error_not_zero(
     assert message in str(err.value)
 
 
-def plain(request_us: float, queue_us: float, pending: float = 0, **more: float) -> str:
-    models = {
-        "resnet": ModelFigures(pending, request_duration_us=request_us, queue_duration_us=queue_us)
-    }
-    for name, busy in more.items():
-        models[name] = ModelFigures(request_duration_us=busy)
-    return exposition(models)
+def plain(success: float, request_us: float, queue_us: float = 0, pending: float = 0) -> str:
+    figures = ModelFigures(
+        pending, request_duration_us=request_us, queue_duration_us=queue_us, success=success
+    )
+    return exposition({"resnet": figures})
 
 
-# (id, [(seconds, page)], in-flight estimates after each page; None: no figure)
-LITTLE = [
-    (
-        "worked-example-3-in-flight",
-        [(0.0, plain(1_000_000, 0)), (1.0, plain(4_500_000, 500_000, pending=2))],
-        [None, 3.0],
-    ),
-    ("first-sample-has-no-window", [(0.0, plain(9e9, 0))], [None]),
-    (
-        "idle-is-a-measured-zero",
-        [(0.0, plain(5_000_000, 0)), (0.5, plain(5_000_000, 0))],
-        [None, 0.0],
-    ),
-    (
-        "window-slides-over-the-last-second",
-        # 2 s of execution per second until t=1, then 4 per second.
-        [
-            (0.0, plain(0, 0)),
-            (0.5, plain(1e6, 0)),
-            (1.0, plain(2e6, 0)),
-            (1.5, plain(4e6, 0)),
-            (2.0, plain(6e6, 0)),
-        ],
-        [None, 2.0, 2.0, 3.0, 4.0],
-    ),
-    (
-        "counter-going-back-is-a-restart-never-negative",
-        [(0.0, plain(9e6, 0)), (1.0, plain(1e6, 0)), (2.0, plain(3e6, 0))],
-        [None, None, 2.0],
-    ),
-    (
-        "a-model-loaded-mid-window-adds-nothing-until-measured",
-        [(0.0, plain(1e6, 0)), (1.0, plain(2e6, 0, other=50e6)), (2.0, plain(3e6, 0, other=51e6))],
-        [None, 1.0, 2.0],
-    ),
-]
-
-
-@pytest.mark.parametrize(("pages", "expected"), [c[1:] for c in LITTLE], ids=[c[0] for c in LITTLE])
-def test_plain_triton_in_flight_by_littles_law(
-    pages: list[tuple[float, str]], expected: list[float | None]
-) -> None:
-    estimator = LoadEstimator(window_s=1.0)
-    got = []
-    for now, page in pages:
-        load = estimator.observe(parse_exposition(page), now)
-        got.append(None if load is None else round(load.inflight, 6))
-        assert load is None or (load.capacity is None and load.kv_cache_utilization is None)
-    assert got == expected
-
-
-def test_plain_triton_waiting_is_the_pending_count() -> None:
+def test_plain_triton_in_flight_from_completions_and_waiting_from_pending() -> None:
+    """The worked example of sidecar.completions, through the page: 8 requests of 8 s
+    (plus 1 s queued each, which is waiting, not in flight) end together at t = 8."""
     estimator = LoadEstimator()
-    estimator.observe(parse_exposition(plain(0, 0)), 0.0)
-    load = estimator.observe(parse_exposition(plain(0, 0, pending=7)), 1.0)
-    assert load == Load(inflight=0.0, waiting=7, capacity=None, kv_cache_utilization=None)
+    pages = [(t / 2, plain(0, 0, pending=3 if t == 4 else 0)) for t in range(16)]
+    pages += [(8.0, plain(8, 72e6, 8e6))] + [(t / 2, plain(8, 72e6, 8e6)) for t in range(17, 34)]
+    loads = [estimator.observe(parse_exposition(page), now) for now, page in pages]
+    assert loads[:4] == [None] * 4  # nothing measured yet: no figure rather than zero
+    assert loads[4] == Load(inflight=0.0, waiting=3, capacity=None, kv_cache_utilization=None)
+    last = loads[-1]
+    # The window [0; 8.25] holds the 8 requests, ended at 7.75 (the middle of the poll
+    # interval in which the counters moved): 8 x 7.75 / 8.25.
+    assert last is not None and last.inflight == pytest.approx(8 * 7.75 / 8.25)
 
 
 def engine(active: float, waiting: float, iterations: float) -> str:

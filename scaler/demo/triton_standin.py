@@ -5,10 +5,11 @@ which set its load from the requests they serve.
 
 The gRPC side is tritonclient's own generated servicer
 (`service_pb2_grpc.GRPCInferenceServiceServicer`) on a real server on loopback,
-answering ServerLive / ServerReady / ModelReady / ServerMetadata from the state the
+answering ServerLive / ServerReady / ModelReady / ModelConfig / ServerMetadata from the state the
 test sets; anything else answers UNIMPLEMENTED, as the base class does. The HTTP
 side answers the same readiness as Triton's HTTP API does (`/v2/health/ready`,
-`/v2/models/<m>/ready`: 200 or 400) and serves `exposition(...)` text at `/metrics`
+`/v2/models/<m>/ready`: 200 or 400), each model's configuration
+(`/v2/models/<m>/config`), and serves `exposition(...)` text at `/metrics`
 (one port for both, where Triton has 8000 and 8002), laid out the way
 Triton prints it (HELP/TYPE lines, labels in alphabetical order, counters without
 `_total`, GPU families the sidecar must skip). Both run in threads, so sync and
@@ -18,6 +19,7 @@ restarted Triton container would.
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field, replace
@@ -26,7 +28,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import grpc
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from scaler.local_redis import free_port
 
@@ -65,6 +68,22 @@ class ModelFigures:
     success: float = 0
     trt: TrtFigures | None = None
     versions: tuple[str, ...] = ("1",)
+    # Triton's model configuration as its HTTP API answers it (JSON); None: a plain
+    # model of the tensorrtllm backend when `trt` is set, else of the python backend.
+    config: dict[str, Any] | None = None
+
+    def config_json(self, name: str) -> dict[str, Any]:
+        if self.config is not None:
+            return {"name": name, **self.config}
+        return {"name": name, "platform": "", "backend": "tensorrtllm" if self.trt else "python"}
+
+
+def ensemble_config(*steps: str) -> dict[str, Any]:
+    """The configuration of an ensemble calling `steps` in turn."""
+    return {
+        "platform": "ensemble",
+        "ensemble_scheduling": {"step": [{"model_name": s, "model_version": -1} for s in steps]},
+    }
 
 
 # (family, TYPE, HELP, ModelFigures attribute), in the order Triton prints them.
@@ -169,6 +188,20 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[
             ready = self._state.server_ready and request.name in self._state.ready_models
         return service_pb2.ModelReadyResponse(ready=ready)
 
+    def ModelConfig(self, request: Any, context: Any) -> Any:
+        self._count("ModelConfig")
+        with self._lock:
+            figures = (self._state.models or {}).get(request.name)
+        if figures is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.name}'")
+            raise AssertionError("abort raises")
+        config = json_format.ParseDict(
+            figures.config_json(request.name),
+            model_config_pb2.ModelConfig(),
+            ignore_unknown_fields=True,
+        )
+        return service_pb2.ModelConfigResponse(config=config)
+
     def ServerMetadata(self, request: Any, context: Any) -> Any:
         self._count("ServerMetadata")
         return service_pb2.ServerMetadataResponse(name="triton", version="2.52.0")
@@ -241,6 +274,11 @@ class TritonStandIn:
                 return state.health_status, b"forced\n"
             if path == "/v2/health/ready":
                 method, ready = "http:ServerReady", state.server_ready
+            elif len(parts) == 5 and parts[2] == "models" and parts[4] == "config":
+                figures = (state.models or {}).get(unquote(parts[3]))
+                if figures is None or not state.server_ready:
+                    return 400, b'{"error":"unknown model"}'
+                return 200, json.dumps(figures.config_json(unquote(parts[3]))).encode()
             elif len(parts) == 5 and parts[2] == "models" and parts[4] == "ready":
                 method = "http:ModelReady"
                 ready = state.server_ready and unquote(parts[3]) in state.ready_models
