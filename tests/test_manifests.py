@@ -2,7 +2,7 @@
 
 - Every object is validated offline against the Kubernetes OpenAPI schemas (kubernetes-validate,
   strict: an unknown field is an error) at the oldest and the newest Kubernetes we support; the
-  ScaledObject against KEDA's own CRD schema (../shared/keda/keda.sh_scaledobjects.yaml), made
+  ScaledObject against KEDA's own CRD schema (tests/schemas/keda.sh_scaledobjects.yaml), made
   strict the same way; the TriggerAuthentication, ServiceMonitor and PodMonitor against the part
   of their CRDs we use. An object of any other kind fails: nothing goes unchecked.
 - `kubectl kustomize` renders every entry point (skipped, and said so, only without kubectl).
@@ -43,7 +43,7 @@ from tests.harness import RunningScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-KEDA_CRD = ROOT.parent / "shared" / "keda" / "keda.sh_scaledobjects.yaml"
+KEDA_CRD = ROOT / "tests" / "schemas" / "keda.sh_scaledobjects.yaml"
 
 # Oldest Kubernetes we support, and the newest kubernetes-validate ships schemas for.
 KUBERNETES_VERSIONS = ("1.30", kv_utils.major_minor(kv_utils.latest_version()))
