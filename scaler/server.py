@@ -67,7 +67,9 @@ class ScalerServer:
         None: in-cluster or kubeconfig, found at start."""
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = ScalerMetrics(self.registry)
+        self.metrics = ScalerMetrics(
+            self.registry, settings.series_idle_s, settings.max_target_series
+        )
         self.redis = redis_client(settings)
         self.stopping = asyncio.Event()
         db = int(self.redis.connection_pool.connection_kwargs.get("db", 0))

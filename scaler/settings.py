@@ -43,6 +43,10 @@ class Settings:
     # Bounds on what clients can make the process hold (see SECURITY.md).
     max_message_bytes: int = 64 * 1024
     max_streams: int = 10_000
+    # A ScaledObject's series go when it has not been decided on for this long (KEDA
+    # never says it was deleted: it stops asking), and at most this many are kept.
+    series_idle_s: float = 300.0
+    max_target_series: int = 10_000
     # Watch the served namespaces' pods (scaler.pod_watch). WATCH_PODS=auto, the default of
     # settings_from_env, is on in a cluster; built in code (tests), it is off unless asked.
     watch_pods: bool = False
@@ -89,6 +93,16 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raw = env.get(name, str(default))
         return number_in_range(name, raw, low, high, low_open=True, error=SettingsError)
 
+    stream_interval_s = seconds("STREAM_INTERVAL_SECONDS", d.stream_interval_s, 0, 60)
+    series_idle_s = seconds("SERIES_IDLE_SECONDS", d.series_idle_s, 0, 7 * 86400)
+    # An open StreamIsActive decides every STREAM_INTERVAL_SECONDS: a watched target
+    # must not lose its series between two of those.
+    if series_idle_s < 2 * stream_interval_s:
+        raise SettingsError(
+            f"SERIES_IDLE_SECONDS = {series_idle_s:g}, must be at least twice "
+            f"STREAM_INTERVAL_SECONDS ({stream_interval_s:g})"
+        )
+
     return Settings(
         redis_url=redis_url,
         redis_password=env.get("REDIS_PASSWORD") or None,
@@ -96,7 +110,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         grpc_port=port("GRPC_PORT", d.grpc_port),
         metrics_port=port("METRICS_PORT", d.metrics_port),
         redis_timeout_s=seconds("REDIS_TIMEOUT_SECONDS", d.redis_timeout_s, 0, 30),
-        stream_interval_s=seconds("STREAM_INTERVAL_SECONDS", d.stream_interval_s, 0, 60),
+        stream_interval_s=stream_interval_s,
         health_interval_s=seconds("HEALTH_INTERVAL_SECONDS", d.health_interval_s, 0, 300),
         shutdown_grace_s=seconds("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_s, 0, 300),
         log_level=log_level,
@@ -118,6 +132,14 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             error=SettingsError,
         ),
         watch_pods=watch_pods == "on" or (watch_pods == "auto" and in_cluster),
+        series_idle_s=series_idle_s,
+        max_target_series=int_in_range(
+            "MAX_TARGET_SERIES",
+            env.get("MAX_TARGET_SERIES", str(d.max_target_series)),
+            1,
+            1_000_000,
+            error=SettingsError,
+        ),
     )
 
 

@@ -199,7 +199,7 @@ print(",".join(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
     [([], ""), (["--readiness", "grpc"], "grpc")],
     ids=["http", "grpc"],
 )
-def test_only_grpc_readiness_loads_grpc_and_nothing_loads_numpy(argv: list[str], heavy: str) -> None:
+def test_only_grpc_readiness_loads_grpc_and_none_loads_numpy(argv: list[str], heavy: str) -> None:
     # What keeps the sidecar small (README "Sidecar": RSS by readiness transport); the
     # deletion cost needs no kubernetes client either.
     loaded = subprocess.run(
