@@ -30,10 +30,13 @@ def broken_links(page: Path, text: str | None = None) -> list[str]:
         target = (page.parent / path).resolve() if path else page
         if not target.exists() or not target.is_relative_to(ROOT):
             broken.append(f"{link}: no such file")
-        elif anchor and target.suffix == ".md":
-            if anchor not in heading_anchors(target.read_text(encoding="utf-8")):
-                broken.append(f"{link}: no heading #{anchor} in {target.relative_to(ROOT)}")
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+            broken.append(f"{link}: no heading #{anchor} in {target.relative_to(ROOT)}")
     return broken
+
+
+def _anchors(page: Path) -> set[str]:
+    return heading_anchors(page.read_text(encoding="utf-8"))
 
 
 def test_every_relative_link_in_the_docs_resolves() -> None:

@@ -236,7 +236,25 @@ _NAMESPACE_SELECTOR = {
 _SCRAPE_ENDPOINT = {
     "type": "object",
     "required": ["port"],
-    "properties": {"port": {"type": "string"}, "path": {"type": "string"}, "interval": _DURATION},
+    "properties": {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "interval": _DURATION,
+        "honorLabels": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_ALERT_RULE = {
+    "type": "object",
+    "required": ["alert", "expr", "labels", "annotations"],
+    "properties": {
+        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "expr": {"type": "string", "minLength": 1},
+        "for": _DURATION,
+        "labels": {**_STRINGS, "required": ["severity"]},
+        "annotations": {**_STRINGS, "required": ["summary", "description", "runbook_url"]},
+    },
     "additionalProperties": False,
 }
 
@@ -257,7 +275,8 @@ def _crd_object(group_version: str, kind: str, spec: Obj) -> Obj:
 
 # The part of these CRDs the manifests use, field names as in KEDA's
 # keda.sh_triggerauthentications.yaml and the Prometheus Operator's
-# monitoring.coreos.com_{servicemonitors,podmonitors}.yaml (no copy of them is at hand offline).
+# monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml (no copy of them is
+# at hand offline). The rules themselves are checked by promtool (tests/test_monitoring.py).
 CRD_SUBSETS: dict[str, Obj] = {
     "TriggerAuthentication": _crd_object(
         "keda.sh/v1alpha1",
@@ -308,6 +327,30 @@ CRD_SUBSETS: dict[str, Obj] = {
                 "selector": _SELECTOR,
                 "namespaceSelector": _NAMESPACE_SELECTOR,
                 "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _SCRAPE_ENDPOINT},
+            },
+            "additionalProperties": False,
+        },
+    ),
+    "PrometheusRule": _crd_object(
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        {
+            "type": "object",
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {"type": "array", "minItems": 1, "items": _ALERT_RULE},
+                        },
+                        "additionalProperties": False,
+                    },
+                }
             },
             "additionalProperties": False,
         },
