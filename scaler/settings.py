@@ -86,8 +86,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"WATCH_PODS = {shown(watch_pods)}, must be one of {_SWITCHES}")
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
 
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        return int_in_range(name, env.get(name, str(default)), low, high, error=SettingsError)
+
     def port(name: str, default: int) -> int:
-        return int_in_range(name, env.get(name, str(default)), 0, 65535, error=SettingsError)
+        return integer(name, default, 0, 65535)
 
     def seconds(name: str, default: float, low: float, high: float) -> float:
         raw = env.get(name, str(default))
@@ -117,29 +120,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
         tls_client_ca_file=tls_client_ca,
-        max_message_bytes=int_in_range(
-            "MAX_MESSAGE_BYTES",
-            env.get("MAX_MESSAGE_BYTES", str(d.max_message_bytes)),
-            1024,
-            16 * 1024 * 1024,
-            error=SettingsError,
-        ),
-        max_streams=int_in_range(
-            "MAX_STREAMS",
-            env.get("MAX_STREAMS", str(d.max_streams)),
-            1,
-            1_000_000,
-            error=SettingsError,
-        ),
+        max_message_bytes=integer("MAX_MESSAGE_BYTES", d.max_message_bytes, 1024, 16 * 1024 * 1024),
+        max_streams=integer("MAX_STREAMS", d.max_streams, 1, 1_000_000),
         watch_pods=watch_pods == "on" or (watch_pods == "auto" and in_cluster),
         series_idle_s=series_idle_s,
-        max_target_series=int_in_range(
-            "MAX_TARGET_SERIES",
-            env.get("MAX_TARGET_SERIES", str(d.max_target_series)),
-            1,
-            1_000_000,
-            error=SettingsError,
-        ),
+        max_target_series=integer("MAX_TARGET_SERIES", d.max_target_series, 1, 1_000_000),
     )
 
 
