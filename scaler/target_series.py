@@ -13,6 +13,7 @@ scrape time, in the scrape's worker thread: hence the lock.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections import OrderedDict
@@ -65,6 +66,9 @@ class TargetSeries(Collector):
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._entries: OrderedDict[Target, _Entry] = OrderedDict()  # least recent first
+        # ScaledObjects per (namespace, report target): a report target's cold starts stay
+        # while any ScaledObject reporting under it has series.
+        self._report_targets: collections.Counter[Target] = collections.Counter()
         # Registered before the counter, so a scrape counts the evictions it makes itself.
         registry.register(self)
         self.evicted = Counter(
@@ -84,7 +88,11 @@ class TargetSeries(Collector):
             entry = self._entries.get(target)
             if entry is None:
                 self._entries[target] = _Entry(values, now, float(stale_dropped))
+                self._report_targets[(target[0], values.target_name)] += 1
             else:
+                if entry.values.target_name != values.target_name:
+                    self._drop_report_target(target, entry.values)
+                    self._report_targets[(target[0], values.target_name)] += 1
                 entry.values = values
                 entry.decided_at = now
                 entry.stale_dropped += stale_dropped
@@ -92,16 +100,20 @@ class TargetSeries(Collector):
             gone += self._evict_idle(now)
             while len(self._entries) > self._max_targets:
                 oldest, dropped = self._entries.popitem(last=False)
+                self._drop_report_target(oldest, dropped.values)
                 gone.append((oldest, dropped.values))
                 self.evicted.labels("limit").inc()
         self._report(gone)
 
     def has_report_target(self, namespace: str, target_name: str) -> bool:
         with self._lock:
-            return any(
-                key[0] == namespace and entry.values.target_name == target_name
-                for key, entry in self._entries.items()
-            )
+            return (namespace, target_name) in self._report_targets
+
+    def _drop_report_target(self, target: Target, values: TargetValues) -> None:
+        key = (target[0], values.target_name)
+        self._report_targets[key] -= 1
+        if self._report_targets[key] <= 0:
+            del self._report_targets[key]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,6 +125,7 @@ class TargetSeries(Collector):
             if now - entry.decided_at <= self._idle_s:
                 break
             del self._entries[oldest]
+            self._drop_report_target(oldest, entry.values)
             gone.append((oldest, entry.values))
             self.evicted.labels("idle").inc()
         return gone
