@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tests.test_monitoring import heading_anchors
-from tests.test_self_contained import ROOT, tracked_text_files
+from tests.test_self_contained import ROOT, UP, tracked_text_files
 
 # [text](target) and [text]: target, skipping images' and code's look-alikes well enough:
 # a target with a scheme (http:, mailto:) is not relative.
@@ -47,7 +47,7 @@ def test_every_relative_link_in_the_docs_resolves() -> None:
 
 def test_a_broken_link_or_anchor_is_found() -> None:
     text = (
-        "[ok](../README.md) [here](#runbooks) [gone](missing.md) [anchor](#no-such-heading) "
+        f"[ok]({UP}README.md) [here](#runbooks) [gone](missing.md) [anchor](#no-such-heading) "
         "[web](https://example.org/x.md) `[code](nowhere.md)`"
     )
     assert broken_links(ROOT / "docs" / "operating.md", text) == [
