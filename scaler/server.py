@@ -59,7 +59,9 @@ class ScalerServer:
         None: in-cluster or kubeconfig, found at start."""
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = ScalerMetrics(self.registry)
+        self.metrics = ScalerMetrics(
+            self.registry, settings.series_idle_s, settings.max_target_series
+        )
         self.link = connect(settings)
         self.redis = self.link.client
         self.stopping = asyncio.Event()

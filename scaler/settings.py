@@ -44,6 +44,10 @@ class Settings:
     # Bounds on what clients can make the process hold (see SECURITY.md).
     max_message_bytes: int = 64 * 1024
     max_streams: int = 10_000
+    # A ScaledObject's series go when it has not been decided on for this long (KEDA
+    # never says it was deleted: it stops asking), and at most this many are kept.
+    series_idle_s: float = 300.0
+    max_target_series: int = 10_000
     # Watch the served namespaces' pods (scaler.pod_watch). WATCH_PODS=auto, the default of
     # settings_from_env, is on in a cluster; built in code (tests), it is off unless asked.
     watch_pods: bool = False
@@ -78,12 +82,25 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"WATCH_PODS = {shown(watch_pods)}, must be one of {_SWITCHES}")
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
 
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        return int_in_range(name, env.get(name, str(default)), low, high, error=SettingsError)
+
     def port(name: str, default: int) -> int:
-        return int_in_range(name, env.get(name, str(default)), 0, 65535, error=SettingsError)
+        return integer(name, default, 0, 65535)
 
     def seconds(name: str, default: float, low: float, high: float) -> float:
         raw = env.get(name, str(default))
         return number_in_range(name, raw, low, high, low_open=True, error=SettingsError)
+
+    stream_interval_s = seconds("STREAM_INTERVAL_SECONDS", d.stream_interval_s, 0, 60)
+    series_idle_s = seconds("SERIES_IDLE_SECONDS", d.series_idle_s, 0, 7 * 86400)
+    # An open StreamIsActive decides every STREAM_INTERVAL_SECONDS: a watched target
+    # must not lose its series between two of those.
+    if series_idle_s < 2 * stream_interval_s:
+        raise SettingsError(
+            f"SERIES_IDLE_SECONDS = {series_idle_s:g}, must be at least twice "
+            f"STREAM_INTERVAL_SECONDS ({stream_interval_s:g})"
+        )
 
     return Settings(
         redis_url=redis_url,
@@ -93,28 +110,18 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         grpc_port=port("GRPC_PORT", d.grpc_port),
         metrics_port=port("METRICS_PORT", d.metrics_port),
         redis_timeout_s=seconds("REDIS_TIMEOUT_SECONDS", d.redis_timeout_s, 0, 30),
-        stream_interval_s=seconds("STREAM_INTERVAL_SECONDS", d.stream_interval_s, 0, 60),
+        stream_interval_s=stream_interval_s,
         health_interval_s=seconds("HEALTH_INTERVAL_SECONDS", d.health_interval_s, 0, 300),
         shutdown_grace_s=seconds("SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_s, 0, 300),
         log_level=log_level,
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
         tls_client_ca_file=tls_client_ca,
-        max_message_bytes=int_in_range(
-            "MAX_MESSAGE_BYTES",
-            env.get("MAX_MESSAGE_BYTES", str(d.max_message_bytes)),
-            1024,
-            16 * 1024 * 1024,
-            error=SettingsError,
-        ),
-        max_streams=int_in_range(
-            "MAX_STREAMS",
-            env.get("MAX_STREAMS", str(d.max_streams)),
-            1,
-            1_000_000,
-            error=SettingsError,
-        ),
+        max_message_bytes=integer("MAX_MESSAGE_BYTES", d.max_message_bytes, 1024, 16 * 1024 * 1024),
+        max_streams=integer("MAX_STREAMS", d.max_streams, 1, 1_000_000),
         watch_pods=watch_pods == "on" or (watch_pods == "auto" and in_cluster),
+        series_idle_s=series_idle_s,
+        max_target_series=integer("MAX_TARGET_SERIES", d.max_target_series, 1, 1_000_000),
     )
 
 

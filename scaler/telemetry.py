@@ -1,21 +1,22 @@
 """Every Prometheus instrument the scaler exports, on a registry passed in.
 
 Units are in the names, counters end in `_total`. Per-target series are labelled
-by namespace and ScaledObject (one series per ScaledObject); other labels take
+by namespace and ScaledObject and bounded (scaler.target_series); other labels take
 values from small fixed sets (RPC method, gRPC status code, decision reason).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scaler.policy import Decision
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
+from scaler.target_series import Target, TargetSeries, TargetValues
 
-_TARGET = ("namespace", "scaled_object")
 # gRPC answers from a local Redis take well under a millisecond; the top buckets
 # catch a slow or unreachable Redis against KEDA's ~3 s budget.
 _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -25,53 +26,22 @@ _COLD_START_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 6
 
 
 class ScalerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.demand = Gauge(
-            "llm_scaler_demand_requests",
-            "Total concurrency demand of the target: in flight + waiting in pods + queued",
-            _TARGET,
-            registry=registry,
-        )
-        self.queue_depth = Gauge(
-            "llm_scaler_queue_depth_requests",
-            "Requests waiting in the target's Redis queue",
-            _TARGET,
-            registry=registry,
-        )
-        self.pods_reported = Gauge(
-            "llm_scaler_pods_reported", "Pods with a fresh report", _TARGET, registry=registry
-        )
-        self.pods_ready = Gauge(
-            "llm_scaler_pods_ready", "Pods reporting ready", _TARGET, registry=registry
-        )
-        self.metric_value = Gauge(
-            "llm_scaler_metric_value_requests",
-            "Metric value last returned to KEDA for the target",
-            _TARGET,
-            registry=registry,
-        )
-        self.active = Gauge(
-            "llm_scaler_active",
-            "1 when the target was last decided active",
-            _TARGET,
-            registry=registry,
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        series_idle_s: float = 300.0,
+        max_target_series: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`series_idle_s`, `max_target_series`: the bounds of the per-target series
+        (scaler.target_series); `monotonic`: their clock, injected by tests."""
+        self.targets = TargetSeries(
+            registry, series_idle_s, max_target_series, self._forget, monotonic
         )
         self.decisions = Counter(
             "llm_scaler_decisions_total",
             "Decisions made, by reason",
             ("reason",),
-            registry=registry,
-        )
-        self.stale_reports_dropped = Counter(
-            "llm_scaler_stale_reports_dropped_total",
-            "Pod reports dropped for being older than staleAfterSeconds",
-            _TARGET,
-            registry=registry,
-        )
-        self.invalid_reports = Gauge(
-            "llm_scaler_invalid_reports",
-            "Pod reports ignored in the last read for breaking the report contract",
-            _TARGET,
             registry=registry,
         )
         self.rpc_requests = Counter(
@@ -114,7 +84,6 @@ class ScalerMetrics:
             ("kind",),
             registry=registry,
         )
-        self._series: dict[tuple[str, str], _TargetSeries] = {}
         self.redis_last_success = Gauge(
             "llm_scaler_redis_last_success_timestamp_seconds",
             "Unix time of the last successful Redis read or ping",
@@ -122,43 +91,26 @@ class ScalerMetrics:
         )
 
     def record_decision(self, config: TargetConfig, signals: Signals, decision: Decision) -> None:
-        target = self._target_series((config.namespace, config.scaled_object))
-        target.demand.set(signals.demand)
-        target.queue_depth.set(signals.queue_depth)
-        target.pods_reported.set(signals.pods_reported)
-        target.pods_ready.set(signals.pods_ready)
-        target.metric_value.set(decision.metric_value)
-        target.active.set(1 if decision.active else 0)
-        target.invalid_reports.set(signals.invalid_reports)
-        if signals.stale_dropped:
-            target.stale_reports_dropped.inc(signals.stale_dropped)
+        values = TargetValues(
+            demand=signals.demand,
+            queue_depth=signals.queue_depth,
+            pods_reported=signals.pods_reported,
+            pods_ready=signals.pods_ready,
+            metric_value=decision.metric_value,
+            active=decision.active,
+            reason=decision.reason.value,
+            invalid_reports=signals.invalid_reports,
+            target_name=config.target_name,
+        )
+        self.targets.record((config.namespace, config.scaled_object), values, signals.stale_dropped)
         self.decisions.labels(decision.reason.value).inc()
 
-    def _target_series(self, target: tuple[str, str]) -> _TargetSeries:
-        # `labels()` looks a child up under a lock, seven times a decision: found once
-        # instead. Bounded as the registry is: a target's series live as long as it does.
-        series = self._series.get(target)
-        if series is None:
-            series = _TargetSeries(
-                demand=self.demand.labels(*target),
-                queue_depth=self.queue_depth.labels(*target),
-                pods_reported=self.pods_reported.labels(*target),
-                pods_ready=self.pods_ready.labels(*target),
-                metric_value=self.metric_value.labels(*target),
-                active=self.active.labels(*target),
-                invalid_reports=self.invalid_reports.labels(*target),
-                stale_reports_dropped=self.stale_reports_dropped.labels(*target),
-            )
-            self._series[target] = series
-        return series
+    def observe_cold_start(self, namespace: str, target_name: str, seconds: float) -> None:
+        """Only for a target that has series: its cold starts go with them."""
+        if self.targets.has_report_target(namespace, target_name):
+            self.cold_start.labels(namespace, target_name).observe(seconds)
 
-
-class _TargetSeries(NamedTuple):
-    demand: Gauge
-    queue_depth: Gauge
-    pods_reported: Gauge
-    pods_ready: Gauge
-    metric_value: Gauge
-    active: Gauge
-    invalid_reports: Gauge
-    stale_reports_dropped: Counter
+    def _forget(self, target: Target, values: TargetValues) -> None:
+        # Another ScaledObject may share the pods' report target: then its cold starts stay.
+        if not self.targets.has_report_target(target[0], values.target_name):
+            self.cold_start.remove(target[0], values.target_name)

@@ -34,7 +34,7 @@ class SidecarConfig:
     redis_url: str = "redis://localhost:6379/0"
     redis_password: str | None = None
     redis_sentinel_password: str | None = None
-    # Readiness is asked over Triton's HTTP API (light) or, through tritonclient, its gRPC API.
+    # Readiness is asked over Triton's HTTP API (lightest) or its gRPC API.
     readiness: str = "http"
     triton_http_url: str = "http://localhost:8000"
     triton_grpc_url: str = "localhost:8001"
@@ -105,7 +105,7 @@ SETTINGS: dict[str, Setting] = {
         "--readiness",
         "TRITON_READINESS",
         "http or grpc: ask Triton's readiness at TRITON_HTTP_URL (default; the lighter) "
-        "or, through tritonclient, at TRITON_GRPC_URL",
+        "or over its gRPC API at TRITON_GRPC_URL",
     ),
     "triton_http_url": Setting(
         "--triton-http-url", "TRITON_HTTP_URL", "Triton's HTTP endpoint (http://host:port)"
@@ -277,7 +277,7 @@ def _grpc_address(value: str | None) -> str:
     if "://" in text or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(
             f"{setting.name} = {shown(text)}, must be host:port, e.g. localhost:8001 "
-            "(no scheme: tritonclient's gRPC client takes a plain address)"
+            "(no scheme: a gRPC target is a plain address)"
         )
     return text
 

@@ -7,7 +7,7 @@ give a model's configuration (which sidecar.selection reads):
   the endpoints Kubernetes probes of Triton use; 200 is ready, 400 (and 404 for a
   model) is not, anything else is no answer. Shares the metrics scrape's tiny
   HTTP client, so the sidecar imports neither grpc nor numpy (about 35 MB less).
-- `grpc`: tritonclient's asyncio gRPC client (`is_server_ready`, `is_model_ready`),
+- `grpc`: Triton's gRPC API (ServerReady, ModelReady) over grpc.aio,
   for a Triton serving no HTTP; imported only when chosen (sidecar.readiness_grpc).
 
 A server that does not answer, or answers what Triton never does, is `TritonUnavailable`,

@@ -24,8 +24,8 @@ import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-# Demo time shrunk further: 8 s of traffic (160 s of the trace at 20x, or a synthetic
-# one where ../shared is absent), pods ready 1 s after they are asked for.
+# Demo time shrunk further: 8 s of traffic (160 s of the trace at 20x), pods ready 1 s
+# after they are asked for.
 SHORT = [
     "--duration-s", "8", "--speedup", "20", "--rate-scale", "0.3", "--cold-start-s", "1",
     "--scale-down-delay", "2", "--scale-to-zero-delay", "2", "--polling-interval", "0.5",

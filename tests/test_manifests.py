@@ -2,7 +2,7 @@
 
 - Every object is validated offline against the Kubernetes OpenAPI schemas (kubernetes-validate,
   strict: an unknown field is an error) at the oldest and the newest Kubernetes we support; the
-  ScaledObject against KEDA's own CRD schema (../shared/keda/keda.sh_scaledobjects.yaml), made
+  ScaledObject against KEDA's own CRD schema (tests/schemas/keda.sh_scaledobjects.yaml), made
   strict the same way; the TriggerAuthentication, ServiceMonitor and PodMonitor against the part
   of their CRDs we use. An object of any other kind fails: nothing goes unchecked.
 - `kubectl kustomize` renders every entry point (skipped, and said so, only without kubectl).
@@ -44,7 +44,7 @@ from tests.harness import RunningScaler
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-KEDA_CRD = ROOT.parent / "shared" / "keda" / "keda.sh_scaledobjects.yaml"
+KEDA_CRD = ROOT / "tests" / "schemas" / "keda.sh_scaledobjects.yaml"
 
 # Oldest Kubernetes we support, and the newest kubernetes-validate ships schemas for.
 KUBERNETES_VERSIONS = ("1.30", kv_utils.major_minor(kv_utils.latest_version()))
@@ -239,7 +239,25 @@ _NAMESPACE_SELECTOR = {
 _SCRAPE_ENDPOINT = {
     "type": "object",
     "required": ["port"],
-    "properties": {"port": {"type": "string"}, "path": {"type": "string"}, "interval": _DURATION},
+    "properties": {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "interval": _DURATION,
+        "honorLabels": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_ALERT_RULE = {
+    "type": "object",
+    "required": ["alert", "expr", "labels", "annotations"],
+    "properties": {
+        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "expr": {"type": "string", "minLength": 1},
+        "for": _DURATION,
+        "labels": {**_STRINGS, "required": ["severity"]},
+        "annotations": {**_STRINGS, "required": ["summary", "description", "runbook_url"]},
+    },
     "additionalProperties": False,
 }
 
@@ -260,7 +278,8 @@ def _crd_object(group_version: str, kind: str, spec: Obj) -> Obj:
 
 # The part of these CRDs the manifests use, field names as in KEDA's
 # keda.sh_triggerauthentications.yaml and the Prometheus Operator's
-# monitoring.coreos.com_{servicemonitors,podmonitors}.yaml (no copy of them is at hand offline).
+# monitoring.coreos.com_{servicemonitors,podmonitors,prometheusrules}.yaml (no copy of them is
+# at hand offline). The rules themselves are checked by promtool (tests/test_monitoring.py).
 CRD_SUBSETS: dict[str, Obj] = {
     "TriggerAuthentication": _crd_object(
         "keda.sh/v1alpha1",
@@ -311,6 +330,30 @@ CRD_SUBSETS: dict[str, Obj] = {
                 "selector": _SELECTOR,
                 "namespaceSelector": _NAMESPACE_SELECTOR,
                 "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _SCRAPE_ENDPOINT},
+            },
+            "additionalProperties": False,
+        },
+    ),
+    "PrometheusRule": _crd_object(
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+        {
+            "type": "object",
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {"type": "array", "minItems": 1, "items": _ALERT_RULE},
+                        },
+                        "additionalProperties": False,
+                    },
+                }
             },
             "additionalProperties": False,
         },

@@ -47,6 +47,7 @@ class Pod:
             "TARGET_NAME": target,
             "REDIS_URL": redis_url,
             "TRITON_HTTP_URL": self.triton.http_url,
+            "TRITON_GRPC_URL": self.triton.grpc_url,
             "TRITON_METRICS_URL": self.triton.metrics_url,
             "TRITON_MODELS": "tensorrt_llm",
             "BIND_ADDRESS": "127.0.0.1",
@@ -195,10 +196,10 @@ print(",".join(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
 
 @pytest.mark.parametrize(
     ("argv", "heavy"),
-    [([], ""), (["--readiness", "grpc"], "grpc,numpy,tritonclient")],
+    [([], ""), (["--readiness", "grpc"], "grpc")],
     ids=["http", "grpc"],
 )
-def test_only_grpc_readiness_loads_tritonclient_and_its_numpy(argv: list[str], heavy: str) -> None:
+def test_only_grpc_readiness_loads_grpc_and_none_loads_numpy(argv: list[str], heavy: str) -> None:
     # What keeps the sidecar small (README "Sidecar": RSS by readiness transport); the
     # deletion cost needs no kubernetes client either.
     loaded = subprocess.run(

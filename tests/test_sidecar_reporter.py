@@ -1,7 +1,7 @@
 """The report loop against the Triton stand-in (real gRPC, real HTTP) and a real Redis.
 
-Readiness cases run over both transports: Triton's HTTP health endpoints and,
-through tritonclient, its gRPC API.
+Readiness cases run over both transports: Triton's HTTP health endpoints and its gRPC
+API (answered by tritonclient's own generated servicer).
 
 Time is a stepped FakeClock: each test drives `Reporter.tick` itself, so nothing
 sleeps on wall time except the bounded waits for a real server to come back.

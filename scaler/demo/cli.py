@@ -14,7 +14,10 @@ from typing import Any
 
 # The names only: the demo itself (numpy, grpc clients, matplotlib) is imported in
 # `main`, so `python -m scaler serve` never pays for it.
-DEFAULT_TRACE = Path("../shared/traces/AzureLLMInferenceTrace_conv.csv")
+# The conversation trace shipped in the repository (scaler/simulator/traces/PROVENANCE.md).
+DEFAULT_TRACE = (
+    Path(__file__).parents[1] / "simulator" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+)
 _SHORTHANDS = (
     ("--target-concurrency", "targetConcurrency", "8"),
     ("--scale-down-delay", "scaleDownDelaySeconds", "5"),

@@ -6,7 +6,15 @@ import datetime
 import sys
 from pathlib import Path
 
-from tests.benchmarks import activation, failover, ingestion, polling, sidecar_resources
+from tests.benchmarks import (
+    activation,
+    failover,
+    ingestion,
+    install_size,
+    polling,
+    series_churn,
+    sidecar_resources,
+)
 from tests.benchmarks.common import machine
 
 
@@ -26,6 +34,11 @@ def main() -> int:
     ingest = ingestion.run()
     print("sidecar resources...", flush=True)
     sides = sidecar_resources.run_both()
+    print("ScaledObject churn...", flush=True)
+    churn = series_churn.run_both()
+    churn_in_process = series_churn.run_in_process()
+    print("install size...", flush=True)
+    installs = install_size.run_both()
     lines = [
         "# Benchmarks",
         "",
@@ -107,7 +120,11 @@ def main() -> int:
             for side in sides
         ),
         "",
-        "HTTP is the default (`TRITON_READINESS`); over gRPC, tritonclient imports grpc and numpy.",
+        "HTTP is the default (`TRITON_READINESS`); over gRPC, the sidecar imports grpc.",
+        "",
+        *series_churn.section(churn, churn_in_process),
+        "",
+        *install_size.section(installs),
         "",
         "## One target's read: the Lua read script vs the simplest correct read",
         "",

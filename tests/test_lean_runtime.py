@@ -1,0 +1,73 @@
+"""The scaler and the sidecar run without the simulator's packages (numpy, matplotlib).
+
+`pip install .` leaves them out (they come with the `sim` extra), so a runtime code path
+that imported one would fail only in production. Here the real processes run with
+stand-ins for those packages first on their path that fail on import: the scaler serves
+KEDA's polls and the sidecar (gRPC readiness, the heaviest path) writes reports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from pathlib import Path
+
+import grpc
+import redis
+
+from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.local_redis import LocalRedis
+from tests.benchmarks.common import scaler_process
+from tests.harness import KedaClient, ReportPublisher, pod_report, ref
+from tests.test_sidecar_process import eventually, pods
+
+ROOT = Path(__file__).resolve().parents[1]
+SIMULATOR_ONLY = ("numpy", "matplotlib", "tritonclient")
+
+
+def _poisoned_path(tmp_path: Path) -> str:
+    for name in SIMULATOR_ONLY:
+        package = tmp_path / name
+        package.mkdir()
+        (package / "__init__.py").write_text(
+            f"raise ImportError('{name} imported by a runtime process')\n"
+        )
+    return os.pathsep.join([str(tmp_path), str(ROOT)])
+
+
+def test_runtime_dependencies_leave_the_simulator_packages_to_the_sim_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert not [name for name in SIMULATOR_ONLY if name in runtime]
+    sim = " ".join(project["optional-dependencies"]["sim"])
+    assert all(name in sim for name in SIMULATOR_ONLY)
+
+
+def test_scaler_serves_keda_without_numpy(
+    tmp_path: Path, redis_server: LocalRedis, publisher: ReportPublisher
+) -> None:
+    # Stamped with this machine's clock, which is Redis's: the scaler decides on Redis time.
+    publisher.publish("llama", pod_report("llama-0", inflight=12), at=time.time())
+    with (
+        scaler_process(redis_server.url, PYTHONPATH=_poisoned_path(tmp_path)) as port,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        poll = KedaClient(pb_grpc.ExternalScalerStub(channel)).poll(ref("llama"))
+    assert (poll.value_float, poll.active) == (12, True)
+
+
+def test_sidecar_reports_over_grpc_readiness_without_numpy(
+    tmp_path: Path, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    with pods(
+        "llama-0",
+        target="llama",
+        redis_url=redis_server.url,
+        PYTHONPATH=_poisoned_path(tmp_path),
+        TRITON_READINESS="grpc",
+    ) as (pod,):
+        pod.load(active=3)
+        report = eventually(lambda: pod.report(redis_client), lambda r: r is not None)
+        assert report is not None and report.ready
+        assert pod.process.poll() is None
