@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scaler import window
 from scaler.rules import activation, forecast, slo
 
 # s 5 s, C 60 s: a backlog of B takes B x 5 / 60 slots to clear within a cold start.
@@ -124,3 +125,45 @@ def test_a_deadline_is_never_early_and_moves_in_sixtieths() -> None:
     assert activation.deadline(100.0, 300.0) == 400.0
     assert activation.deadline(101.0, 300.0) == 405.0  # rounded up to a 5 s step
     assert activation.deadline(7.0, 0.0) == 7.0
+
+
+@pytest.mark.parametrize(
+    ("busy_for", "span"),
+    [
+        (15.0, 15.0),  # a wake 15 s ago: the rate over those 15 s, not over the minute
+        (1.0, S),  # never shorter than a service time: one request is not a rate of one a second
+        (600.0, C),  # never longer than the usual span
+    ],
+    ids=["traffic-age", "at-least-a-service-time", "at-most-a-cold-start"],
+)
+def test_waking_span(busy_for: float, span: float) -> None:
+    assert forecast.waking_span_s(busy_for, S, C) == span
+
+
+# The windows the rules read, in buckets of 1 s: samples 0 at t=0 and 8 at t=50.
+SAMPLES = ((0, 0.0), (50, 8.0))
+
+
+@pytest.mark.parametrize(
+    ("t", "value"),
+    [(-1.0, None), (0.0, 0.0), (49.9, 0.0), (50.0, 8.0), (500.0, 8.0)],
+    ids=["before-any", "at-the-first", "held-until-the-next", "the-next", "held-after"],
+)
+def test_the_sample_in_force(t: float, value: float | None) -> None:
+    assert window.value_at(SAMPLES, t, 1.0) == value
+
+
+@pytest.mark.parametrize(
+    ("now", "length", "mean"),
+    [
+        (60.0, 60.0, (50 * 0 + 10 * 8) / 60),  # the docstring's worked example
+        (60.0, 5.0, 8.0),  # only the later sample in the window
+        (55.0, 30.0, (25 * 0 + 5 * 8) / 30),  # the earlier one holds from the window's start
+    ],
+    ids=["worked-example", "recent-only", "held-into-the-window"],
+)
+def test_time_mean_weighs_each_sample_by_how_long_it_held(
+    now: float, length: float, mean: float
+) -> None:
+    assert window.time_mean(SAMPLES, now, length, 1.0) == pytest.approx(mean)
+    assert window.time_mean((), now, length, 1.0) is None
