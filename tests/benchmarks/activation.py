@@ -30,10 +30,17 @@ ZERO_DELAY_S = 0.5
 
 
 def _ref(name: str, **metadata: str) -> pb.ScaledObjectRef:
+    # No SLO-aware hold: it keeps a target awake for its horizon by design, and what is
+    # measured here is how fast a change is pushed once the decision has changed.
     return pb.ScaledObjectRef(
         name=name,
         namespace="bench",
-        scalerMetadata={"targetConcurrency": "8", "queueKey": f"q:{name}", **metadata},
+        scalerMetadata={
+            "targetConcurrency": "8",
+            "queueKey": f"q:{name}",
+            "sloWaitSeconds": "off",
+            **metadata,
+        },
     )
 
 
