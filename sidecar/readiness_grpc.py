@@ -20,7 +20,7 @@ A server that does not answer is `TritonUnavailable`, distinct from one that ans
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -103,17 +103,21 @@ class GrpcReadinessProbe:
         self._timeout_s = timeout_s
         self._channel: grpc.aio.Channel | None = None
 
-    async def check(self) -> Readiness:
-        # Created on first use (a grpc.aio channel binds to the running loop) and again
-        # after a failure: a channel that failed to connect waits out a growing reconnect
-        # backoff (up to minutes), and a restarted Triton must be seen at once.
+    def _method(
+        self, name: str, request: Callable[[Any], bytes], response: Callable[[bytes], Any]
+    ) -> Any:
+        """One unary call of Triton's service. The channel is created on first use (a
+        grpc.aio channel binds to the running loop) and again after a failure: a channel
+        that failed to connect waits out a growing reconnect backoff (up to minutes), and a
+        restarted Triton must be seen at once."""
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self._url)
-        server_ready = self._channel.unary_unary(
-            f"{_SERVICE}/ServerReady",
-            request_serializer=Empty.SerializeToString,
-            response_deserializer=BoolValue.FromString,
+        return self._channel.unary_unary(
+            f"{_SERVICE}/{name}", request_serializer=request, response_deserializer=response
         )
+
+    async def check(self) -> Readiness:
+        server_ready = self._method("ServerReady", Empty.SerializeToString, BoolValue.FromString)
         try:
             answer: BoolValue = await server_ready(Empty(), timeout=self._timeout_s)
             if not answer.value:
@@ -130,13 +134,9 @@ class GrpcReadinessProbe:
 
     async def model_config(self, model: str) -> Mapping[str, Any]:
         """The model's configuration, in the JSON shape Triton's HTTP API answers with."""
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._url)
-        model_config = self._channel.unary_unary(
-            f"{_SERVICE}/ModelConfig",
-            # ModelConfigRequest is `string name = 1`, `string version = 2`, as ModelReady's.
-            request_serializer=StringValue.SerializeToString,
-            response_deserializer=ModelConfigResponse.FromString,
+        # ModelConfigRequest is `string name = 1`, `string version = 2`, as ModelReady's.
+        model_config = self._method(
+            "ModelConfig", StringValue.SerializeToString, ModelConfigResponse.FromString
         )
         try:
             answer = await model_config(StringValue(value=model), timeout=self._timeout_s)
@@ -149,11 +149,8 @@ class GrpcReadinessProbe:
         return config if isinstance(config, dict) else {}
 
     async def _model_ready(self, model: str) -> bool:
-        assert self._channel is not None
-        model_ready = self._channel.unary_unary(
-            f"{_SERVICE}/ModelReady",
-            request_serializer=StringValue.SerializeToString,
-            response_deserializer=BoolValue.FromString,
+        model_ready = self._method(
+            "ModelReady", StringValue.SerializeToString, BoolValue.FromString
         )
         try:
             answer: BoolValue = await model_ready(StringValue(value=model), timeout=self._timeout_s)
