@@ -55,9 +55,7 @@ def window_values(buckets: Buckets, now: float, length_s: float, bucket_s: float
 
 def window_max(buckets: Buckets, now: float, length_s: float, bucket_s: float) -> float | None:
     """Max over the window ending at `now`; None when the window holds no sample."""
-    oldest = oldest_bucket(now, length_s, bucket_s)
-    newest = bucket_of(now, bucket_s)
-    values = [v for i, v in buckets if oldest <= i <= newest]
+    values = window_values(buckets, now, length_s, bucket_s)
     return max(values) if values else None
 
 
