@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from scaler.simulator.cli import SCALEDOBJECTS
 from scaler.simulator.cluster import ClusterParams
 from scaler.simulator.controllers import (
     Controller,
@@ -44,15 +45,19 @@ BASELINES = (
 )
 
 
+# (pollingInterval, cooldownPeriod, HPA scale-down stabilisation): the README's ScaledObject.
+_RECOMMENDED = SCALEDOBJECTS["recommended"]
+
+
 @dataclass(frozen=True)
 class Knobs:
     metadata: Mapping[str, str] = field(default_factory=lambda: {"targetConcurrency": "8"})
-    polling_interval_s: float = 15.0
-    cooldown_period_s: float = 15.0
+    polling_interval_s: float = _RECOMMENDED[0]
+    cooldown_period_s: float = _RECOMMENDED[1]
     min_replicas: int = 0
     max_replicas: int = 100
     behavior: HpaBehavior = field(
-        default_factory=lambda: HpaBehavior(scale_down_stabilization_s=0.0)
+        default_factory=lambda: HpaBehavior(scale_down_stabilization_s=_RECOMMENDED[2])
     )
     stream: bool = True  # trigger type external-push (StreamIsActive) rather than external
     cluster: ClusterParams = field(default_factory=ClusterParams)
