@@ -18,8 +18,9 @@ active at all (IsActive / StreamIsActive).
    `scaleDownDelaySeconds` (`scaler.window`), so it releases a replica only once
    the need has stayed low for the whole delay. What the window remembers is the
    need, never a queue inflated while capacity was starting.
-3. SLO-aware hold (on by default, `rules.slo`): warm slots for the largest burst of a
-   horizon, so bursts shorter than a cold start start within `sloWaitSeconds`.
+3. SLO-aware hold (on by default, `rules.slo`): warm slots for the horizon's bursts, at
+   a level that serves `sloTarget` of their requests within `sloWaitSeconds`, so bursts
+   shorter than a cold start start in time.
 4. Scale to zero only after real silence (`rules.activation`).
 
 The HPA turns the metric into replicas: desired = ceil(metric / replica_target),
@@ -58,7 +59,7 @@ class Reason(StrEnum):
     BACKLOG = "backlog"  # sizing for a backlog the ready slots cannot clear in time
     SCALE_DOWN_HELD = "scale_down_held"  # the need fell; the window still holds a higher one
     FOLLOWING = "following"  # the metric is the offered load now
-    SLO_HOLD = "slo_hold"  # the SLO-aware hold: capacity for the horizon's largest burst
+    SLO_HOLD = "slo_hold"  # the SLO-aware hold: warm capacity for the horizon's bursts
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,12 @@ def bucket_width(config: TargetConfig, cold_s: float | None = None) -> float:
     return max(_MIN_BUCKET_S, length / BUCKETS_PER_WINDOW)
 
 
-def slo_horizon_s(config: TargetConfig, cold_s: float) -> float:
-    return slo.horizon_s(config.slo_horizon_s, config.scale_down_delay_s, cold_s)
+def slo_horizon_s(config: TargetConfig) -> float:
+    return slo.horizon_s(config.slo_horizon_s, config.scale_down_delay_s)
 
 
-def peak_bucket_width(config: TargetConfig, cold_s: float | None = None) -> float:
-    cold = config.cold_start_s if cold_s is None else cold_s
-    return max(_MIN_BUCKET_S, slo_horizon_s(config, cold) / BUCKETS_PER_WINDOW)
+def peak_bucket_width(config: TargetConfig) -> float:
+    return max(_MIN_BUCKET_S, slo_horizon_s(config) / BUCKETS_PER_WINDOW)
 
 
 def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
@@ -151,17 +151,17 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
 
     in_system = recorded(state.in_system, demand, kept_s)
     served = recorded(state.served, signals.inflight, kept_s)
-    offered, need = _need(signals, config, cold_s, in_system, served, bucket_s, now)
-    needed = recorded(state.needed, need, max(delay, bucket_s))
+    offered, settled, need = _need(signals, config, cold_s, in_system, served, bucket_s, now)
+    needed = recorded(state.needed, settled, max(delay, bucket_s))
     held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else None
     metric = need if held is None else max(held, need)
-    zero_delay = _zero_delay_s(config, cold_s)
+    zero_delay = zero_delay_s(config, cold_s)
     active, active_until = activation.awake_until(
         demand, config.activation_threshold, state.active_until, now, zero_delay
     )
     reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
 
-    hold = _slo_hold(signals, state, config, cold_s, (in_system, served), bucket_s, active, now)
+    hold = _slo_hold(signals, state, config, (in_system, served), bucket_s, active, now)
     if hold is not None:
         if active and demand > 0 and hold.metric > metric:
             reason, detail = Reason.SLO_HOLD, hold.detail
@@ -187,28 +187,41 @@ def _need(
     served: window.Buckets,
     bucket_s: float,
     now: float,
-) -> tuple[float, float]:
-    """(offered load, capacity needed one cold start from now): `rules.forecast` on what the
-    windows say of the last cold start (or, waking from zero, of the traffic so far)."""
+) -> tuple[float, float, float]:
+    """(offered load, settled need, need now): `rules.forecast` on what the windows say.
+
+    The settled need measures the offered load over the last cold start, silence
+    included: what the scale-down window may hold. While no replica is ready (a wake
+    from zero) the need now measures it over the traffic's own age instead, so a
+    sustained stream orders at once; being a forecast from less than a cold start of
+    evidence, it orders but is not held, so a burst's first seconds are not latched."""
     demand = signals.demand
     if cold_s == 0:
-        return demand, demand  # capacity is ready at once: the demand then is the demand now
-    service_s = config.service_s
-    span = forecast.planning_horizon_s(cold_s, service_s)
-    if signals.pods_ready == 0:
-        span = forecast.waking_span_s(_busy_for_s(in_system, now, bucket_s), service_s, span)
-    then = window.value_at(in_system, now - span, bucket_s)
-    mean_inflight = window.time_mean(served, now, span, bucket_s)
-    offered = forecast.offered_load(
-        signals.inflight if mean_inflight is None else mean_inflight,
-        demand,
-        demand if then is None else then,  # nothing known before: taken as steady
-        service_s,
-        span,
-    )
+        return demand, demand, demand  # capacity is ready at once: the demand now
+    span = forecast.planning_horizon_s(cold_s, service_s := config.service_s)
     backlog = demand - signals.inflight
     ready = _ready_slots(signals, config)
-    return offered, forecast.needed_slots(offered, backlog, ready, service_s, cold_s)
+
+    def over(span_s: float, clear_s: float | None = None) -> tuple[float, float]:
+        then = window.value_at(in_system, now - span_s, bucket_s)
+        mean_inflight = window.time_mean(served, now, span_s, bucket_s)
+        offered = forecast.offered_load(
+            signals.inflight if mean_inflight is None else mean_inflight,
+            demand,
+            demand if then is None else then,  # nothing known before: taken as steady
+            service_s,
+            span_s,
+        )
+        return offered, forecast.needed_slots(offered, backlog, ready, service_s, cold_s, clear_s)
+
+    offered, settled = over(span)
+    if signals.pods_ready > 0:
+        return offered, settled, settled
+    # Waking: the rate over the traffic's own age, and its queue cleared no slower than
+    # it built up (the silence before says nothing of the rate; the queue is all misses).
+    waking = forecast.waking_span_s(_busy_for_s(in_system, now, bucket_s), service_s, span)
+    young_offered, young = over(waking, waking)
+    return max(offered, young_offered), settled, max(settled, young)
 
 
 @dataclass(frozen=True)
@@ -223,40 +236,40 @@ def _slo_hold(
     signals: Signals,
     state: PolicyState,
     config: TargetConfig,
-    cold_s: float,
     windows: tuple[window.Buckets, window.Buckets],
     bucket_s: float,
     active: bool,
     now: float,
 ) -> _Hold | None:
-    """The SLO-aware hold (`rules.slo`): warm slots for the horizon's largest burst, in the
-    HPA's unit; None when sloWaitSeconds is off. What arrived within the burst window is
-    the growth of the requests in the system plus what completed meanwhile (the mean in
-    flight over the window, x window / s)."""
+    """The SLO-aware hold (`rules.slo`): warm slots for the horizon's bursts at the level
+    sloTarget asks for, in the HPA's unit; None when sloWaitSeconds is off. What arrived
+    within the burst window is the growth of the requests in the system plus what
+    completed meanwhile (the mean in flight over the window, x window / s)."""
     if config.slo_wait_s is None:
         return None
     in_system, served = windows
     demand = signals.demand
-    horizon = slo_horizon_s(config, cold_s)
-    width = peak_bucket_width(config, cold_s)
+    horizon = slo_horizon_s(config)
+    width = peak_bucket_width(config)
     window_s = config.burst_window_s
     before = window.value_at(in_system, now - window_s, bucket_s)
     mean_inflight = window.time_mean(served, now, window_s, bucket_s)
     completed = (mean_inflight or 0.0) * window_s / config.service_s
-    # First sight (nothing known before): all of it may have come at once.
-    arrived = demand if before is None else demand - before + completed
-    burst = slo.burst_size(demand, arrived)
+    burst = slo.burst_size(demand, before, demand - (before or 0.0) + completed)
     peaks = _rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)
     buckets = window.record(peaks, now, burst, horizon, width)
-    largest = slo.level(window.window_values(buckets, now, horizon, width), config.slo_target)
+    ratio = slo.burst_ratio(config.slo_wait_s, config.service_s)
+    peaks_seen = window.window_values(buckets, now, horizon, width)
+    largest = slo.level(peaks_seen, config.slo_target, ratio)
     slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
     # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
     metric = slots * config.target_utilization
     if not active:
         metric = min(metric, demand)  # asleep: nothing held (IsActive agrees)
     detail = (
-        f"SLO hold: burst {largest:g} within {horizon:g} s needs {slots:.3g} warm slots "
-        f"to start within {config.slo_wait_s:g} s (demand now {demand:g})"
+        f"SLO hold: bursts up to {largest:.4g} (sloTarget {config.slo_target:g} of {horizon:g} s) "
+        f"need {slots:.3g} warm slots to start within {config.slo_wait_s:g} s "
+        f"(demand now {demand:g})"
     )
     return _Hold(metric, detail, width, buckets)
 
@@ -276,12 +289,12 @@ def _busy_for_s(in_system: window.Buckets, now: float, bucket_s: float) -> float
     return max(0.0, now - since)
 
 
-def _zero_delay_s(config: TargetConfig, cold_s: float) -> float:
-    """SLO-aware mode keeps the target awake for the whole horizon: going to zero
+def zero_delay_s(config: TargetConfig, cold_s: float) -> float:
+    """SLO-aware mode keeps the target awake longer (`rules.slo.awake_s`): going to zero
     guarantees that the next burst waits a full cold start."""
     if config.slo_wait_s is None:
         return config.scale_to_zero_delay_s
-    return max(config.scale_to_zero_delay_s, slo_horizon_s(config, cold_s))
+    return max(config.scale_to_zero_delay_s, slo.awake_s(cold_s))
 
 
 def _rebucketed(

@@ -22,7 +22,13 @@ from dataclasses import replace
 from typing import Any
 
 from scaler import window
-from scaler.policy import BUCKETS_PER_WINDOW, MAX_COLD_START_S, PolicyState, slo_horizon_s
+from scaler.policy import (
+    BUCKETS_PER_WINDOW,
+    MAX_COLD_START_S,
+    PolicyState,
+    slo_horizon_s,
+    zero_delay_s,
+)
 from scaler.reports import target_key_base
 from scaler.target_config import TargetConfig
 from scaler.window import Buckets
@@ -44,12 +50,12 @@ def policy_key(config: TargetConfig) -> str:
 def state_ttl_s(config: TargetConfig) -> int:
     """Past this, every stored time is over and the state equals an empty one; an hour of slack.
 
-    SLO-aware mode holds its window for the horizon, which the longest cold start
-    a sidecar may measure can stretch: the TTL covers the longest it can be."""
-    horizon = 0.0
-    if config.slo_wait_s is not None:
-        horizon = slo_horizon_s(config, MAX_COLD_START_S)
-    return int(max(config.scale_down_delay_s, config.scale_to_zero_delay_s, horizon)) + 3600
+    SLO-aware mode holds its window for the horizon, and keeps the target awake for a
+    time that the longest cold start a sidecar may measure can stretch: the TTL covers
+    the longest either can be."""
+    horizon = slo_horizon_s(config) if config.slo_wait_s is not None else 0.0
+    awake = zero_delay_s(config, MAX_COLD_START_S)
+    return int(max(config.scale_down_delay_s, awake, horizon)) + 3600
 
 
 def decode_state(fields: Mapping[str, str]) -> PolicyState:

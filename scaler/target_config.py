@@ -77,15 +77,13 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "5", "mean time a request holds its slot (prefill + decode), in [0.01; 3600]"
     ),
     "sloHorizonSeconds": KeySpec(
-        None,
-        "SLO-aware hold: how long a burst's capacity is held, in [0; 86400]; "
-        "absent: 15 cold starts",
-        optional=True,
+        "3600",
+        "SLO-aware hold: how far back bursts are counted, in [0; 86400]",
     ),
     "sloTarget": KeySpec(
-        "1",
-        "SLO-aware hold: share of the horizon's requests the held capacity must start "
-        "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest peak)",
+        "0.85",
+        "SLO-aware hold: share of the horizon's burst requests the held capacity must start "
+        "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest burst)",
     ),
 }
 
@@ -122,8 +120,8 @@ class TargetConfig:
     slo_wait_s: float | None = 2.0  # None: no SLO-aware hold ('off')
     cold_start_s: float = 60.0
     service_s: float = 5.0
-    slo_horizon_s: float | None = None  # None: derived from the cold start (see policy)
-    slo_target: float = 1.0  # share of the horizon's requests sized to start within the SLO
+    slo_horizon_s: float = 3600.0  # how far back the SLO-aware hold counts bursts
+    slo_target: float = 0.85  # share of the horizon's burst requests sized to start in time
 
     @property
     def replica_target(self) -> float:

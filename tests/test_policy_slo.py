@@ -32,16 +32,36 @@ def quiet(cfg: TargetConfig, ready: int) -> PolicyState:
 def test_a_burst_is_held_for_the_horizon_by_the_formula() -> None:
     # 70 requests at once on 2 quiet replicas: 16 start, 54 wait. The hold keeps
     # 70 / (1 + 2 / 5) = 50 warm slots (metric 50 x 0.8 = 40: 7 replicas) for the
-    # 900 s horizon (15 cold starts), awake all along; then it lets go.
+    # hour's horizon, awake all along (2 in flight); then it lets go. A lone burst is
+    # held whole at sloTarget 0.85: leaving it out would miss all of it beyond the warm
+    # slots, more than the 15 % allowed.
     cfg = config(**SLO)
     state = quiet(cfg, 2)
     state = decide(signals(16, 54, ready=2), state, cfg, START).new_state
-    for t in (200, 850):
+    for t in (200, 3500):
         d = decide(signals(2, ready=2), state, cfg, START + t)
         assert (d.metric_value, d.reason, d.active) == (pytest.approx(40.0), Reason.SLO_HOLD, True)
-        assert "burst 70" in d.detail and "50 warm slots" in d.detail and "within 2 s" in d.detail
-    d = decide(signals(2, ready=2), state, cfg, START + 1000)
+        assert "bursts up to 70 " in d.detail and "50 warm slots" in d.detail
+        assert "within 2 s" in d.detail
+    d = decide(signals(2, ready=2), state, cfg, START + 3700)
     assert d.metric_value < 6.4 and d.reason is not Reason.SLO_HOLD
+
+
+def test_with_no_demand_the_target_sleeps_after_fifteen_cold_starts_and_wakes_warm() -> None:
+    # The same burst, then nothing at all: the target stays awake 15 cold starts (900 s),
+    # not the whole hour. Woken again within the hour, it asks at once for the slots the
+    # burst needed: the level is remembered, so the cold start is paid once, not per burst.
+    cfg = config(**SLO)
+    state = decide(signals(16, 54, ready=2), quiet(cfg, 2), cfg, START).new_state
+    for t in range(15, 900, 15):
+        d = decide(signals(0, ready=2), state, cfg, START + t)
+        state = d.new_state
+        assert d.active and d.reason is Reason.ZERO_DELAY_HOLD
+    d = decide(signals(0, ready=2), state, cfg, START + 915)
+    state = d.new_state
+    assert not d.active and d.metric_value == 0
+    woken = decide(signals(0, 3, ready=0), state, cfg, START + 2000)
+    assert woken.active and woken.metric_value == pytest.approx(40.0)
 
 
 def test_a_queue_built_over_a_cold_start_is_not_held_as_a_burst() -> None:
@@ -56,6 +76,20 @@ def test_a_queue_built_over_a_cold_start_is_not_held_as_a_burst() -> None:
     # ... while the same 120 arriving at once are a burst of 120.
     sudden = decide(signals(0, 120, ready=1), quiet(cfg, 1), cfg, START)
     assert max(v for _, v in sudden.new_state.peak_buckets) == 120
+
+
+def test_a_backlog_drained_by_fresh_replicas_is_not_held_as_a_burst() -> None:
+    # 300 wait after a 60 s wake at 5 a second (50-60 within the burst window). 20 replicas
+    # come ready and start 160 at once; ten seconds on, 160 in flight make the completions
+    # estimate 160 x 10 / 5 = 320, more than fresh starts finish: the system shrank, so
+    # that is not taken for a burst of 240.
+    cfg = config(**SLO)
+    state = quiet(cfg, 0)
+    for t in range(0, 61, 5):
+        state = decide(signals(0, 5.0 * t, ready=0), state, cfg, START + t).new_state
+    state = decide(signals(160, 140, ready=20), state, cfg, START + 65).new_state
+    d = decide(signals(160, 80, ready=20), state, cfg, START + 75)
+    assert max(v for _, v in d.new_state.peak_buckets) <= 60  # 5 a second, over 10-12 s
 
 
 def test_off_turns_the_hold_off() -> None:
@@ -108,4 +142,4 @@ def test_defaults() -> None:
         cfg.service_s,
         cfg.slo_horizon_s,
         cfg.slo_target,
-    ) == (2.0, 60.0, 5.0, None, 1.0)
+    ) == (2.0, 60.0, 5.0, 3600.0, 0.85)

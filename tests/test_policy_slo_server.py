@@ -35,23 +35,21 @@ def test_a_burst_is_held_for_the_horizon_and_keeps_the_target_awake(
     clock.advance(600)  # no report for 600 s: the pod is stale, demand 0
     poll = scaler.keda.poll(so)
     assert (poll.value_float, poll.active) == (pytest.approx(40.0), True)  # past 300 s
-    clock.advance(600)  # 1200 s after the last demand (t=210): the 900 s horizon is over
+    clock.advance(600)  # 1200 s after the last demand (t=210): 15 cold starts (900 s) are over
     poll = scaler.keda.poll(so)
     assert (poll.value_float, poll.active) == (0.0, False)
 
 
-def test_a_measured_cold_start_lengthens_the_horizon(
+def test_a_measured_cold_start_keeps_the_target_awake_longer(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
     so = ref("llama", **SLO)
-    _load(publisher, clock, 70, cold_start_s=90.0)  # horizon 15 x 90 s = 1350 s
-    scaler.keda.poll(so)
-    clock.advance(1200)  # past the default 15 x 60 s = 900 s, within 1350 s
-    _load(publisher, clock, 5, cold_start_s=90.0)
-    assert scaler.keda.poll(so).value_float == pytest.approx(40.0)
-    clock.advance(400)
-    _load(publisher, clock, 5, cold_start_s=90.0)
-    assert scaler.keda.poll(so).value_float == 5.0
+    _load(publisher, clock, 70, cold_start_s=90.0)  # awake 15 x 90 s = 1350 s without demand
+    assert scaler.keda.poll(so).active
+    clock.advance(1200)  # no report since (demand 0): past the default 15 x 60 s = 900 s
+    assert scaler.keda.poll(so).active
+    clock.advance(200)
+    assert not scaler.keda.poll(so).active
 
 
 def test_a_bad_slo_value_is_invalid_argument_naming_the_key(scaler: RunningScaler) -> None:

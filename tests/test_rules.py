@@ -41,6 +41,18 @@ def test_needed_slots(offered: float, backlog: float, ready_slots: float, needed
     assert forecast.needed_slots(offered, backlog, ready_slots, S, C) == pytest.approx(needed)
 
 
+@pytest.mark.parametrize(
+    ("clear_s", "needed"),
+    [
+        (None, 3.3 + 32 * S / C + 3.3),  # the usual T: one cold start
+        (15.0, 3.3 + (32 * S + 3.3 * C) / 15),  # a queue 15 s old, cleared as fast as it built
+    ],
+    ids=["within-a-cold-start", "within-its-age"],
+)
+def test_a_waking_queue_is_cleared_within_its_age(clear_s: float | None, needed: float) -> None:
+    assert forecast.needed_slots(3.3, 32, 0, S, C, clear_s) == pytest.approx(needed)
+
+
 def test_a_cold_start_shorter_than_a_service_time_is_planned_as_one() -> None:
     assert forecast.planning_horizon_s(0.0, S) == S
     assert forecast.planning_horizon_s(C, S) == C
@@ -51,26 +63,33 @@ def test_a_cold_start_shorter_than_a_service_time_is_planned_as_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("in_system", "arrived", "burst"),
+    ("in_system", "before", "arrived", "burst"),
     [
-        (108, 108, 108),  # everything in the system came at once: a burst of its size
-        (308, 63, 63),  # a queue that built up over a cold start: only the recent part
-        (35, 105, 35),  # steady: more arrived (and left) than are there: what is there
-        (5, -3, 0),  # fewer in the system than before, nothing completed: nothing arrived
+        (108, 0, 108, 108),  # everything in the system came at once: a burst of its size
+        (108, None, 0, 108),  # first sight: all of it may have come at once
+        (308, 245, 63, 63),  # a queue that built up over a cold start: only the recent part
+        (35, 35, 105, 35),  # steady: more arrived (and left) than are there: what is there
+        (120, 300, 150, 0),  # draining a backlog: fewer than before, so no burst is counted
+        (5, 5, -3, 0),  # nothing completed, nothing arrived
     ],
-    ids=["burst", "cold-start-queue", "steady", "draining"],
+    ids=["burst", "first-sight", "cold-start-queue", "steady", "draining", "nothing"],
 )
-def test_burst_size(in_system: float, arrived: float, burst: float) -> None:
-    assert slo.burst_size(in_system, arrived) == burst
+def test_burst_size(in_system: float, before: float | None, arrived: float, burst: float) -> None:
+    assert slo.burst_size(in_system, before, arrived) == burst
 
 
 @pytest.mark.parametrize(
-    ("given", "delay", "cold", "horizon"),
-    [(None, 120, 60, 900), (3600, 120, 60, 3600), (10, 120, 60, 120), (None, 120, 0, 120)],
-    ids=["fifteen-cold-starts", "given", "never-below-the-delay", "no-cold-start"],
+    ("given", "delay", "horizon"),
+    [(3600, 120, 3600), (10, 120, 120)],
+    ids=["given", "never-below-the-delay"],
 )
-def test_slo_horizon(given: float | None, delay: float, cold: float, horizon: float) -> None:
-    assert slo.horizon_s(given, delay, cold) == horizon
+def test_slo_horizon(given: float, delay: float, horizon: float) -> None:
+    assert slo.horizon_s(given, delay) == horizon
+
+
+def test_the_mode_stays_awake_fifteen_cold_starts() -> None:
+    assert slo.awake_s(C) == 15 * C
+    assert slo.awake_s(0.0) == 0.0
 
 
 def test_slots_for_a_burst() -> None:
@@ -78,24 +97,37 @@ def test_slots_for_a_burst() -> None:
     assert slo.slots_for(70, 0.0, 5.0) == 70  # no wait allowed: a slot per request
 
 
+R = 1.4  # 1 + W / s at W 2 s, s 5 s: a warm slot starts 1.4 requests of a burst within W
+
+
+def _missed(peaks: list[float], level: float) -> float:
+    """What `slo.level` counts as missed: every request beyond the warm slots of a burst
+    that overflows the level."""
+    return sum(p - level / R for p in peaks if p > level)
+
+
 @pytest.mark.parametrize(
     ("target", "peaks", "level"),
     [
         (1.0, [40, 100, 60, 0], 100),  # every request: the largest peak
-        (0.9, [40, 100, 60, 0], 80),  # A = 20: the 100-burst misses 20
-        (0.8, [40, 100, 60, 0], 60),  # A = 40: it misses 40
-        (0.5, [40, 100, 60, 0], 100 / 3),  # A = 100, shared by the three above L (k = 3)
-        (0.9, [50, 50], 45),  # A = 10, shared: 5 each
+        (0.85, [40, 100, 60, 0], 98),  # A = 30: the 100-burst misses 100 - 98 / 1.4 = 30
+        (0.7, [40, 100, 60, 0], 60),  # A = 60: leaving out the 100-burst costs 57
+        (0.5, [40, 100, 60, 0], 42),  # A = 100: 100 and 60 left out, each missing 100 / 2
+        (0.85, [24, 24, 24], 24),  # bursts all alike are held whole whatever q
+        (0.85, [300] + [20] * 40, 189),  # a rare burst with a quarter of the requests: mostly held
+        (0.85, [150] + [20] * 99, 20),  # ... one with 7 % of them is left out
         (0.99, [], 0),  # nothing seen
         (0.9, [0, 0, 0], 0),
     ],
-    ids=lambda v: str(v),
+    ids=lambda v: str(v)[:20],
 )
 def test_slo_level(target: float, peaks: list[float], level: float) -> None:
-    assert slo.level(peaks, target) == pytest.approx(level)
-    if peaks and sum(peaks):  # the share of the requests above the level is what q allows
-        missed = sum(max(0.0, p - level) for p in peaks)
-        assert missed <= (1 - target) * sum(peaks) + 1e-9
+    found = slo.level(peaks, target, R)
+    assert found == pytest.approx(level)
+    if peaks and sum(peaks):  # what the level leaves out is within the share q allows...
+        assert _missed(peaks, found) <= (1 - target) * sum(peaks) + 1e-9
+        lower = found * 0.99  # ... and no lower level would do
+        assert found == 0 or _missed(peaks, lower) > (1 - target) * sum(peaks)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,12 @@ metric sizes for the demand that will exist then, not for what is queued now:
    the need is everything in the system now (`scaler.policy`). Starting pods
    are not counted as draining: they are part of K, and counting them would
    let the order cancel itself once placed.
+3. Waking from zero (nothing ready), the offered load is measured over the
+   traffic's own age tau (`waking_span_s`) and the queue cleared within
+   T = tau, as fast as it built up: every request of it is already late, and
+   so is every one that arrives before it is gone. `scaler.policy` orders on
+   that but holds only the need over a whole cold start, so the first seconds
+   of a burst are revised at the next poll rather than latched.
 
 Worked example (s 5 s, C 60 s, one ready replica of 8 slots, idle for the
 last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
@@ -62,10 +68,16 @@ def offered_load(
 
 
 def needed_slots(
-    offered: float, backlog: float, ready_slots: float, service_s: float, cold_start_s: float
+    offered: float,
+    backlog: float,
+    ready_slots: float,
+    service_s: float,
+    cold_start_s: float,
+    clear_s: float | None = None,
 ) -> float:
     """Slots needed one cold start from now: the offered load, plus what the ready slots
-    leave of the backlog by the time new capacity has had T to clear it."""
-    clear_s = planning_horizon_s(cold_start_s, service_s)
+    leave of the backlog by the time new capacity has had T (`clear_s`, by default a cold
+    start, never less than a service time) to clear it."""
+    clear_s = planning_horizon_s(cold_start_s if clear_s is None else clear_s, service_s)
     shortfall = backlog * service_s + (offered - ready_slots) * cold_start_s
     return offered + max(0.0, shortfall / clear_s)

@@ -9,8 +9,15 @@ N <= K x (1 + W / s), i.e. K >= N / (1 + W / s).
 
 Capacity ordered when a burst shows arrives a cold start C later, after any
 burst shorter than C is over, so it must already be warm: the mode holds the
-slots for the largest burst seen over a horizon H (`sloHorizonSeconds`,
-default 15 C, never shorter than `scaleDownDelaySeconds`).
+slots for the bursts seen over a horizon H (`sloHorizonSeconds`, default an hour,
+never shorter than `scaleDownDelaySeconds`), at the level `sloTarget` asks for
+(`level`). With sloTarget 1 that is the largest burst, an extreme value that grows
+with the horizon and jumps as single bursts enter and leave it; below 1 it is a
+quantile, which settles as the horizon holds more bursts. So the horizon can be
+long against the bursts (an hour holds dozens a few minutes apart, enough to
+estimate a 0.93 quantile: 1 / (1 - 0.93) = 14) and short against a day's
+changes, and the held level stays put like a fixed fleet, which serves
+independent bursts better than the same GPU-hours varied (see docs/decision.md).
 
 A burst is what arrived at once: the requests in flight plus those that arrived
 within `burstWindowSeconds` (`burst_size`). A queue that built up over a cold
@@ -21,54 +28,80 @@ arrivals for the whole horizon.
 
 from __future__ import annotations
 
-# The horizon a burst's capacity is held for, in cold starts, when sloHorizonSeconds
-# is not set (see docs: choosing settings).
-HORIZON_COLD_STARTS = 15.0
+# How long the mode keeps a target awake with no demand, in cold starts, when
+# scaleToZeroDelaySeconds is shorter (see docs: choosing settings).
+AWAKE_COLD_STARTS = 15.0
 
 
-def horizon_s(slo_horizon_s: float | None, scale_down_delay_s: float, cold_s: float) -> float:
-    """How long a burst's capacity is held: sloHorizonSeconds, else 15 cold starts;
-    never shorter than the scale-down delay."""
-    horizon = HORIZON_COLD_STARTS * cold_s if slo_horizon_s is None else slo_horizon_s
-    return max(horizon, scale_down_delay_s)
+def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
+    """How far back the bursts are counted: sloHorizonSeconds, never shorter than the
+    scale-down delay."""
+    return max(slo_horizon_s, scale_down_delay_s)
 
 
-def burst_size(in_system: float, arrived_recently: float) -> float:
+def awake_s(cold_s: float) -> float:
+    """No demand for this long ends the mode's wait for the next burst: 15 cold starts.
+    Idle that long, the fleet has cost 15 times what re-buying it costs in GPU; the level
+    is remembered for the horizon, so a wake after that asks for it at once."""
+    return AWAKE_COLD_STARTS * cold_s
+
+
+def burst_size(in_system: float, in_system_before: float | None, arrived: float) -> float:
     """Requests a burst brought: those that arrived within the burst window, never more than
-    are in the system (the rest of a queue waited through a cold start: not a burst)."""
-    return min(in_system, max(0.0, arrived_recently))
+    are in the system (the rest of a queue waited through a cold start: not a burst).
+
+    Nothing known before (first sight): all of it may have come at once. Fewer in the
+    system than at the window's start: the system is draining, not bursting; what
+    arrived is then the small difference of two large numbers, and the completions
+    estimate runs high right after a batch of fresh starts, so nothing is counted."""
+    if in_system_before is None:
+        return in_system
+    if in_system < in_system_before:
+        return 0.0
+    return min(in_system, max(0.0, arrived))
+
+
+def burst_ratio(slo_wait_s: float, service_s: float) -> float:
+    """Requests of a burst that K warm slots start within W, per slot: 1 + W / s."""
+    return 1.0 + slo_wait_s / service_s
 
 
 def slots_for(burst: float, slo_wait_s: float, service_s: float) -> float:
     """Warm slots that start every request of a burst of `burst` within W: N / (1 + W / s)."""
-    return burst / (1.0 + slo_wait_s / service_s)
+    return burst / burst_ratio(slo_wait_s, service_s)
 
 
-def level(peaks: list[float], slo_target: float) -> float:
+def level(peaks: list[float], slo_target: float, ratio: float) -> float:
     """The load L the warm slots must start within the SLO: the largest peak, or with
     sloTarget q < 1, the smallest L at which the horizon's requests that would have
-    waited longer are at most 1 - q of them.
+    waited are at most 1 - q of them.
 
-    Each bucket's peak N_b stands for a burst of N_b requests. K slots start
-    L = K x (1 + W / s) of a burst within W, so a burst of N_b misses
-    max(0, N_b - L) of its requests, and L is the smallest with
-        sum_b max(0, N_b - L) <= (1 - q) x sum_b N_b.
-    The excess falls linearly in L between peaks, so with the k largest peaks above
-    L (P_k their sum, A the allowance): L = (P_k - A) / k, the first k at which that
-    is at least the (k+1)-th peak. Worked example, q 0.9, peaks 100, 60, 40, 0:
-    A = 0.1 x 200 = 20; k=1: L = 80 >= 60 -> L = 80 (the 100-burst misses 20 of its
-    requests: 10 % of the 200); with q 0.8, A = 40: k=1: L = 60 >= 60 -> 60. Peaks
-    50, 50 at q 0.9: A = 10; k=1: 40 < 50; k=2: L = 45."""
-    if not peaks:
-        return 0.0
+    Each bucket's peak N_b stands for a burst of N_b requests. K warm slots start
+    L = K x ratio of a burst within W (ratio = 1 + W / s, `slots_for`), so a burst of
+    at most L is served whole. A burst above L is counted as missing every request
+    beyond the K warm slots, N_b - L / ratio, not only those beyond L: slots free at
+    K / s a second only once their requests' service times have spread out, and a
+    burst's requests all start fresh. So L is the smallest with
+        sum over N_b > L of (N_b - L / ratio) <= A = (1 - q) x sum_b N_b,
+    which leaves out only bursts large and rare enough to be worth their misses;
+    bursts all alike are held whole whatever q. That sum falls as L rises, so with
+    the k largest peaks above L (P_k their sum): L = max(N_(k+1), ratio x (P_k - A) / k),
+    valid while below N_k; L is the smallest valid one (k = 0: the largest peak).
+
+    Worked example, q 0.85, ratio 1.4, peaks 100, 60, 40, 0: A = 0.15 x 200 = 30;
+    k=1: max(60, 1.4 x 70) = 98 < 100 -> valid; k=2: max(40, 1.4 x 130 / 2 = 91)
+    is not below 60 -> L = 98 (70 warm slots: the 100-burst misses 30, 15 % of the
+    200). Peaks 24, 24, 24: no k is valid -> L = 24."""
     ordered = sorted(peaks, reverse=True)
-    if slo_target >= 1.0:
-        return ordered[0]
+    if not ordered:
+        return 0.0
     allowance = (1.0 - slo_target) * sum(ordered)
+    found = ordered[0]
     top = 0.0
     for k, value in enumerate(ordered, start=1):
         top += value
-        found = (top - allowance) / k
-        if k == len(ordered) or found >= ordered[k]:
-            return max(found, 0.0)
-    return 0.0  # not reached: the loop returns at k = len(ordered)
+        below = ordered[k] if k < len(ordered) else 0.0
+        candidate = max(below, ratio * (top - allowance) / k)
+        if candidate < value:
+            found = min(found, candidate)
+    return max(found, 0.0)
