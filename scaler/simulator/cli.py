@@ -52,7 +52,9 @@ def add_parser(commands: Any) -> None:
         help="generate traffic instead: bursty (stationary) or diurnal (bursty, level of a day)",
     )
     src.add_argument("--synthetic-rate", type=float, default=1.0, help="mean req/s (synthetic)")
-    src.add_argument("--span-s", type=float, default=3600.0, help="synthetic span (s)")
+    src.add_argument(
+        "--span-s", type=float, help="synthetic span (s): an hour (bursty), a day (diurnal)"
+    )
     src.add_argument("--repeat-to-s", type=float, help="tile the trace to this span (s)")
     src.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or superpose (>1)")
     src.add_argument("--seed", type=int, default=0)

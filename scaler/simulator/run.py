@@ -135,9 +135,9 @@ def _trace(args: argparse.Namespace) -> Trace:
     if args.trace is not None:
         trace = load_csv(args.trace)
     elif args.synthetic == "diurnal":
-        trace = diurnal(args.span_s, args.synthetic_rate, seed=args.seed)
+        trace = diurnal(_or(args.span_s, 86400.0), args.synthetic_rate, seed=args.seed)
     else:
-        trace = bursty(args.span_s, args.synthetic_rate, seed=args.seed)
+        trace = bursty(_or(args.span_s, 3600.0), args.synthetic_rate, seed=args.seed)
     if args.rate_scale != 1.0:
         trace = scale_rate(trace, args.rate_scale, seed=args.seed)
     if args.repeat_to_s:
