@@ -72,13 +72,15 @@ def main(args: argparse.Namespace) -> int:
     from scaler.demo.run import DemoConfig, run
     from scaler.target_config import MetadataError, parse_target_config
 
-    # The pods' own cold start and service time, and the 2 s SLO, in demo time (the
-    # conversation trace's mean request holds a slot 6.45 s: docs/simulator.md).
+    # The pods' own cold start and service time, the 2 s SLO and the SLO hold's hour, in
+    # demo time (the conversation trace's mean request holds a slot 6.45 s:
+    # docs/simulator.md).
     metadata = {
         "queueKey": queue.QUEUE_KEY,
         "coldStartSeconds": f"{args.cold_start_s:g}",
         "serviceSeconds": f"{6.45 / args.speedup:.3g}",
         "sloWaitSeconds": f"{2.0 / args.speedup:.3g}",
+        "sloHorizonSeconds": f"{3600.0 / args.speedup:.3g}",
     }
     for _, key, _ in _SHORTHANDS:
         metadata[key] = getattr(args, key)

@@ -70,6 +70,7 @@ DEMO_METADATA = {
     "coldStartSeconds": "3",
     "serviceSeconds": "0.323",
     "sloWaitSeconds": "0.1",
+    "sloHorizonSeconds": "180",
 }
 
 
