@@ -217,8 +217,8 @@ def _need(
     offered, settled = over(span)
     if signals.pods_ready > 0:
         return offered, settled, settled
-    # Waking: the rate over the traffic's own age, and its queue cleared no slower than
-    # it built up (the silence before says nothing of the rate; the queue is all misses).
+    # Waking: the rate over the traffic's own age, and the backlog cleared within that age
+    # (the silence before says nothing of the rate; the queue is all misses).
     waking = forecast.waking_span_s(_busy_for_s(in_system, now, bucket_s), service_s, span)
     young_offered, young = over(waking, waking)
     return max(offered, young_offered), settled, max(settled, young)

@@ -117,7 +117,7 @@ def test_scenario(before: float, ready: int, steps: list[Step]) -> None:
 def test_a_wake_from_zero_does_not_latch_the_first_cold_starts_backlog() -> None:
     # 2 requests a second from t=0 on a target at zero replicas; the replicas the HPA
     # asks for come ready 60 s after they were asked for. While nothing is ready the
-    # queue is sized to be cleared as fast as it built up (at t=50: 10 + (110 x 5 +
+    # queue is sized to be cleared within the time it took to build (at t=50: 10 + (110 x 5 +
     # 10 x 60) / 50 = 33 slots, 6 replicas; sized as demand, ceil(130 / 6.4) = 21), and
     # what the window holds is the need over a whole cold start (30 slots at most:
     # 5 replicas). Then it is forgotten: once the queue is gone and the scale-down delay
@@ -146,6 +146,30 @@ def test_a_wake_from_zero_does_not_latch_the_first_cold_starts_backlog() -> None
     assert peak <= 6
 
 
+def test_a_wake_orders_on_its_first_seconds_but_revises_a_burst() -> None:
+    # At zero replicas, quiet (the last empty sample at t=0). A burst of 56 comes within
+    # 5 s and nothing after; a stream brings 14 every 5 s. While nothing is ready the need
+    # measures the rate over the traffic's age and clears, within that age of capacity
+    # coming ready, the queue and what arrives during the cold start. As the burst's age
+    # grows with no arrivals its need falls (at t=40: 7.4 offered, 26 slots, 5 replicas),
+    # and the window holds only the need over a whole cold start, silence included
+    # (56 x 5 / 60 = 4.7 offered, 4.7 x 3 = 14 slots); the stream's stays at twice its
+    # rate and more (at t=40: 14.7 offered, 53 slots, 9 replicas).
+    cfg = config(scaleDownDelaySeconds="120")
+    wanted, held = {}, {}
+    for name, arrivals in (("burst", [56] + [0] * 7), ("stream", [14] * 8)):
+        state = decide(signals(0, ready=0), idle_for(cfg, 120, ready=0), cfg, START).new_state
+        queue, wants = 0.0, []
+        for step, arrived in enumerate(arrivals):
+            queue += arrived
+            d = decide(signals(0, queue, ready=0), state, cfg, START + 5 * (step + 1))
+            state, wants = d.new_state, [*wants, replicas(d.metric_value, cfg)]
+        wanted[name], held[name] = wants, max(v for _, v in state.needed)
+    assert wanted["burst"] == sorted(wanted["burst"], reverse=True) and wanted["burst"][-1] == 5
+    assert held["burst"] == pytest.approx(14.0)
+    assert wanted["stream"][-1] == 9
+
+
 def test_quiet_inactive_only_after_zero_delay() -> None:
     cfg = config(scaleDownDelaySeconds="60", scaleToZeroDelaySeconds="300")
     run(
@@ -166,7 +190,7 @@ def test_low_demand_is_not_zero_demand() -> None:
         [
             Step(0, 0, 3, 0, 1, False, L),  # too little to wake the target
             # Woken, nothing ready: 6 in 10 s, taken as a stream that goes on, its queue to
-            # be cleared as fast as it built (1.5 + (6 x 5 + 1.5 x 60) / 10 = 13.5 slots).
+            # be cleared within its 10 s (1.5 + (6 x 5 + 1.5 x 60) / 10 = 13.5 slots).
             Step(10, 0, 6, 0, 3, True, BL),
             *[Step(t, 1, 0, 1, 1, True, S) for t in range(30, 90, 30)],  # low, not zero
             *[Step(t, 1, 0, 1, 1, True, F) for t in range(90, 900, 30)],

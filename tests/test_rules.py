@@ -45,7 +45,7 @@ def test_needed_slots(offered: float, backlog: float, ready_slots: float, needed
     ("clear_s", "needed"),
     [
         (None, 3.3 + 32 * S / C + 3.3),  # the usual T: one cold start
-        (15.0, 3.3 + (32 * S + 3.3 * C) / 15),  # a queue 15 s old, cleared as fast as it built
+        (15.0, 3.3 + (32 * S + 3.3 * C) / 15),  # traffic 15 s old: cleared within 15 s
     ],
     ids=["within-a-cold-start", "within-its-age"],
 )

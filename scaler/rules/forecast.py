@@ -24,11 +24,13 @@ metric sizes for the demand that will exist then, not for what is queued now:
    are not counted as draining: they are part of K, and counting them would
    let the order cancel itself once placed.
 3. Waking from zero (nothing ready), the offered load is measured over the
-   traffic's own age tau (`waking_span_s`) and the queue cleared within
-   T = tau, as fast as it built up: every request of it is already late, and
-   so is every one that arrives before it is gone. `scaler.policy` orders on
-   that but holds only the need over a whole cold start, so the first seconds
-   of a burst are revised at the next poll rather than latched.
+   traffic's own age tau (`waking_span_s`), and the backlog when capacity
+   comes ready (the queue now and what arrives during the cold start) is to be
+   cleared within T = tau rather than a cold start: every request of it is
+   already late, and so is every one that arrives before it is gone.
+   `scaler.policy` orders on that but holds only the need over a whole cold
+   start, so the first seconds of a burst are revised at the next poll rather
+   than latched.
 
 Worked example (s 5 s, C 60 s, one ready replica of 8 slots, idle for the
 last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
