@@ -312,9 +312,10 @@ class SidecarProcess:
             "TRITON_METRICS_URL": server.metrics_url,
             "TRITON_MODELS": models,
             "BIND_ADDRESS": "127.0.0.1",
-            "METRICS_PORT": str(free_port()),
+            "METRICS_PORT": str(metrics_port := free_port()),
             "DELETION_COST": "off",
         }
+        self.healthz_url = f"http://127.0.0.1:{metrics_port}/healthz"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sidecar", "--interval", "1", "--poll-interval", "0.5"],
             env=env,
@@ -322,6 +323,16 @@ class SidecarProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+    def serving(self) -> bool:
+        """Whether the sidecar is up: its reporter exists once it serves /healthz."""
+        try:
+            with urllib.request.urlopen(self.healthz_url, timeout=1) as answer:
+                return bool(answer.status)
+        except urllib.error.HTTPError:
+            return True  # answering, if not healthy (Triton down): up all the same
+        except OSError:
+            return False
 
     def report(self, client: redis.Redis) -> PodReport | None:
         payload = client.hget(self.keys.reports, self.pod)
