@@ -107,8 +107,9 @@ def test_the_window_stays_bounded_over_the_horizon() -> None:
     assert len(state.needed) <= 62 and len(state.peak_buckets) <= 62
 
 
-def test_the_stored_state_outlives_the_longest_horizon() -> None:
-    assert state_ttl_s(config(**SLO)) >= 15 * 3600  # a measured cold start of up to an hour
+def test_the_stored_state_outlives_the_horizon_and_the_longest_awake_time() -> None:
+    assert state_ttl_s(config(**SLO)) >= 15 * 3600  # awake 15 measured cold starts of an hour
+    assert state_ttl_s(config(**SLO, sloHorizonSeconds="86400")) >= 86400  # the longest horizon
     assert state_ttl_s(config(sloWaitSeconds="off")) == 300 + 3600  # without the hold
 
 

@@ -112,7 +112,7 @@ def _missed(peaks: list[float], level: float) -> float:
         (1.0, [40, 100, 60, 0], 100),  # every request: the largest peak
         (0.85, [40, 100, 60, 0], 98),  # A = 30: the 100-burst misses 100 - 98 / 1.4 = 30
         (0.7, [40, 100, 60, 0], 60),  # A = 60: leaving out the 100-burst costs 57
-        (0.5, [40, 100, 60, 0], 42),  # A = 100: 100 and 60 left out, each missing 100 / 2
+        (0.5, [40, 100, 60, 0], 42),  # A = 100: 100 and 60 left out, missing 70 and 30
         (0.85, [24, 24, 24], 24),  # bursts all alike are held whole whatever q
         (0.85, [300] + [20] * 40, 189),  # a rare burst with a quarter of the requests: mostly held
         (0.85, [150] + [20] * 99, 20),  # ... one with 7 % of them is left out

@@ -340,7 +340,7 @@ def test_the_slo_hold_serves_a_recurring_burst_shorter_than_a_cold_start() -> No
     # A burst of 24 requests every 300 s, each 5 s long: over before a replica ordered for
     # it could start (60 s), and one warm replica drains it in 15 s, so the cold-start-
     # aware rule alone orders nothing for it and later bursts wait. The SLO-aware hold
-    # (on by default) keeps warm slots for the largest burst of its horizon.
+    # (on by default) keeps warm slots for the bursts of its horizon: all alike, held whole.
     bursts = [(float(t), 5) for t in range(100, 3600, 300) for _ in range(24)]
     tuned = unit_knobs(metadata={"targetConcurrency": "8", "serviceSeconds": "5"})
     reactive = tuned.with_metadata(sloWaitSeconds="off")

@@ -37,8 +37,10 @@ last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
 mean in flight over the minute ~0, so offered = 40 x 5 / 60 = 3.3 and K = 3.3 +
 max(0, 32 x 5 / 60 + 3.3 - 8) = 3.3 + 0: the ready replica drains the burst
 (32 x 5 / 8 = 20 s) long before a new one could start, so nothing is ordered.
-The same 32 waiting with nothing ready (a wake from zero) gives K = 3.3 +
-2.7 + 3.3 = 9.3 slots: two replicas at 8 x 0.8 per replica.
+The same 32 waiting with nothing ready (a wake from zero) settle at K = 3.3 +
+2.7 + 3.3 = 9.3 slots (two replicas at 8 x 0.8 per replica): what the scale-down
+window may hold; the need now, over the burst's few seconds (item 3), is far
+higher until its age shows that nothing more came.
 """
 
 from __future__ import annotations

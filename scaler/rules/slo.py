@@ -13,11 +13,11 @@ slots for the bursts seen over a horizon H (`sloHorizonSeconds`, default an hour
 never shorter than `scaleDownDelaySeconds`), at the level `sloTarget` asks for
 (`level`). With sloTarget 1 that is the largest burst, an extreme value that grows
 with the horizon and jumps as single bursts enter and leave it; below 1 it is a
-quantile, which settles as the horizon holds more bursts. So the horizon can be
-long against the bursts (an hour holds dozens a few minutes apart, enough to
-estimate a 0.93 quantile: 1 / (1 - 0.93) = 14) and short against a day's
-changes, and the held level stays put like a fixed fleet, which serves
-independent bursts better than the same GPU-hours varied (see docs/decision.md).
+level that leaves out only a share of the requests, which settles as the horizon
+holds more bursts. So the horizon can be long against the bursts (an hour holds
+dozens a few minutes apart) and short against a day's changes, and the held level
+stays put like a fixed fleet, which serves independent bursts better than the same
+GPU-hours varied (see docs/decision.md).
 
 A burst is what arrived at once: the requests in flight plus those that arrived
 within `burstWindowSeconds` (`burst_size`). A queue that built up over a cold
@@ -42,7 +42,7 @@ def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
 def awake_s(cold_s: float) -> float:
     """No demand for this long ends the mode's wait for the next burst: 15 cold starts.
     Idle that long, the fleet has cost 15 times what re-buying it costs in GPU; the level
-    is remembered for the horizon, so a wake after that asks for it at once."""
+    is remembered for the horizon, so a wake within it asks for the level at once."""
     return AWAKE_COLD_STARTS * cold_s
 
 

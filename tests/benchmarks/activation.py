@@ -30,7 +30,7 @@ ZERO_DELAY_S = 0.5
 
 
 def _ref(name: str, **metadata: str) -> pb.ScaledObjectRef:
-    # No SLO-aware hold: it keeps a target awake for its horizon by design, and what is
+    # No SLO-aware hold: it keeps a target awake 15 cold starts by design, and what is
     # measured here is how fast a change is pushed once the decision has changed.
     return pb.ScaledObjectRef(
         name=name,
