@@ -130,8 +130,9 @@ def test_a_subscription_redis_py_reconnects_by_itself_turns_notifications_back_o
     stream.cancel()
 
 
-def _eventually(condition: Callable[[], bool], attempts: int = 400) -> bool:
-    """Poll a real event no clock can stand in for (a reconnect), bounded in attempts."""
+def _eventually(condition: Callable[[], bool], attempts: int = 1500) -> bool:
+    """Poll a real event no clock can stand in for (a reconnect), bounded in attempts: up to
+    15 s, over twice the subscriber's longest reconnect backoff (5 s), for a loaded machine."""
     for _ in range(attempts):
         if condition():
             return True
