@@ -142,9 +142,10 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     demand = signals.demand
     cold_s = cold_start_s(signals, config)
     bucket_s = bucket_width(config, cold_s)
-    # As Redis keeps them (61 buckets, `state_codec.merge_args`): the sample in force at
-    # the start of the last cold start survives sparse polls.
-    kept_s = max(recent_s(config, cold_s), BUCKETS_PER_WINDOW * bucket_s) + bucket_s
+    # As Redis keeps them (61 buckets, `state_codec.merge_args`): 60 buckets span at least
+    # `recent_s` (see `bucket_width`), and the 61st keeps the sample in force at its start
+    # through sparse polls.
+    kept_s = (BUCKETS_PER_WINDOW + 1) * bucket_s
     delay = config.scale_down_delay_s
 
     def recorded(stored: window.Buckets, value: float, length_s: float) -> window.Buckets:
