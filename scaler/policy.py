@@ -13,7 +13,8 @@ active at all (IsActive / StreamIsActive).
    offered load (arrival rate x service time, over the last cold start) plus the
    part of the backlog the ready slots cannot clear before capacity ordered now
    has had a cold start to help. A burst the ready replicas drain within a cold
-   start orders nothing; a sustained rise orders at once.
+   start orders nothing; a sustained rise orders at once. While requests wait,
+   pods still starting are kept (`rules.forecast.kept_replicas`).
 2. Scale down only after a delay. The metric is the largest need over the last
    `scaleDownDelaySeconds` (`scaler.window`), so it releases a replica only once
    the need has stayed low for the whole delay. What the window remembers is the
@@ -60,6 +61,7 @@ class Reason(StrEnum):
     SCALE_DOWN_HELD = "scale_down_held"  # the need fell; the window still holds a higher one
     FOLLOWING = "following"  # the metric is the offered load now
     SLO_HOLD = "slo_hold"  # the SLO-aware hold: warm capacity for the horizon's bursts
+    STARTING_KEPT = "starting_kept"  # requests wait: pods still starting are not released
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,18 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         demand, config.activation_threshold, state.active_until, now, zero_delay
     )
     reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
+    kept = forecast.kept_replicas(
+        demand - signals.inflight, signals.pods_ready, signals.pods_starting
+    )
+    if active and kept * config.replica_target > metric:
+        metric = kept * config.replica_target
+        reason, detail = (
+            Reason.STARTING_KEPT,
+            (
+                f"starting pods kept: {kept} replicas ({signals.pods_starting} starting) while "
+                f"{demand - signals.inflight:g} requests wait (need now {need:.3g})"
+            ),
+        )
 
     hold = _slo_hold(signals, state, config, (in_system, served), bucket_s, active, now)
     if hold is not None:

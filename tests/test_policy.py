@@ -169,6 +169,29 @@ def test_a_wake_orders_on_its_first_seconds_but_revises_a_burst() -> None:
     assert wanted["stream"][-1] == 9
 
 
+@pytest.mark.parametrize(
+    ("ready", "starting", "inflight", "queued", "want", "reason"),
+    [
+        # A wake's first pod is ready and 170 wait: the need (offered 14.8 + 14.2 + 6.8 =
+        # 35.8 slots, 6 replicas) would release two pods still starting; they are kept.
+        (1, 7, 8, 170, 8, Reason.STARTING_KEPT),
+        (1, 7, 8, 0, 1, F),  # nothing waits: the need alone (offered 8 x 5 / 60 = 0.7)
+        # Nothing starting: the ready pods are the need's to size. They drain the 170 in
+        # 13 s, so it asks for the offered load (234 x 5 / 60 = 19.5: 4 replicas); a window
+        # with a history would hold more.
+        (8, 0, 64, 170, 4, F),
+    ],
+    ids=["requests-wait", "nothing-waits", "nothing-starting"],
+)
+def test_starting_pods_are_not_released_while_requests_wait(
+    ready: int, starting: int, inflight: float, queued: float, want: int, reason: Reason
+) -> None:
+    cfg = config(scaleDownDelaySeconds="120")
+    state = idle_for(cfg, 120, ready=0)
+    d = decide(signals(inflight, queued, ready, starting), state, cfg, START)
+    assert (replicas(d.metric_value, cfg), d.reason) == (want, reason), d.detail
+
+
 def test_quiet_inactive_only_after_zero_delay() -> None:
     cfg = config(scaleDownDelaySeconds="60", scaleToZeroDelaySeconds="300")
     run(

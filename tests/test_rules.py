@@ -172,6 +172,22 @@ def test_waking_span(busy_for: float, span: float) -> None:
     assert forecast.waking_span_s(busy_for, S, C) == span
 
 
+@pytest.mark.parametrize(
+    ("backlog", "ready", "starting", "kept"),
+    [
+        (170, 1, 7, 8),  # a wake's first pod is ready, 170 wait: the 7 starting stay ordered
+        (0, 1, 7, 0),  # nothing waits: the need may release starting pods
+        (170, 8, 0, 0),  # nothing starting: ready pods are the need's to release
+        (0.5, 0, 3, 3),  # any wait counts, with nothing ready yet
+    ],
+    ids=["requests-wait", "nothing-waits", "nothing-starting", "nothing-ready-yet"],
+)
+def test_starting_pods_are_kept_while_requests_wait(
+    backlog: float, ready: int, starting: int, kept: int
+) -> None:
+    assert forecast.kept_replicas(backlog, ready, starting) == kept
+
+
 # The windows the rules read, in buckets of 1 s: samples 0 at t=0 and 8 at t=50.
 SAMPLES = ((0, 0.0), (50, 8.0))
 

@@ -298,16 +298,16 @@ def test_an_unserved_request_is_a_miss_with_an_infinite_wait() -> None:
 
 def test_sweep_marks_the_cheapest_setting_meeting_the_slo() -> None:
     # Every policy starts from zero: the first cold start's misses cost each setting
-    # 1.3-1.7 % here (12: 98.30 %, 8: 98.45 %, 6: 98.70 %), so the bar is 98.4 %.
+    # 0.7-1.1 % here (12: 98.90 %, 8: 99.23 %, 6: 99.30 %), so the bar is 99.1 %.
     trace = unit_trace(*[(float(t), 30) for t in range(0, 12000, 3)])
     grid = {"targetConcurrency": ("6", "8", "12")}
-    points = sweep(trace, unit_knobs(), grid, slo_target=0.984)
+    points = sweep(trace, unit_knobs(), grid, slo_target=0.991)
     gpu = [p.summary.gpu_hours for p in points]
     assert gpu == sorted(gpu)
     marked = [p for p in points if p.cheapest_meeting_slo]
-    assert len(marked) == 1 and marked[0].summary.slo_attainment >= 0.984
+    assert len(marked) == 1 and marked[0].summary.slo_attainment >= 0.991
     cheaper = points[: points.index(marked[0])]
-    assert cheaper and all(p.summary.slo_attainment < 0.984 for p in cheaper)
+    assert cheaper and all(p.summary.slo_attainment < 0.991 for p in cheaper)
     assert points[0].on_frontier
 
 

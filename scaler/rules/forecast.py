@@ -31,6 +31,12 @@ metric sizes for the demand that will exist then, not for what is queued now:
    `scaler.policy` orders on that but holds only the need over a whole cold
    start, so the first seconds of a burst are revised at the next poll rather
    than latched.
+4. Pods still starting are kept while requests wait (`kept_replicas`): the
+   forecast that says they are not needed is the uncertain part (a rate still
+   rising, a service time longer than planned), a pod removed throws away the
+   part of its cold start already paid, and one ordered again pays all of it.
+   It also stops an order from cancelling itself when the first pod comes
+   ready and the need switches from the waking form to the settled one.
 
 Worked example (s 5 s, C 60 s, one ready replica of 8 slots, idle for the
 last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
@@ -57,6 +63,12 @@ def waking_span_s(busy_for_s: float, service_s: float, horizon_s: float) -> floa
     traffic has been there (the silence before says nothing of its rate), at least one
     service time, at most the usual span."""
     return min(horizon_s, max(service_s, busy_for_s))
+
+
+def kept_replicas(backlog: float, pods_ready: int, pods_starting: int) -> int:
+    """Replicas not to release: all of them while requests wait and some are still starting
+    (item 4), else none."""
+    return pods_ready + pods_starting if backlog > 0 and pods_starting > 0 else 0
 
 
 def offered_load(
