@@ -168,7 +168,8 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     kept = forecast.kept_replicas(
         demand - signals.inflight, signals.pods_ready, signals.pods_starting
     )
-    if active and kept * config.replica_target > metric:
+    # With no cold start the need is the demand now: no forecast to distrust.
+    if active and cold_s > 0 and kept * config.replica_target > metric:
         metric = kept * config.replica_target
         reason, detail = (
             Reason.STARTING_KEPT,
