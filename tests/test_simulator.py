@@ -31,6 +31,7 @@ from scaler.simulator.trace import (
     load_csv,
     repeat_to,
     scale_rate,
+    starting_at,
 )
 
 UNIT = ClusterParams(
@@ -390,6 +391,15 @@ def test_repeat_and_scale_keep_the_shape() -> None:
     assert day.span_s <= 86400.0 and len(day) == pytest.approx(24 * len(hour), rel=0.01)
     assert len(scale_rate(hour, 3.0)) == 3 * len(hour)
     assert len(scale_rate(hour, 0.5)) == pytest.approx(len(hour) / 2, rel=0.2)
+
+
+def test_a_trace_can_begin_part_way_in() -> None:
+    hour = unit_trace(*[(float(t), t // 10) for t in range(0, 3600, 10)])
+    later = starting_at(hour, 1195.0)
+    assert later.arrival_s[:2].tolist() == [0.0, 10.0]  # its first arrival is its origin
+    assert later.output_tokens[0] == 120 and len(later) == len(hour) - 120
+    with pytest.raises(ValueError, match=r"start = -1\.0, must be >= 0 seconds"):
+        starting_at(hour, -1.0)
 
 
 def test_bursty_traffic_has_the_mean_rate_and_bursts_well_above_it() -> None:

@@ -55,6 +55,9 @@ def add_parser(commands: Any) -> None:
     src.add_argument(
         "--span-s", type=float, help="synthetic span (s): an hour (bursty), a day (diurnal)"
     )
+    src.add_argument(
+        "--start-s", type=float, help="begin this far into the trace (s): a wake into its traffic"
+    )
     src.add_argument("--repeat-to-s", type=float, help="tile the trace to this span (s)")
     src.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or superpose (>1)")
     src.add_argument("--seed", type=int, default=0)

@@ -33,6 +33,7 @@ from scaler.simulator.trace import (
     load_csv,
     repeat_to,
     scale_rate,
+    starting_at,
 )
 from scaler.target_config import MetadataError
 
@@ -138,6 +139,8 @@ def _trace(args: argparse.Namespace) -> Trace:
         trace = diurnal(_or(args.span_s, 86400.0), args.synthetic_rate, seed=args.seed)
     else:
         trace = bursty(_or(args.span_s, 3600.0), args.synthetic_rate, seed=args.seed)
+    if args.start_s is not None:
+        trace = starting_at(trace, args.start_s)
     if args.rate_scale != 1.0:
         trace = scale_rate(trace, args.rate_scale, seed=args.seed)
     if args.repeat_to_s:

@@ -127,6 +127,20 @@ def repeat_to(trace: Trace, span_s: float) -> Trace:
     )
 
 
+def starting_at(trace: Trace, start_s: float) -> Trace:
+    """The trace from `start_s` on, as if it began there: a wake from zero into traffic
+    already going (a trace begins with its own first arrival, often a ramp from nothing)."""
+    if not start_s >= 0:
+        raise ValueError(f"start = {start_s}, must be >= 0 seconds")
+    keep = trace.arrival_s >= start_s
+    return make_trace(
+        f"{trace.name} from {start_s:g} s",
+        trace.arrival_s[keep],
+        trace.input_tokens[keep],
+        trace.output_tokens[keep],
+    )
+
+
 def scale_rate(trace: Trace, factor: float, seed: int = 0) -> Trace:
     """The same traffic shape at `factor` times the rate.
 
