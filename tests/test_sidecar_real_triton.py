@@ -217,8 +217,8 @@ def test_a_ramp_is_followed_within_two_request_durations(steady: dict[str, Serie
     within: list[bool] = []  # every settled read of a busy level, pooled
     for (start, clients), end, previous in zip(RAMP, ends, before, strict=True):
         # Two lags of 2.5 s and a poll: the window then holds the new level only. On a fall,
-        # a client told to stop first ends the request it runs, up to 2.5 s later (a run on
-        # a fresh clone read 5.6 for 4 at 6.5 s after the fall from 8).
+        # a client told to stop first ends the request it runs, up to 2.5 s later (seen: 5.6
+        # for 4 at 6.5 s after the fall from 8).
         settle_s = 2 * 2.5 + 1.5 + (2.5 if clients < previous else 0.0)
         loads = series.between(start + settle_s, end)
         print(f"ramp at {clients}: {loads}")

@@ -119,8 +119,8 @@ def test_a_subscription_redis_py_reconnects_by_itself_turns_notifications_back_o
     stream = scaler.stub.StreamIsActive(ref("m", queueKey="q"), timeout=20)
     assert _next(stream) is False
     channel = "__keyspace@0__:q"
-    # The link to cut must exist first: the stream's SUBSCRIBE may follow its first answer
-    # (a fresh-clone run cut nothing, so nothing turned the notifications back on).
+    # The link to cut must exist first: the stream's SUBSCRIBE may follow its first answer,
+    # and a cut that finds no link leaves nothing to turn the notifications back on.
     assert _eventually(lambda: dict(redis_client.pubsub_numsub(channel))[channel] >= 1)
     redis_client.config_set("notify-keyspace-events", "")
     redis_client.client_kill_filter(_type="pubsub")
