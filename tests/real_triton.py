@@ -243,6 +243,7 @@ class ClosedLoop:
         self._lock = threading.Lock()
         self.errors: list[str] = []
         self.completed = 0
+        self.last_end_s = 0.0  # time.monotonic() when the latest request ended
 
     def set_clients(self, clients: int) -> None:
         """Grows at once; shrinks as each surplus client's request ends."""
@@ -286,6 +287,7 @@ class ClosedLoop:
                     return
                 with self._lock:
                     self.completed += 1
+                    self.last_end_s = time.monotonic()
         except OSError as exc:
             self.errors.append(repr(exc))
         finally:
