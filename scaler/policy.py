@@ -165,17 +165,16 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         demand, config.activation_threshold, state.active_until, now, zero_delay
     )
     reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
-    kept = forecast.kept_replicas(
-        demand - signals.inflight, signals.pods_ready, signals.pods_starting
-    )
+    waiting = demand - signals.inflight
+    kept = forecast.kept_replicas(waiting, signals.pods_ready, signals.pods_starting)
     # With no cold start the need is the demand now: no forecast to distrust.
-    if active and cold_s > 0 and kept * config.replica_target > metric:
-        metric = kept * config.replica_target
+    if active and cold_s > 0 and (floor := kept * config.replica_target) > metric:
+        metric = floor
         reason, detail = (
             Reason.STARTING_KEPT,
             (
                 f"starting pods kept: {kept} replicas ({signals.pods_starting} starting) while "
-                f"{demand - signals.inflight:g} requests wait (need now {need:.3g})"
+                f"{waiting:g} requests wait (need now {need:.3g})"
             ),
         )
 
