@@ -36,7 +36,7 @@ the window holds the higher needs until t=180 -> 1 replica.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from scaler import window
@@ -99,6 +99,13 @@ def cold_start_s(signals: Signals, config: TargetConfig) -> float:
     return min(max(config.cold_start_s, signals.cold_start_s), MAX_COLD_START_S)
 
 
+def service_s(signals: Signals, config: TargetConfig) -> float:
+    """The service time the rules plan with: serviceSeconds, or the mean the pods' completions
+    taught (`scaler.reports`) if that is longer. As for the cold start, the configured value
+    is a floor: a short early mean cannot make the forecast smaller than the user planned."""
+    return max(config.service_s, signals.service_s)
+
+
 def recent_s(config: TargetConfig, cold_s: float) -> float:
     """How far back the in_system and served windows reach: a cold start (planned as at
     least one service time), and the burst window."""
@@ -144,6 +151,9 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     demand = signals.demand
     cold_s = cold_start_s(signals, config)
     bucket_s = bucket_width(config, cold_s)
+    # The windows' widths stay on serviceSeconds, so a learned mean that moves a little at
+    # every poll cannot re-bucket them; the rules plan with the learned one.
+    config = replace(config, service_s=service_s(signals, config))
     # As Redis keeps them (61 buckets, `state_codec.merge_args`): 60 buckets span at least
     # `recent_s` (see `bucket_width`), and the 61st keeps the sample in force at its start
     # through sparse polls.

@@ -3,17 +3,29 @@
 One definition, imported by the writer (the sidecar, and the tests' writer) and
 the reader (`scaler.store`), so the two cannot drift.
 
-Per target (one inference Deployment) there are two Redis keys; the `{...}` hash
-tag keeps both in one Redis Cluster slot so one script can touch both:
+Per target (one inference Deployment) there are three Redis keys; the `{...}` hash
+tag keeps them in one Redis Cluster slot so one script can touch them all:
 
     llm-scaler:{<namespace>/<target>}:reports   HASH  pod name -> report JSON
     llm-scaler:{<namespace>/<target>}:seen      ZSET  pod name -> time of its last report
+    llm-scaler:{<namespace>/<target>}:service   HASH  completed, busy_s: the service time
+                                                      learned from the pods' completions
 
 The time in `:seen` is Redis's own clock (TIME inside the write script), and the
 reader judges staleness against the same clock, so clock skew between pods and
 scaler replicas cannot make a live pod look stale or a dead one look fresh.
-Both keys carry a TTL refreshed by every write, so a target nobody reports for
-any more leaves nothing behind.
+Both report keys carry a TTL refreshed by every write, so a target nobody reports
+for any more leaves nothing behind.
+
+The service record is what the pods' completions teach about the mean service
+time (the time a request holds its slot), kept past the pods themselves: after a
+quiet night at zero replicas the first wake plans with what yesterday measured.
+A write may carry `Served` (requests completed since the pod's previous write and
+the seconds they executed); the write script adds it to the record with an
+exponential decay by request count, so the record is the mean over about the last
+SERVICE_MEMORY_REQUESTS completions, whatever their pace:
+    f = exp(-n / SERVICE_MEMORY_REQUESTS); completed = completed f + n; busy_s = busy_s f + b
+It expires SERVICE_TTL_S after its last update.
 
 Report JSON fields (all required unless marked optional):
 
@@ -39,6 +51,10 @@ from scaler.redis_connect import AnyRedis
 
 KEY_PREFIX = "llm-scaler:"
 DEFAULT_REPORT_TTL_S = 24 * 3600
+# About 10,000 completions: a mean within ~1 % of the true one (service times vary by about
+# their own size), and a new model version is learned within an hour of traffic or so.
+SERVICE_MEMORY_REQUESTS = 10_000
+SERVICE_TTL_S = 7 * 24 * 3600  # a week without a completion forgets the service time
 
 
 class ReportError(ValueError):
@@ -49,6 +65,7 @@ class ReportError(ValueError):
 class ReportKeys:
     reports: str
     seen: str
+    service: str
 
 
 def target_key_base(namespace: str, target: str) -> str:
@@ -58,7 +75,7 @@ def target_key_base(namespace: str, target: str) -> str:
 
 def report_keys(namespace: str, target: str) -> ReportKeys:
     base = target_key_base(namespace, target)
-    return ReportKeys(reports=f"{base}:reports", seen=f"{base}:seen")
+    return ReportKeys(reports=f"{base}:reports", seen=f"{base}:seen", service=f"{base}:service")
 
 
 @dataclass(frozen=True)
@@ -204,8 +221,53 @@ local function sum_reports(pods, payloads)
 end
 """
 
-# KEYS: reports, seen. ARGV: pod, payload, ttl_s, reported_at ('' = Redis time).
-# Writing both keys in one script means a reader never sees a half-written report.
+
+@dataclass(frozen=True)
+class Served:
+    """What a pod completed since its previous write: requests, and the seconds they executed
+    (Triton's request duration less its queue duration)."""
+
+    completed: float
+    busy_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("completed", "busy_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ReportError(f"served {name} = {value!r}, must be a finite number >= 0")
+
+
+def learned_service_s(completed: float, busy_s: float) -> float:
+    """The mean service time the record holds; 0 when it holds none."""
+    return busy_s / completed if completed > 0 and busy_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """The service record's two fields; `add` is the write script's rule in Python (the
+    simulator keeps one per run; tests hold the two to the same cases)."""
+
+    completed: float = 0.0
+    busy_s: float = 0.0
+
+    def add(self, served: Served) -> ServiceRecord:
+        if served.completed <= 0:
+            return self
+        f = math.exp(-served.completed / SERVICE_MEMORY_REQUESTS)
+        return ServiceRecord(self.completed * f + served.completed, self.busy_s * f + served.busy_s)
+
+    @property
+    def mean_s(self) -> float:
+        return learned_service_s(self.completed, self.busy_s)
+
+
+NOTHING_LEARNED = ServiceRecord()  # a target no pod has completed a request for
+
+
+# KEYS: reports, seen[, service]. ARGV: pod, payload, ttl_s, reported_at ('' = Redis time)
+# [, completed and busy seconds served since the previous write, the service record's
+# memory in requests and its ttl]: a write without the bracketed part serves nothing.
+# Writing every key in one script means a reader never sees a half-written report.
 WRITE_REPORT_LUA = """
 local t = ARGV[4]
 if t == '' then
@@ -216,6 +278,16 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], t, ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+local n, b = tonumber(ARGV[5] or '0'), tonumber(ARGV[6] or '0')
+if n > 0 then
+  local f = math.exp(-n / tonumber(ARGV[7]))
+  local old = redis.call('HMGET', KEYS[3], 'completed', 'busy_s')
+  local completed = (tonumber(old[1]) or 0) * f + n
+  local busy = (tonumber(old[2]) or 0) * f + b
+  redis.call('HSET', KEYS[3], 'completed', string.format('%.17g', completed),
+             'busy_s', string.format('%.17g', busy))
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+end
 return t
 """
 
@@ -237,15 +309,21 @@ class ReportWriter:
         self._write = redis.register_script(WRITE_REPORT_LUA)
         self._delete = redis.register_script(DELETE_REPORT_LUA)
 
-    async def write(self, report: PodReport, reported_at: float | None = None) -> float:
-        """Store `report`; `reported_at` None stamps it with Redis's clock (production).
+    async def write(
+        self, report: PodReport, reported_at: float | None = None, served: Served | None = None
+    ) -> float:
+        """Store `report`, and add `served` (what the pod completed since its previous write)
+        to the target's service record; `reported_at` None stamps it with Redis's clock
+        (production).
 
         Returns the time it was stamped with."""
         stamp = "" if reported_at is None else f"{reported_at:.6f}"
-        keys = [self._keys.reports, self._keys.seen]
-        result = await self._write(
-            keys=keys, args=[report.pod, report.to_json(), self._ttl_s, stamp]
-        )
+        keys = [self._keys.reports, self._keys.seen, self._keys.service]
+        args: list[str | int] = [report.pod, report.to_json(), self._ttl_s, stamp]
+        if served is not None:
+            args += [repr(served.completed), repr(served.busy_s)]
+            args += [SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
+        result = await self._write(keys=keys, args=args)
         return float(result)
 
     async def delete(self, pod: str) -> None:

@@ -21,6 +21,7 @@ class Signals:
     stale_dropped: int = 0  # reports dropped in this read for being older than staleAfterSeconds
     invalid_reports: int = 0  # reports ignored for not following the contract
     cold_start_s: float = 0.0  # longest cold start measured by a fresh report; 0: none reported
+    service_s: float = 0.0  # mean service time learned from the pods' completions; 0: none
 
     @property
     def pods_starting(self) -> int:

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from scaler.policy import PolicyState
 from scaler.redis_connect import REDIS_ERRORS, RedisLink
-from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
+from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError, learned_service_s
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
 from scaler.target_config import TargetConfig
@@ -90,9 +90,10 @@ local function queue_depth(key, qtype, group)
 end
 """
 
-# KEYS: reports, seen, queue, policy state. ARGV: stale_after_s, now ('' = Redis TIME),
-# queue type ('' = no queue), consumer group.
-# Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list}.
+# KEYS: reports, seen, queue, policy state, service record. ARGV: stale_after_s, now
+# ('' = Redis TIME), queue type ('' = no queue), consumer group.
+# Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list,
+# {completed, busy_s} of the service record (false: none)}.
 READ_TARGET_LUA = (
     SUM_REPORTS_LUA
     + QUEUE_DEPTH_LUA
@@ -121,8 +122,9 @@ for i = 1, #pods, 1000 do
 end
 
 local state = redis.call('HGETALL', KEYS[4])
+local service = redis.call('HMGET', KEYS[5], 'completed', 'busy_s')
 return {string.format('%.6f', now), #stale, sum_reports(pods, payloads),
-        queue_depth(KEYS[3], ARGV[3], ARGV[4]), state}
+        queue_depth(KEYS[3], ARGV[3], ARGV[4]), state, service}
 """
 )
 
@@ -161,6 +163,7 @@ class TargetStore:
                 keys.seen,
                 keys.reports if apart else queue_key,
                 policy_key(config),
+                keys.service,
             ],
             args=[
                 f"{config.stale_after_s:.6f}",
@@ -211,7 +214,7 @@ def _warn_once(message: str) -> None:
 
 
 def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
-    now_text, stale_count, sums, (status, depth), state_fields = raw
+    now_text, stale_count, sums, (status, depth), state_fields, (completed, busy) = raw
     if status != "ok":
         raise QueueError(f"queueKey = {config.queue_key!r}: {depth}")
     inflight, waiting, cap_ready, cap_starting, ready, valid, invalid, bad_pods, bad, cold = sums
@@ -232,9 +235,19 @@ def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
         stale_dropped=int(stale_count),
         invalid_reports=int(invalid),
         cold_start_s=float(cold),
+        service_s=_learned(completed, busy),
     )
     state = decode_state(dict(zip(state_fields[::2], state_fields[1::2], strict=True)))
     return Snapshot(now=float(now_text), signals=signals, state=state)
+
+
+def _learned(completed: Any, busy: Any) -> float:
+    """The service record's mean; 0 (none learned) when it is missing or does not parse,
+    so the decision plans with serviceSeconds."""
+    try:
+        return learned_service_s(float(completed), float(busy))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _why_invalid(pod: str, payload: str) -> str:

@@ -11,7 +11,15 @@ import redis
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from scaler.reports import DEFAULT_REPORT_TTL_S, WRITE_REPORT_LUA, PodReport, report_keys
+from scaler.reports import (
+    DEFAULT_REPORT_TTL_S,
+    SERVICE_MEMORY_REQUESTS,
+    SERVICE_TTL_S,
+    WRITE_REPORT_LUA,
+    PodReport,
+    Served,
+    report_keys,
+)
 from scaler.server import ScalerServer
 from scaler.settings import Settings
 
@@ -87,13 +95,18 @@ class ReportPublisher:
         self._write = client.register_script(WRITE_REPORT_LUA)
 
     def publish(
-        self, target: str, report: PodReport, at: float, namespace: str = NAMESPACE
+        self,
+        target: str,
+        report: PodReport,
+        at: float,
+        namespace: str = NAMESPACE,
+        served: Served | None = None,
     ) -> None:
         keys = report_keys(namespace, target)
-        self._write(
-            keys=[keys.reports, keys.seen],
-            args=[report.pod, report.to_json(), DEFAULT_REPORT_TTL_S, f"{at:.6f}"],
-        )
+        args: list[str | float] = [report.pod, report.to_json(), DEFAULT_REPORT_TTL_S, f"{at:.6f}"]
+        if served is not None:
+            args += [served.completed, served.busy_s, SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
+        self._write(keys=[keys.reports, keys.seen, keys.service], args=args)
 
     def publish_raw(self, target: str, pod: str, payload: str, at: float) -> None:
         keys = report_keys(NAMESPACE, target)

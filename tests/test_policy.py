@@ -6,6 +6,7 @@ they show is the cold-start-aware rule alone; tests/test_policy_slo.py has the h
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -268,3 +269,26 @@ def test_the_decision_is_a_pure_function() -> None:
     cfg, state = config(), PolicyState(active_until=START + 1_000.0, needed=((40, 7.0),))
     first = decide(signals(3, ready=1), state, cfg, START + 90.0)
     assert decide(signals(3, ready=1), state, cfg, START + 90.0) == first
+
+
+@pytest.mark.parametrize(
+    ("learned", "planned"),
+    [
+        (0.0, 5.0),  # nothing learned: serviceSeconds
+        (3.0, 5.0),  # shorter than serviceSeconds: the configured floor
+        (10.0, 10.0),  # longer: the pods' mean
+    ],
+)
+def test_the_learned_service_time_sizes_the_backlog_when_it_is_longer(
+    learned: float, planned: float
+) -> None:
+    """One ready replica full, 40 waiting, steady for a cold start: the need is the offered
+    8 plus the backlog's 40 x s / 60 s, s the service time planned with."""
+    cfg = config()
+    state = PolicyState()
+    for at in (0.0, 30.0, 60.0):
+        sig = dataclasses.replace(signals(8, 40, ready=1), service_s=learned)
+        d = decide(sig, state, cfg, START + at)
+        state = d.new_state
+    assert d.metric_value == pytest.approx(8 + 40 * planned / 60)
+    assert d.reason is BL

@@ -9,7 +9,7 @@ import grpc
 import pytest
 import redis
 
-from scaler.reports import report_keys
+from scaler.reports import Served, report_keys
 from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
 
@@ -171,3 +171,25 @@ def _sample(scaler: RunningScaler, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     raise AssertionError(f"no sample {name} {labels} in /metrics")
+
+
+@every_deployment
+def test_the_service_time_the_pods_taught_sizes_the_backlog(
+    scaler: RunningScaler, publisher: ReportPublisher, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    """One full ready pod with 40 requests waiting: the need is the 8 in flight plus the
+    backlog's 40 x s / 60 s, s the longer of serviceSeconds (5) and what the pods taught."""
+    taught = {"slow": Served(100, 1000.0), "fast": Served(100, 200.0), "untaught": None}
+    for target, served in taught.items():
+        report = pod_report("p", inflight=8, waiting=40)
+        publisher.publish(target, report, at=clock(), served=served)
+    redis_client.hset(report_keys(NAMESPACE, "garbled").service, "completed", "many")
+    publisher.publish("garbled", pod_report("p", inflight=8, waiting=40), at=clock())
+
+    def metric(target: str) -> float:
+        so = ref(target, coldStartSeconds="60", serviceSeconds="5")
+        return scaler.keda.poll(so).value_float
+
+    assert metric("slow") == pytest.approx(8 + 40 * 10 / 60, abs=0.01)
+    for target in ("fast", "untaught", "garbled"):
+        assert metric(target) == pytest.approx(8 + 40 * 5 / 60, abs=0.01), target

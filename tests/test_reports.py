@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
 import redis
 
-from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError
-from tests.harness import pod_report
+from scaler.reports import (
+    SERVICE_MEMORY_REQUESTS,
+    SERVICE_TTL_S,
+    SUM_REPORTS_LUA,
+    PodReport,
+    ReportError,
+    Served,
+    ServiceRecord,
+    report_keys,
+)
+from tests.harness import NAMESPACE, ReportPublisher, pod_report
 
 
 def test_a_report_round_trips_through_json() -> None:
@@ -99,3 +110,49 @@ def test_the_lua_reader_accepts_exactly_what_the_contract_accepts(
             python_ok = False
         assert lua_ok == python_ok, name
     assert sum(lua) == 5
+
+
+def test_the_service_record_is_a_mean_over_the_recent_completions() -> None:
+    record = ServiceRecord().add(Served(100, 500.0))
+    assert record.mean_s == pytest.approx(5.0)
+    assert record.add(Served(0, 0.0)) == record  # nothing completed: nothing learned
+    # A new model version: after as many completions as the memory, the old mean weighs
+    # exp(-1) of what it did, and the record has moved most of the way.
+    moved = record.add(Served(SERVICE_MEMORY_REQUESTS, 10.0 * SERVICE_MEMORY_REQUESTS))
+    old = 100 * math.exp(-1)
+    assert moved.mean_s == pytest.approx((old * 5 + SERVICE_MEMORY_REQUESTS * 10) / (old + 1e4))
+    assert ServiceRecord().mean_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("completed", "busy_s", "message"),
+    [
+        (-1.0, 0.0, "served completed = -1.0, must be a finite number >= 0"),
+        (1.0, math.nan, "served busy_s = nan, must be a finite number >= 0"),
+    ],
+)
+def test_a_bad_served_figure_is_refused_naming_it(
+    completed: float, busy_s: float, message: str
+) -> None:
+    with pytest.raises(ReportError, match=re.escape(message)):
+        Served(completed, busy_s)
+
+
+def test_the_write_script_keeps_the_service_record_by_the_python_rule(
+    redis_client: redis.Redis,
+) -> None:
+    publisher = ReportPublisher(redis_client)
+    keys = report_keys(NAMESPACE, "svc")
+    expected = ServiceRecord()
+    for served in (Served(3, 12.0), None, Served(0, 0.0), Served(5000, 40000.0), Served(1, 2.5)):
+        publisher.publish("svc", pod_report("p"), at=1000.0, served=served)
+        if served is not None:
+            expected = expected.add(served)
+        stored = [float(v) for v in redis_client.hmget(keys.service, "completed", "busy_s")]
+        assert stored == pytest.approx([expected.completed, expected.busy_s], rel=1e-12)
+    assert SERVICE_TTL_S - 5 <= redis_client.ttl(keys.service) <= SERVICE_TTL_S
+
+
+def test_a_write_that_serves_nothing_leaves_no_service_record(redis_client: redis.Redis) -> None:
+    ReportPublisher(redis_client).publish("quiet", pod_report("p"), at=1000.0)
+    assert not redis_client.exists(report_keys(NAMESPACE, "quiet").service)
