@@ -20,6 +20,8 @@ The rules it keeps:
 - Which model counts for what (an ensemble through its engine's gauges, say) is read
   from Triton once it is ready, and again after it was gone (sidecar.selection); models
   whose load cannot be measured raise SelectionError, which ends the process.
+- Service time: every write carries what the served models completed since the previous
+  successful write (sidecar.served); a failed write keeps it for the next.
 - Cold start: measured once per start, from the start (the sidecar's own start,
   which is the pod's, or the moment a ready Triton was seen gone) to the first
   ready answer, and carried in every report after, so a scaler that reads only
@@ -42,6 +44,7 @@ from sidecar.config import SidecarConfig
 from sidecar.readiness import Readiness, ReadinessProbe, TritonUnavailable
 from sidecar.scrape import MetricsScraper, ScrapeError
 from sidecar.selection import ModelConfig, Selection, SelectionError, describe, select
+from sidecar.served import ServedTally
 from sidecar.telemetry import SidecarMetrics
 from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
 
@@ -146,6 +149,7 @@ class Reporter:
         # Which models count for what is read from Triton once it is ready, and again
         # after it was gone (sidecar.selection).
         self._estimator = LoadEstimator()
+        self._served = ServedTally()
         # Triton was seen down or not ready: nothing was in flight when it came up.
         self._seen_down = False
         # seq starts at the run's start in milliseconds, so the reports of a restarted
@@ -221,6 +225,7 @@ class Reporter:
             self._starts.not_ready(now)
             self._seen_down = True
             self._estimator.reset(None, origin_idle=True)  # its counters start again
+            self._served.rebase()
             self._metrics.ready.set(0)
             return self._fail("triton", str(exc), TickResult.TRITON_UNAVAILABLE)
         # Read even while not ready: the in-flight window is then measured by the time
@@ -278,6 +283,7 @@ class Reporter:
             sample = parse_exposition(text, selection.models)
         except (ScrapeError, MetricsError, TritonUnavailable) as exc:
             return None, str(exc)
+        self._served.observe(sample.counters, selection.served)
         load = self._estimator.observe(sample, now)
         if load is not None:
             self._metrics.inflight.set(load.inflight)
@@ -341,9 +347,10 @@ class Reporter:
             cold_start_s=self._starts.cold_start_s,
             kv_cache_utilization=figures.kv_cache_utilization,
         )
+        served = self._served.pending()
         try:
             async with asyncio.timeout(self._config.redis_timeout_s):
-                stamped_at = await self._writer.write(report)
+                stamped_at = await self._writer.write(report, served=served)
         except (*REDIS_ERRORS, TimeoutError) as exc:
             self._backoff_s = min(
                 MAX_BACKOFF_S, max(self._config.poll_interval_s, 2 * self._backoff_s)
@@ -351,6 +358,7 @@ class Reporter:
             self._retry_at = now + self._backoff_s
             message = f"{exc or type(exc).__name__}; next attempt in {self._backoff_s:g} s"
             return self._fail("redis", message, TickResult.REDIS_FAILED)
+        self._served.written(served)
         self._seq = report.seq
         self._last_written = (now, figures)
         self._backoff_s = 0.0

@@ -19,6 +19,16 @@ What a name means depends on the model, read from Triton's model configuration
   `execute` returns, before their responses are sent (seen on Triton 2.51), so
   its counters say nothing of how long they run. A selection with such a model
   is refused rather than reported short.
+
+Which models' completion counters tell the service time (`Selection.served`,
+sidecar.served), each user request once: the named models that requests arrive at,
+and only those whose counters end when the request does. A named ensemble: its own
+counters (arrival to last response, also over decoupled steps), never its steps', which
+would count the request again per step (and a decoupled engine's counters end before
+its responses). A named model that is a step of a named ensemble: not again. A plain
+model: its own. A decoupled model: none, its counters stop when `execute` returns,
+so a vLLM or streaming TensorRT-LLM engine named alone teaches no service time
+(name the ensemble over it to learn one).
 """
 
 from __future__ import annotations
@@ -43,10 +53,11 @@ class Selection:
     engines: frozenset[str]  # their own in-flight gauges (TensorRT-LLM, vLLM)
     counted: frozenset[str]  # in flight from their completion counters
     queued: frozenset[str]  # Triton's pending count adds to waiting
+    served: frozenset[str] = frozenset()  # their completions tell the service time
 
     @property
     def models(self) -> frozenset[str]:
-        return self.engines | self.counted | self.queued
+        return self.engines | self.counted | self.queued | self.served
 
 
 @dataclass(frozen=True)
@@ -110,9 +121,12 @@ def select(
     engines: set[str] = set()
     counted: set[str] = set()
     queued: set[str] = set()
+    served: set[str] = set()
     refused: list[str] = []
     for model in names:
         config = configs[model]
+        if model not in covered and (config.is_ensemble or not config.decoupled):
+            served.add(model)
         if model in gauges:
             engines.add(model)
             queued.add(model)
@@ -138,7 +152,7 @@ def select(
             "Name the ensemble or engine that publishes the gauges instead. "
             f"What each model offers: {describe(configs, gauges)}"
         )
-    return Selection(frozenset(engines), frozenset(counted), frozenset(queued))
+    return Selection(frozenset(engines), frozenset(counted), frozenset(queued), frozenset(served))
 
 
 def describe(configs: Mapping[str, ModelConfig], gauges: Mapping[str, str]) -> str:

@@ -233,7 +233,9 @@ def _vllm_model(values: dict[str, float]) -> VllmModel:
 
 def page_selection(sample: TritonSample) -> Selection:
     """Roles read from the page alone (no model configurations): the engines' gauges
-    when any model publishes them, else every model's completion counters."""
+    when any model publishes them, else every model's completion counters. None serves
+    as a service time: whether a model's counters end with its requests (not decoupled,
+    not a step of an ensemble) is in the configurations only."""
     engines = frozenset(sample.engine_gauges())
     names = sample.model_names()
     return Selection(engines, frozenset() if engines else names, names)

@@ -72,6 +72,9 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     repository.engine("engine", max_running=4)
     repository.engine("llm_engine", max_running=4)
     repository.ensemble("llm", "llm_engine")
+    # The service time learned from completions: an ensemble over an engine of its own.
+    repository.engine("served_engine", max_running=4)
+    repository.ensemble("served", "served_engine")
     triton = TritonServer(workdir / "models", workdir)
     try:
         yield triton
@@ -305,3 +308,40 @@ def test_a_decoupled_model_without_gauges_is_refused_saying_what_each_model_publ
     assert "llm: ensemble over llm_engine" in output
     assert "plain_8s: completion counters (estimated in-flight)" in output
     assert "plain_20s: ensemble over plain_20s_streamer" in output
+
+
+def test_the_service_record_holds_the_requests_completed_and_their_duration(
+    server: TritonServer, redis_server: LocalRedis, redis_client_for: redis.Redis
+) -> None:
+    """Requests of 1 s through an ensemble over a decoupled engine: the service record
+    counts each once (the ensemble's counters, not the engine's too) with its duration."""
+    duration_s = 1.0
+    car = SidecarProcess(server, redis_server.url, "served-0", "served", target="served")
+    load = ClosedLoop(server, "served", duration_s, generate=True)
+
+    def record() -> dict[str, float]:
+        fields = redis_client_for.hgetall(car.keys.service)
+        return {k.decode(): float(v) for k, v in fields.items()}  # type: ignore[union-attr]
+
+    try:
+        # A ready report: the engine's gauges are read at once, so the counters' baseline
+        # (the first sample, before any request) is taken.
+        wait_for(lambda: (r := car.report(redis_client_for)) is not None and r.ready, 30, "ready")
+        load.set_clients(4)  # as many as the engine runs at once: none waits inside it
+        wait_for(lambda: load.completed >= 8, 30, "8 requests completed")
+        load.stop()
+        sent = load.completed
+        assert not load.errors, load.errors
+        wait_for(lambda: record().get("completed", 0) > sent - 0.5, 10, f"{sent} in the record")
+        # Two reports later nothing more was added: each request counted once.
+        time.sleep(2.5)
+        learned = record()
+    finally:
+        load.set_clients(0)
+        output = car.stop()
+    assert "engines ['served_engine']" in output, output
+    # The record decays by exp(-n / 10000) per write: under 0.2 % for a dozen requests.
+    assert learned["completed"] == pytest.approx(sent, rel=2e-3), (sent, learned)
+    mean_s = learned["busy_s"] / learned["completed"]
+    print(f"served: {sent} requests of {duration_s:g} s, record {learned}, mean {mean_s:.3f} s")
+    assert 0.98 * duration_s <= mean_s <= 1.25 * duration_s, learned

@@ -495,3 +495,45 @@ def test_a_model_whose_load_cannot_be_measured_stops_the_loop(
 
     run(scenario)
     assert stored(redis_client) is None  # no figure passed off as a measurement
+
+
+def test_completions_reach_the_service_record_once_even_across_a_failed_write(
+    triton: TritonStandIn, redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    """Each write adds what completed since the last successful one; what a failed write
+    carried is added by the next, and nothing twice."""
+
+    def completed(requests: float, busy_s: float, queued_s: float) -> None:
+        trt = TrtFigures(active=1, max=8)
+        figures = ModelFigures(
+            success=requests,
+            request_duration_us=(busy_s + queued_s) * 1e6,
+            queue_duration_us=queued_s * 1e6,
+            trt=trt,
+        )
+        triton.set_models({"tensorrt_llm": figures})
+
+    def record() -> dict[str, float]:
+        return {k: float(v) for k, v in redis_client.hgetall(KEYS.service).items()}
+
+    completed(100, 300.0, 50.0)  # before the sidecar: not ours to count
+    triton.set_ready(models=("tensorrt_llm",))
+
+    async def scenario() -> None:
+        async with sidecar(triton, redis_server.url, models=("tensorrt_llm",)) as car:
+            assert await car.tick() is TickResult.WROTE
+            assert record() == {}  # the first sample is a baseline
+            completed(103, 306.0, 51.0)
+            redis_server.kill()
+            try:
+                assert await car.tick(1.0) is TickResult.REDIS_FAILED
+            finally:
+                redis_server.start()
+            completed(105, 310.0, 60.0)
+            car.clock.advance(MAX_BACKOFF_S)
+            assert await car.tick() is TickResult.WROTE
+            assert record() == {"completed": 5, "busy_s": 10.0}
+            assert await car.tick(1.0) is TickResult.WROTE  # nothing new: nothing added
+            assert record() == {"completed": 5, "busy_s": 10.0}
+
+    run(scenario)

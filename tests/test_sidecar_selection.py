@@ -23,8 +23,8 @@ TRT_GAUGES = {"tensorrt_llm": TRT_LLM}
 STAGES = frozenset({"preprocessing", "tensorrt_llm", "postprocessing"})
 
 
-def roles(engines: set[str], counted: set[str], queued: set[str]) -> Selection:
-    return Selection(frozenset(engines), frozenset(counted), frozenset(queued))
+def roles(engines: set[str], counted: set[str], queued: set[str], served: set[str]) -> Selection:
+    return Selection(frozenset(engines), frozenset(counted), frozenset(queued), frozenset(served))
 
 
 CASES = [
@@ -33,21 +33,29 @@ CASES = [
         ("ensemble",),
         TRT_ENSEMBLE,
         TRT_GAUGES,
-        roles({"tensorrt_llm"}, set(), set(STAGES)),
+        roles({"tensorrt_llm"}, set(), set(STAGES), {"ensemble"}),
     ),
     (
         "every-model-of-the-ensemble-each-request-once",
         ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing"),
         TRT_ENSEMBLE,
         TRT_GAUGES,
-        roles({"tensorrt_llm"}, set(), set(STAGES)),
+        roles({"tensorrt_llm"}, set(), set(STAGES), {"ensemble"}),
     ),
     (
+        # Decoupled (streaming): its counters end before its responses, no service time.
         "engine-named-alone",
         ("tensorrt_llm",),
         TRT_ENSEMBLE,
         TRT_GAUGES,
-        roles({"tensorrt_llm"}, set(), {"tensorrt_llm"}),
+        roles({"tensorrt_llm"}, set(), {"tensorrt_llm"}, set()),
+    ),
+    (
+        "engine-not-decoupled-named-alone-serves-by-its-counters",
+        ("tensorrt_llm",),
+        {"tensorrt_llm": ModelConfig("tensorrt_llm")},
+        TRT_GAUGES,
+        roles({"tensorrt_llm"}, set(), {"tensorrt_llm"}, {"tensorrt_llm"}),
     ),
     (
         "ensemble-over-plain-models-counts-its-own-completions",
@@ -57,14 +65,14 @@ CASES = [
             "resnet": ModelConfig("resnet"),
         },
         {},
-        roles(set(), {"pipeline"}, {"resnet"}),
+        roles(set(), {"pipeline"}, {"resnet"}, {"pipeline"}),
     ),
     (
         "ensemble-over-a-decoupled-model-counts-its-own-completions",
         ("llm",),
         {"llm": ModelConfig("llm", ("streamer",)), "streamer": ModelConfig("streamer", (), True)},
         {},
-        roles(set(), {"llm"}, {"streamer"}),
+        roles(set(), {"llm"}, {"streamer"}, {"llm"}),
     ),
     (
         "nested-ensembles-reach-the-engine",
@@ -75,14 +83,14 @@ CASES = [
             "vllm_model": ModelConfig("vllm_model", decoupled=True),
         },
         {"vllm_model": VLLM},
-        roles({"vllm_model"}, set(), {"vllm_model"}),
+        roles({"vllm_model"}, set(), {"vllm_model"}, {"outer"}),
     ),
     (
         "plain-models-by-their-counters",
         ("resnet", "bert"),
         {"resnet": ModelConfig("resnet"), "bert": ModelConfig("bert")},
         {},
-        roles(set(), {"resnet", "bert"}, {"resnet", "bert"}),
+        roles(set(), {"resnet", "bert"}, {"resnet", "bert"}, {"resnet", "bert"}),
     ),
 ]
 
