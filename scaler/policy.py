@@ -229,25 +229,29 @@ def _need(
     backlog = demand - signals.inflight
     ready = _ready_slots(signals, config)
 
-    def over(span_s: float, clear_s: float | None = None) -> tuple[float, float]:
+    def over(
+        span_s: float, clear_s: float | None = None, before: float = demand
+    ) -> tuple[float, float]:
         then = window.value_at(in_system, now - span_s, bucket_s)
         mean_inflight = window.time_mean(served, now, span_s, bucket_s)
         offered = forecast.offered_load(
             signals.inflight if mean_inflight is None else mean_inflight,
             demand,
-            demand if then is None else then,  # nothing known before: taken as steady
+            before if then is None else then,  # `before`: the span reaches past every sample
             service_s,
             span_s,
         )
         return offered, forecast.needed_slots(offered, backlog, ready, service_s, cold_s, clear_s)
 
-    offered, settled = over(span)
+    offered, settled = over(span)  # nothing known before: taken as steady
     if signals.pods_ready > 0:
         return offered, settled, settled
     # Waking: the rate over the traffic's own age, and the backlog cleared within that age
     # (the silence before says nothing of the rate; the queue is all misses).
     waking = forecast.waking_span_s(_busy_for_s(in_system, now, bucket_s), service_s, span)
-    young_offered, young = over(waking, waking)
+    # Traffic younger than a service time began within the windows: what came before their
+    # first sample is at most that sample, not the demand now (which would read as no growth).
+    young_offered, young = over(waking, waking, before=in_system[0][1])
     return max(offered, young_offered), settled, max(settled, young)
 
 

@@ -292,3 +292,15 @@ def test_the_learned_service_time_sizes_the_backlog_when_it_is_longer(
         state = d.new_state
     assert d.metric_value == pytest.approx(8 + 40 * planned / 60)
     assert d.reason is BL
+
+
+def test_a_wake_younger_than_a_service_time_counts_its_growth_since_it_began() -> None:
+    """9 s requests, 1 queued at the wake and 15 seven seconds later: the waking span is one
+    service time (9 s), reaching before the first sample; the traffic began there, so the 14
+    that arrived are offered 14 x 9 / 9 = 14 slots, and the queue plus the cold start's
+    arrivals are to be cleared within the span (forecast item 3), not read as no growth."""
+    cfg = config(serviceSeconds="9")
+    first = decide(signals(0, 1), PolicyState(), cfg, START)
+    d = decide(signals(0, 15), first.new_state, cfg, START + 7)
+    assert d.metric_value == pytest.approx(14 + (15 * 9 + 14 * 60) / 9)
+    assert d.reason is BL
