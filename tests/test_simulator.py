@@ -16,7 +16,15 @@ import pytest
 from scaler.__main__ import main
 from scaler.simulator import keda_hpa
 from scaler.simulator.cluster import Cluster, ClusterParams, ColdStart
-from scaler.simulator.compare import Knobs, baseline, compare, floor_of, ours, run_policy
+from scaler.simulator.compare import (
+    Knobs,
+    baseline,
+    compare,
+    floor_of,
+    ours,
+    run_policy,
+    yesterday,
+)
 from scaler.simulator.controllers import FixedController
 from scaler.simulator.engine import run
 from scaler.simulator.keda_hpa import Call, KedaHpaConfig
@@ -275,6 +283,7 @@ def test_compare_summarises_every_policy_against_the_same_floor() -> None:
     floor, results, summaries = compare(trace, unit_knobs())
     assert [s.policy for s in summaries] == [
         "llm-keda-scaler",
+        "first-wake",
         "slo-aware",
         "oracle",
         "fixed-peak",
@@ -282,9 +291,9 @@ def test_compare_summarises_every_policy_against_the_same_floor() -> None:
         "redis-list",
         "hpa-utilisation",
     ]
-    fixed = summaries[3]
+    fixed = summaries[4]
     assert fixed.slo_attainment == 1.0 and fixed.x_floor >= 1.0
-    assert summaries[2].x_floor == pytest.approx(1.0, abs=0.02)
+    assert summaries[3].x_floor == pytest.approx(1.0, abs=0.02)
     assert all(r.horizon_s == floor.horizon_s for r in results)
     json.dumps([s.as_dict() for s in summaries])
 
@@ -299,16 +308,16 @@ def test_an_unserved_request_is_a_miss_with_an_infinite_wait() -> None:
 
 def test_sweep_marks_the_cheapest_setting_meeting_the_slo() -> None:
     # Every policy starts from zero: the first cold start's misses cost each setting
-    # 0.7-1.1 % here (12: 98.90 %, 8: 99.23 %, 6: 99.30 %), so the bar is 99.1 %.
+    # 0.7-0.8 % here (12: 99.25 %, 8: 99.28 %, 6: 99.33 %), so the bar is 99.3 %.
     trace = unit_trace(*[(float(t), 30) for t in range(0, 12000, 3)])
     grid = {"targetConcurrency": ("6", "8", "12")}
-    points = sweep(trace, unit_knobs(), grid, slo_target=0.991)
+    points = sweep(trace, unit_knobs(), grid, slo_target=0.993)
     gpu = [p.summary.gpu_hours for p in points]
     assert gpu == sorted(gpu)
     marked = [p for p in points if p.cheapest_meeting_slo]
-    assert len(marked) == 1 and marked[0].summary.slo_attainment >= 0.991
+    assert len(marked) == 1 and marked[0].summary.slo_attainment >= 0.993
     cheaper = points[: points.index(marked[0])]
-    assert cheaper and all(p.summary.slo_attainment < 0.991 for p in cheaper)
+    assert cheaper and all(p.summary.slo_attainment < 0.993 for p in cheaper)
     assert points[0].on_frontier
 
 
@@ -440,7 +449,7 @@ def test_simulate_command_writes_summary_and_plot(tmp_path: Path) -> None:
     code = main(["simulate", "--trace", str(path), "--out", str(tmp_path / "out")])
     assert code == 0
     report = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert len(report["policies"]) == 7
+    assert len(report["policies"]) == 8
     assert (tmp_path / "out" / "simulate.png").stat().st_size > 10_000
 
 
@@ -484,3 +493,24 @@ def test_a_warm_floor_is_there_from_the_start() -> None:
     assert float(np.nanmax(cold.wait_s)) > 2.0  # nothing warm at t=100 without a floor
     assert float(np.nanmax(warm.wait_s)) == 0.0
     assert warm.accounts.cold_starts == 0
+
+
+def test_the_pods_teach_the_service_record_what_they_completed() -> None:
+    trace = unit_trace((0.0, 4), (0.0, 8), (1.0, 6))
+    result = run(trace, UNIT, FixedController(), horizon_s=20.0, initial_replicas=1)
+    assert result.served.mean_s == pytest.approx(6.0, rel=1e-3)
+    assert result.served.completed == pytest.approx(3.0, rel=1e-3)
+
+
+def test_after_a_quiet_night_our_scaler_wakes_with_yesterdays_service_time() -> None:
+    """Requests of 9 s where serviceSeconds says 5: the day before taught 9 s, so this
+    morning's wake sizes its backlog with it, and orders more than the first wake did."""
+    trace = unit_trace(*[(float(t) / 2, 9) for t in range(240)])
+    knobs = unit_knobs()
+    floor = floor_of(trace, knobs)
+    learned = yesterday(trace, knobs, floor)
+    assert learned.mean_s == pytest.approx(9.0)
+    first = run_policy(trace, knobs, ours(knobs), floor)
+    morning = run_policy(trace, knobs, ours(knobs), floor, learned)
+    assert morning.peak_replicas > first.peak_replicas
+    assert summarise(morning, 2.0, 1.0).slo_attainment > summarise(first, 2.0, 1.0).slo_attainment

@@ -13,6 +13,7 @@ from typing import Any
 # The names only: importing the simulation itself (numpy, the models) is left to
 # `main`, so `python -m scaler serve` never pays for it.
 BASELINES = (
+    "first-wake",
     "slo-aware",
     "oracle",
     "fixed-peak",

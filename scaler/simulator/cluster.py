@@ -22,6 +22,8 @@ Model, with its parameters (defaults from the SLO-aware capacity issue):
   (what pod-deletion-cost asks for). A removed pod takes no new request and
   drains the ones it runs; its GPU is paid until the last one ends. Draining
   pods are not in the signals (not ready, and not capacity on its way).
+- Every completion is added to the target's service record as the sidecars' writes
+  add it (`scaler.reports.ServiceRecord`); the signals carry its mean.
 
 Cost is counted over [0, horizon]: GPU-hours = pod-time alive, idle
 replica-hours = pod-time ready with nothing in flight.
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scaler.reports import NOTHING_LEARNED, Served, ServiceRecord
 from scaler.signals import Signals
 from scaler.simulator.trace import FloatArray, Trace
 
@@ -137,6 +140,7 @@ class Cluster:
         initial_ready: int = 0,
         seed: int = 0,
         remove_starting_first: bool = True,
+        served: ServiceRecord = NOTHING_LEARNED,
     ) -> None:
         self.params = params
         self.horizon_s = horizon_s
@@ -152,6 +156,7 @@ class Cluster:
         self._starting: list[tuple[float, int, Pod]] = []  # heap by ready time
         self._running: list[tuple[float, int, Pod]] = []  # heap by completion time
         self._serial = 0
+        self.served = served  # the target's service record, as the pods' writes keep it
         self._inflight_ready = 0
         self._pods_ready = 0
         for _ in range(initial_ready):
@@ -184,6 +189,7 @@ class Cluster:
             pods_ready=self._pods_ready,
             capacity_ready=capacity * self._pods_ready,
             capacity_starting=capacity * self.pods_starting,
+            service_s=self.served.mean_s,
         )
 
     @property
@@ -205,7 +211,10 @@ class Cluster:
                 if pod.gone_at is None:
                     self._make_ready(pod, next_ready)
             else:
-                _, _, pod = heapq.heappop(running)
+                _, request, pod = heapq.heappop(running)
+                # Each completion as the pod's next write carries it (sidecars write about
+                # every second: the record is the same to a rounding).
+                self.served = self.served.add(Served(1.0, self.service_s[request]))
                 self._finish_one(pod, next_done)
         self.now = max(self.now, t)
 

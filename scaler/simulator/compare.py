@@ -9,6 +9,11 @@ Every adaptive policy starts from zero replicas (or its minReplicaCount floor,
 warm, as a deployed target has it), as it does in production after a quiet
 night; fixed fleets start warm, and the oracle has its clairvoyant warm fleet.
 All draw the same cold-start samples (same seed).
+
+After a quiet night our scaler still has the service record (`scaler.reports`:
+the mean service time the pods' completions taught, kept a week), and nothing
+else: `yesterday` serves the same traffic once to fill it. `first-wake` is our
+scaler on the day it is deployed, with no record: it plans with serviceSeconds.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from scaler.reports import NOTHING_LEARNED, ServiceRecord
 from scaler.simulator.cli import SCALEDOBJECTS
 from scaler.simulator.cluster import ClusterParams
 from scaler.simulator.controllers import (
@@ -36,6 +42,7 @@ from scaler.simulator.trace import Trace
 from scaler.target_config import TargetConfig, parse_target_config
 
 BASELINES = (
+    "first-wake",
     "slo-aware",
     "oracle",
     "fixed-peak",
@@ -115,6 +122,13 @@ def slo_aware(knobs: Knobs) -> ScalerController:
     )
 
 
+def first_wake(knobs: Knobs) -> ScalerController:
+    config = knobs.target_config()
+    return ScalerController(
+        config, knobs.keda(config.replica_target), stream=knobs.stream, name="first-wake"
+    )
+
+
 def keda_defaults(knobs: Knobs) -> MetricController:
     """KEDA and the HPA as they come (poll 30 s, cooldown 300 s, scale-down stabilisation
     300 s, trigger `external`), fed the plain concurrency now, one replica per
@@ -129,6 +143,8 @@ def keda_defaults(knobs: Knobs) -> MetricController:
 
 
 def baseline(name: str, knobs: Knobs, floor: Floor) -> Controller:
+    if name == "first-wake":
+        return first_wake(knobs)
     if name == "slo-aware":
         return slo_aware(knobs)
     if name == "keda-defaults":
@@ -155,10 +171,23 @@ def floor_of(trace: Trace, knobs: Knobs) -> Floor:
     return clairvoyant_floor(trace, knobs.cluster)
 
 
-def run_policy(trace: Trace, knobs: Knobs, controller: Controller, floor: Floor) -> RunResult:
+def yesterday(trace: Trace, knobs: Knobs, floor: Floor) -> ServiceRecord:
+    """The service record a quiet night leaves: what the pods' completions taught while our
+    scaler served the same traffic the day before."""
+    return run_policy(trace, knobs, first_wake(knobs), floor).served
+
+
+def run_policy(
+    trace: Trace,
+    knobs: Knobs,
+    controller: Controller,
+    floor: Floor,
+    served: ServiceRecord = NOTHING_LEARNED,
+) -> RunResult:
     """One run. An adaptive policy starts from zero replicas, or its minReplicaCount floor
     (warm: a deployed target always has it; a plain HPA's is 1); a fixed fleet starts warm;
-    the oracle starts from its clairvoyant warm fleet (its own schedule)."""
+    the oracle starts from its clairvoyant warm fleet (its own schedule). `served`: the
+    service record found at the start (only our scaler reads it)."""
     if isinstance(controller, FixedController):
         initial = floor.peak_replicas if controller.replicas is None else controller.replicas
     elif isinstance(controller, ScheduleController):
@@ -167,7 +196,9 @@ def run_policy(trace: Trace, knobs: Knobs, controller: Controller, floor: Floor)
         initial = controller.keda.min_replicas  # hpa-utilisation: the HPA's own floor of 1
     else:
         initial = knobs.min_replicas
-    return run(trace, knobs.cluster, controller, floor.horizon_s, initial, seed=knobs.seed)
+    return run(
+        trace, knobs.cluster, controller, floor.horizon_s, initial, seed=knobs.seed, served=served
+    )
 
 
 def compare(
@@ -178,11 +209,15 @@ def compare(
 ) -> tuple[Floor, list[RunResult], list[Summary]]:
     """Our scaler, the baselines, and fixed fleets of `fixed_replicas`, on the same trace."""
     floor = floor_of(trace, knobs)
+    learned = yesterday(trace, knobs, floor)
     controllers = [
         ours(knobs),
         *(baseline(name, knobs, floor) for name in baselines),
         *(FixedController(n) for n in fixed_replicas),
     ]
-    results = [run_policy(trace, knobs, c, floor) for c in controllers]
+    results = [
+        run_policy(trace, knobs, c, floor, NOTHING_LEARNED if c.name == "first-wake" else learned)
+        for c in controllers
+    ]
     summaries = [summarise(r, knobs.slo_wait_s, floor.gpu_hours) for r in results]
     return floor, results, summaries

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scaler.reports import NOTHING_LEARNED, ServiceRecord
 from scaler.simulator.cluster import Accounts, Cluster, ClusterParams
 from scaler.simulator.controllers import Controller
 from scaler.simulator.trace import FloatArray, Trace
@@ -46,6 +47,8 @@ class RunResult:
     peak_replicas: int
     timeline: Timeline
     wall_s: float
+    learned: ServiceRecord  # the service record found at the start
+    served: ServiceRecord  # the service record at the end: what the run taught
 
     @property
     def wait_s(self) -> FloatArray:
@@ -60,6 +63,7 @@ def run(
     initial_replicas: int,
     seed: int = 0,
     sample_s: float = 15.0,
+    served: ServiceRecord = NOTHING_LEARNED,
 ) -> RunResult:
     started = time.perf_counter()
     cluster = Cluster(
@@ -69,6 +73,7 @@ def run(
         initial_ready=initial_replicas,
         seed=seed,
         remove_starting_first=controller.remove_starting_first,
+        served=served,
     )
     controller.start(initial_replicas)
     arrivals = trace.arrival_s.tolist()
@@ -117,4 +122,6 @@ def run(
         peak_replicas=peak,
         timeline=timeline,
         wall_s=time.perf_counter() - started,
+        learned=served,
+        served=cluster.served,
     )

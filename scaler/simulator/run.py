@@ -55,11 +55,13 @@ def main(args: argparse.Namespace) -> int:
         return _sweep(trace, knobs, grid, args)
     started = time.perf_counter()
     floor, results, summaries = compare(trace, knobs, baselines, fixed)
+    learned_s = results[0].learned.mean_s
     elapsed = time.perf_counter() - started
     print(table(summaries))
     print(
         f"adaptive policies start from {knobs.min_replicas} replicas; fixed fleets start warm; "
-        f"the oracle starts from its clairvoyant warm fleet ({floor.warm_replicas})"
+        f"the oracle starts from its clairvoyant warm fleet ({floor.warm_replicas}); ours with "
+        f"the service time the day before taught ({learned_s:.2f} s), first-wake with none"
     )
     print(
         f"floor: {floor.gpu_hours:.2f} GPU-h (warm start {floor.warm_replicas}, "

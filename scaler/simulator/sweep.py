@@ -4,7 +4,8 @@ Grid keys are trigger metadata keys (`targetConcurrency`, `scaleDownDelaySeconds
 ...; validated as the server validates them) or the ScaledObject's own fields
 `minReplicaCount`, `pollingInterval`, `cooldownPeriod`, and the HPA's
 `scaleDownStabilizationSeconds`. Every point runs our scaler on the same trace
-and is costed against the same clairvoyant floor.
+and is costed against the same clairvoyant floor, our scaler with the service time
+learned the day before (`compare.yesterday`), as in the comparison.
 
 - Frontier: the settings no other setting beats on both GPU-hours and SLO
   attainment (Pareto). The cheapest setting whose attainment reaches the
@@ -22,7 +23,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from scaler.simulator.compare import Knobs, floor_of, ours, run_policy
+from scaler.simulator.compare import Knobs, floor_of, ours, run_policy, yesterday
 from scaler.simulator.summary import Summary, summarise
 from scaler.simulator.trace import Trace, scale_rate
 from scaler.target_config import METADATA_KEYS
@@ -82,13 +83,14 @@ def sweep(
     trace: Trace, knobs: Knobs, grid: Mapping[str, Sequence[str]], slo_target: float
 ) -> list[Point]:
     floor = floor_of(trace, knobs)
+    learned = yesterday(trace, knobs, floor)
     points = []
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values, strict=True))
         tuned = knobs
         for key, value in setting.items():
             tuned = apply(tuned, key, value)
-        result = run_policy(trace, tuned, ours(tuned), floor)
+        result = run_policy(trace, tuned, ours(tuned), floor, learned)
         points.append(Point(setting, summarise(result, knobs.slo_wait_s, floor.gpu_hours)))
     return mark(points, slo_target)
 
@@ -117,10 +119,11 @@ def break_even(
         if len(scaled) < 2:
             continue
         floor = floor_of(scaled, knobs)
+        learned = yesterday(scaled, knobs, floor)
         runs = []
         for min_replicas in (0, 1):
             tuned = replace(knobs, min_replicas=min_replicas)
-            result = run_policy(scaled, tuned, ours(tuned), floor)
+            result = run_policy(scaled, tuned, ours(tuned), floor, learned)
             runs.append(summarise(result, knobs.slo_wait_s, floor.gpu_hours))
         # The rate over the original span: a thinned trace ends early by chance.
         levels.append(Level(len(scaled) / max(trace.span_s, 1e-9), runs[0], runs[1]))
