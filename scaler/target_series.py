@@ -42,6 +42,7 @@ class TargetValues:
     reason: str
     invalid_reports: int
     target_name: str  # the pods' report target (targetName): the cold-start series' label
+    service_s: float = 0.0  # the service time the decision planned with
 
 
 @dataclass(slots=True)
@@ -155,6 +156,7 @@ class TargetSeries(Collector):
             f.active.add_metric(labels, 1 if v.active else 0)
             f.reason.add_metric([*labels, v.reason], 1)
             f.invalid_reports.add_metric(labels, v.invalid_reports)
+            f.service.add_metric(labels, v.service_s)
             f.stale_dropped.add_metric(labels, stale_dropped)
         f.targets.add_metric([], len(rows))
         return iter(f)
@@ -169,6 +171,7 @@ class _Families(NamedTuple):
     active: GaugeMetricFamily
     reason: GaugeMetricFamily
     invalid_reports: GaugeMetricFamily
+    service: GaugeMetricFamily
     stale_dropped: CounterMetricFamily
     targets: GaugeMetricFamily
 
@@ -200,6 +203,11 @@ class _Families(NamedTuple):
             invalid_reports=gauge(
                 "llm_scaler_invalid_reports",
                 "Pod reports ignored in the last read for breaking the report contract",
+            ),
+            service=gauge(
+                "llm_scaler_service_seconds",
+                "Service time the decision planned with: serviceSeconds, or the mean the pods' "
+                "completions taught if longer",
             ),
             stale_dropped=CounterMetricFamily(
                 "llm_scaler_stale_reports_dropped",

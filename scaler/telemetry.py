@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from scaler.policy import Decision
+from scaler.policy import Decision, service_s
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
 from scaler.target_series import Target, TargetSeries, TargetValues
@@ -101,6 +101,7 @@ class ScalerMetrics:
             reason=decision.reason.value,
             invalid_reports=signals.invalid_reports,
             target_name=config.target_name,
+            service_s=service_s(signals, config),
         )
         self.targets.record((config.namespace, config.scaled_object), values, signals.stale_dropped)
         self.decisions.labels(decision.reason.value).inc()

@@ -191,5 +191,7 @@ def test_the_service_time_the_pods_taught_sizes_the_backlog(
         return scaler.keda.poll(so).value_float
 
     assert metric("slow") == pytest.approx(8 + 40 * 10 / 60, abs=0.01)
+    assert _sample(scaler, "llm_scaler_service_seconds", scaled_object="slow") == 10
     for target in ("fast", "untaught", "garbled"):
         assert metric(target) == pytest.approx(8 + 40 * 5 / 60, abs=0.01), target
+        assert _sample(scaler, "llm_scaler_service_seconds", scaled_object=target) == 5

@@ -48,7 +48,7 @@ def test_series_go_once_not_decided_on_for_the_idle_time() -> None:
     series = TargetSeries(registry, IDLE_S, 100, lambda t, v: evicted.append(t), clock)
     series.record(("ns", "kept"), values(), 0)
     series.record(("ns", "deleted"), values(), 0)
-    assert len(series_of(scrape(registry), "deleted")) == 9  # every per-target family
+    assert len(series_of(scrape(registry), "deleted")) == 10  # every per-target family
 
     clock.advance(IDLE_S / 2)
     series.record(("ns", "kept"), values(demand=5), 0)  # KEDA still asks about this one
