@@ -22,8 +22,9 @@ Model, with its parameters (defaults from the SLO-aware capacity issue):
   (what pod-deletion-cost asks for). A removed pod takes no new request and
   drains the ones it runs; its GPU is paid until the last one ends. Draining
   pods are not in the signals (not ready, and not capacity on its way).
-- Every completion is added to the target's service record as the sidecars' writes
-  add it (`scaler.reports.ServiceRecord`); the signals carry its mean.
+- Completions are added to the target's service record as the sidecars' writes add
+  them (`scaler.reports.ServiceRecord`), all those since the last read at once; the
+  signals carry its mean.
 
 Cost is counted over [0, horizon]: GPU-hours = pod-time alive, idle
 replica-hours = pod-time ready with nothing in flight.
@@ -156,7 +157,8 @@ class Cluster:
         self._starting: list[tuple[float, int, Pod]] = []  # heap by ready time
         self._running: list[tuple[float, int, Pod]] = []  # heap by completion time
         self._serial = 0
-        self.served = served  # the target's service record, as the pods' writes keep it
+        self._record = served  # the target's service record, as the pods' writes keep it
+        self._done: list[float] = [0.0, 0.0]  # completed, busy s: not yet in the record
         self._inflight_ready = 0
         self._pods_ready = 0
         for _ in range(initial_ready):
@@ -193,6 +195,14 @@ class Cluster:
         )
 
     @property
+    def served(self) -> ServiceRecord:
+        """The service record with every completion so far in it."""
+        if self._done[0]:
+            self._record = self._record.add(Served(*self._done))
+            self._done = [0.0, 0.0]
+        return self._record
+
+    @property
     def idle(self) -> bool:
         return not self.queue and not self._running
 
@@ -212,9 +222,8 @@ class Cluster:
                     self._make_ready(pod, next_ready)
             else:
                 _, request, pod = heapq.heappop(running)
-                # Each completion as the pod's next write carries it (sidecars write about
-                # every second: the record is the same to a rounding).
-                self.served = self.served.add(Served(1.0, self.service_s[request]))
+                self._done[0] += 1.0
+                self._done[1] += self.service_s[request]
                 self._finish_one(pod, next_done)
         self.now = max(self.now, t)
 
