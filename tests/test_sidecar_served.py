@@ -12,25 +12,17 @@ from collections.abc import Mapping
 
 import pytest
 
-from scaler.demo.triton_standin import ensemble_config
 from scaler.reports import Served
 from sidecar.completions import Counters
-from sidecar.selection import TRT_LLM, ModelConfig, select
+from sidecar.selection import TRT_LLM, select
 from sidecar.served import ServedTally
+from tests.test_sidecar_selection import TRT_ENSEMBLE
 
 WRITE, FAIL, REBASE = "write", "fail", "rebase"
 Sample = Mapping[str | tuple[str, str], tuple[float, float]]
 Step = str | Sample
 
 # Clients call `ensemble`; every model it passes through is on the page and may be named.
-TRT_ENSEMBLE = {
-    "ensemble": ModelConfig.from_json(
-        "ensemble", ensemble_config("preprocessing", "tensorrt_llm", "postprocessing")
-    ),
-    "preprocessing": ModelConfig("preprocessing"),
-    "tensorrt_llm": ModelConfig("tensorrt_llm", decoupled=True),
-    "postprocessing": ModelConfig("postprocessing"),
-}
 EVERY_STAGE = select(tuple(TRT_ENSEMBLE), TRT_ENSEMBLE, {"tensorrt_llm": TRT_LLM}).served
 
 
