@@ -98,7 +98,8 @@ def main() -> int:
         "## Report ingestion",
         "",
         f"{ingestion.PODS:,} pods over {ingestion.TARGETS} targets each report once a second "
-        f"(one writer process, pipelined) for {ingestion.DURATION_S:g} s while a poller sends "
+        f"(one writer process, pipelined) for {ingestion.DURATION_S:g} s, every write adding "
+        "the pod's completions to its target's service record, while a poller sends "
         f"{ingestion.POLLS_PER_S} GetMetrics + IsActive pairs a second.",
         "",
         "| reports/s written | Redis CPU | Redis memory MiB | poll p50 ms | poll p99 ms |",

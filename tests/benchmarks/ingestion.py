@@ -1,7 +1,9 @@
 """Report ingestion: sidecars of 10,000 pods reporting once a second.
 
 A writer process sends every pod's report through the contract's write script
-once per second (pipelined, as 10,000 sidecars would together), while a
+once per second (pipelined, as 10,000 sidecars would together), each write
+carrying what the pod completed since its previous one (added to its target's
+service record, as a busy pod's write does), while a
 KEDA-like poller polls the targets at a steady rate. Measured: Redis CPU
 (INFO cpu, over the run), Redis memory (INFO memory), the writer keeping up,
 and the poll latency while it all happens.
@@ -20,7 +22,13 @@ import redis
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.local_redis import LocalRedis
-from scaler.reports import WRITE_REPORT_LUA, PodReport, report_keys
+from scaler.reports import (
+    SERVICE_MEMORY_REQUESTS,
+    SERVICE_TTL_S,
+    WRITE_REPORT_LUA,
+    PodReport,
+    report_keys,
+)
 from tests.benchmarks.common import percentile, scaler_process
 
 PODS = 10_000
@@ -56,9 +64,10 @@ def _writer(url: str, out: object) -> None:
                 started_at=1.0,
                 seq=second,
             )
+            served = [1 + pod % 3, 6.5 * (1 + pod % 3), SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
             write(
-                keys=[keys.reports, keys.seen],
-                args=[report.pod, report.to_json(), 600, ""],
+                keys=[keys.reports, keys.seen, keys.service],
+                args=[report.pod, report.to_json(), 600, "", *served],
                 client=pipe,
             )
             if len(pipe) >= 500:
