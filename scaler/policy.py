@@ -23,6 +23,8 @@ active at all (IsActive / StreamIsActive).
    a level that serves `sloTarget` of their requests within `sloWaitSeconds`, so bursts
    shorter than a cold start start in time.
 4. Scale to zero only after real silence (`rules.activation`).
+5. A one-replica rise a small fleet's HPA tolerance band would swallow is reported just past
+   the band (`rules.tolerance`).
 
 The HPA turns the metric into replicas: desired = ceil(metric / replica_target),
 replica_target = targetConcurrency x targetUtilization.
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from scaler import window
-from scaler.rules import activation, forecast, slo
+from scaler.rules import activation, forecast, slo, tolerance
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
 
@@ -193,6 +195,16 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         if active and demand > 0 and hold.metric > metric:
             reason, detail = Reason.SLO_HOLD, hold.detail
         metric = max(metric, hold.metric)
+    running = signals.pods_reported
+    if (
+        active
+        and (lifted := tolerance.past_tolerance(metric, running, config.replica_target)) > metric
+    ):
+        detail += (
+            f"; lifted from {metric:.3g} past the HPA's tolerance: {running} -> {running + 1} "
+            "replicas"
+        )
+        metric = lifted
 
     new_state = PolicyState(
         bucket_s=bucket_s,

@@ -252,8 +252,8 @@ def test_sawtooth_traffic_does_not_flap() -> None:
 
 def test_a_changed_delay_keeps_the_old_window_maximum() -> None:
     first = config(scaleDownDelaySeconds="120")
-    state = decide(signals(40, ready=6), idle_for(first, 0), first, START).new_state
-    d = decide(signals(5, ready=6), state, config(scaleDownDelaySeconds="600"), START + 10)
+    state = decide(signals(40, ready=7), idle_for(first, 0), first, START).new_state
+    d = decide(signals(5, ready=7), state, config(scaleDownDelaySeconds="600"), START + 10)
     assert d.metric_value == max(v for _, v in state.needed)  # rebucketed, not forgotten
 
 
@@ -304,3 +304,16 @@ def test_a_wake_younger_than_a_service_time_counts_its_growth_since_it_began() -
     d = decide(signals(0, 15), first.new_state, cfg, START + 7)
     assert d.metric_value == pytest.approx(14 + (15 * 9 + 14 * 60) / 9)
     assert d.reason is BL
+
+
+def test_a_one_replica_rise_a_small_fleets_tolerance_band_would_swallow_is_lifted_past_it() -> None:
+    """2 replicas, 13.5 needed (3 replicas' worth at 6.4 each), within the HPA's 10 % band
+    (13.5 / 12.8 = 1.05): the metric goes just past 2 x 6.4 x 1.1 = 14.08, which the HPA turns
+    into 3; the need itself is what the window remembers."""
+    cfg = config()
+    steady = dataclasses.replace(signals(13.5, ready=2), inflight=13.5)
+    state = decide(steady, PolicyState(), cfg, START).new_state
+    d = decide(steady, state, cfg, START + 15)
+    assert d.metric_value == pytest.approx(14.08 * 1.001)
+    assert "past the HPA's tolerance: 2 -> 3 replicas" in d.detail
+    assert max(v for _, v in d.new_state.needed) == pytest.approx(13.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaler import window
-from scaler.rules import activation, forecast, slo
+from scaler.rules import activation, forecast, slo, tolerance
 
 # s 5 s, C 60 s: a backlog of B takes B x 5 / 60 slots to clear within a cold start.
 S, C = 5.0, 60.0
@@ -215,3 +215,27 @@ def test_time_mean_weighs_each_sample_by_how_long_it_held(
 ) -> None:
     assert window.time_mean(SAMPLES, now, length, 1.0) == pytest.approx(mean)
     assert window.time_mean((), now, length, 1.0) is None
+
+
+# 6.4 per replica (targetConcurrency 8 x targetUtilization 0.8).
+T = 6.4
+
+
+@pytest.mark.parametrize(
+    ("metric", "replicas", "reported"),
+    [
+        (13.5, 2, 2 * T * 1.1 * 1.001),  # wants 3, within 2's band: lifted, the HPA asks for 3
+        (12.0, 2, 12.0),  # wants 2: as it is
+        (14.5, 2, 14.5),  # past the band already: the HPA asks for 3 itself
+        (6.5, 1, 1 * T * 1.1 * 1.001),  # 1 -> 2
+        (60.0, 9, 9 * T * 1.1 * 1.001),  # 9 -> 10, the last size whose band is under a replica
+        (66.0, 10, 66.0),  # wants 11; just past 10's band is 12: as it is
+        (5.0, 0, 5.0),  # at zero KEDA activates, no band
+        (10.0, 3, 10.0),  # a fall: the HPA hears it below 0.9 x 3 x 6.4 = 17.3
+    ],
+    ids=["lifted", "enough", "past-band", "one-to-two", "nine", "ten", "zero", "fall"],
+)
+def test_a_rise_within_the_hpa_tolerance_is_lifted_only_to_one_more_replica(
+    metric: float, replicas: int, reported: float
+) -> None:
+    assert tolerance.past_tolerance(metric, replicas, T) == pytest.approx(reported)
