@@ -196,13 +196,11 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
             reason, detail = Reason.SLO_HOLD, hold.detail
         metric = max(metric, hold.metric)
     running = signals.pods_reported
-    if (
-        active
-        and (lifted := tolerance.past_tolerance(metric, running, config.replica_target)) > metric
-    ):
+    lifted = tolerance.past_tolerance(metric, running, config.replica_target, config.hpa_tolerance)
+    if active and lifted > metric:
         detail += (
-            f"; lifted from {metric:.3g} past the HPA's tolerance: {running} -> {running + 1} "
-            "replicas"
+            f"; lifted from {metric:.3g} past the HPA's {config.hpa_tolerance:g} tolerance: "
+            f"{running} -> {running + 1} replicas"
         )
         metric = lifted
 

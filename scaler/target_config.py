@@ -85,6 +85,11 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "SLO-aware hold: share of the horizon's burst requests the held capacity must start "
         "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest burst)",
     ),
+    "hpaTolerance": KeySpec(
+        "0.1",
+        "the HPA's scale-up tolerance (the cluster's --horizontal-pod-autoscaler-tolerance, or "
+        "the ScaledObject's behavior.scaleUp.tolerance), in [0; 0.99]; 0: none",
+    ),
 }
 
 # Keys earlier versions read, with what replaced them: accepted, and the log says so.
@@ -122,6 +127,7 @@ class TargetConfig:
     service_s: float = 5.0
     slo_horizon_s: float = 3600.0  # how far back the SLO-aware hold counts bursts
     slo_target: float = 0.85  # share of the horizon's burst requests sized to start in time
+    hpa_tolerance: float = 0.1  # the HPA ignores a metric within this ratio of its replicas'
 
     @property
     def replica_target(self) -> float:
@@ -189,6 +195,7 @@ def parse_target_config(
         service_s=md.get("serviceSeconds", _float(0.01, 3600)),
         slo_horizon_s=md.get("sloHorizonSeconds", _float(0, 86400)),
         slo_target=md.get("sloTarget", _float(0.5, 1)),
+        hpa_tolerance=md.get("hpaTolerance", _float(0, 0.99)),
     )
     unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS - RETIRED_KEYS.keys()
     retired = frozenset(metadata) & RETIRED_KEYS.keys()

@@ -171,7 +171,7 @@ class RunningScaler:
 # with a zero cold start, capacity ordered now is ready now, so the need is everything
 # in the system that the ready slots do not already serve, and no SLO hold on top.
 # Tests of the decision itself say so with their own keys (or tests/test_policy*.py).
-DEMAND_AS_METRIC = {"coldStartSeconds": "0", "sloWaitSeconds": "off"}
+DEMAND_AS_METRIC = {"coldStartSeconds": "0", "sloWaitSeconds": "off", "hpaTolerance": "0"}
 
 
 def ref(name: str, namespace: str = NAMESPACE, **metadata: str) -> pb.ScaledObjectRef:

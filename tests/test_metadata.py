@@ -53,6 +53,7 @@ def test_every_key_is_read() -> None:
         "serviceSeconds": "6",
         "sloHorizonSeconds": "900",
         "sloTarget": "0.99",
+        "hpaTolerance": "0.05",
     }
     assert set(metadata) == set(METADATA_KEYS)
     parsed = parse_target_config("ns", "so", metadata)
@@ -64,7 +65,7 @@ def test_every_key_is_read() -> None:
     assert (c.target_utilization, c.scale_down_delay_s, c.scale_to_zero_delay_s) == (0.7, 60, 600)
     assert c.burst_window_s == 5
     assert (c.slo_wait_s, c.cold_start_s, c.service_s) == (2, 90, 6)
-    assert (c.slo_horizon_s, c.slo_target) == (900, 0.99)
+    assert (c.slo_horizon_s, c.slo_target, c.hpa_tolerance) == (900, 0.99, 0.05)
 
 
 def test_a_retired_key_is_accepted_and_named_apart_from_unknown_ones() -> None:
@@ -145,6 +146,7 @@ BAD = [
         {"burstWindowSeconds": "0"},
         "burstWindowSeconds = '0', must be a number in [1; 600]",
     ),
+    ("whole-tolerance", {"hpaTolerance": "1"}, "hpaTolerance = '1', must be a number in [0; 0.99]"),
 ]
 
 

@@ -315,5 +315,5 @@ def test_a_one_replica_rise_a_small_fleets_tolerance_band_would_swallow_is_lifte
     state = decide(steady, PolicyState(), cfg, START).new_state
     d = decide(steady, state, cfg, START + 15)
     assert d.metric_value == pytest.approx(14.08 * 1.001)
-    assert "past the HPA's tolerance: 2 -> 3 replicas" in d.detail
+    assert "past the HPA's 0.1 tolerance: 2 -> 3 replicas" in d.detail
     assert max(v for _, v in d.new_state.needed) == pytest.approx(13.5)

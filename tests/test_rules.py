@@ -239,3 +239,18 @@ def test_a_rise_within_the_hpa_tolerance_is_lifted_only_to_one_more_replica(
     metric: float, replicas: int, reported: float
 ) -> None:
     assert tolerance.past_tolerance(metric, replicas, T) == pytest.approx(reported)
+
+
+@pytest.mark.parametrize(
+    ("metric", "replicas", "hpa_tolerance", "reported"),
+    [
+        (13.5, 2, 0.0, 13.5),  # no band: the HPA hears 3 itself
+        (20.0, 3, 0.2, 3 * T * 1.2 * 1.001),  # a wider band: 3 -> 4 (ceil(3.6))
+        (36.0, 5, 0.2, 36.0),  # just past 5's 0.2 band is 7, more than the 6 wanted
+    ],
+    ids=["none", "wider-lifted", "wider-too-far"],
+)
+def test_the_band_is_the_hpa_tolerance_given(
+    metric: float, replicas: int, hpa_tolerance: float, reported: float
+) -> None:
+    assert tolerance.past_tolerance(metric, replicas, T, hpa_tolerance) == pytest.approx(reported)
