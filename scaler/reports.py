@@ -237,11 +237,6 @@ class Served:
                 raise ReportError(f"served {name} = {value!r}, must be a finite number >= 0")
 
 
-def learned_service_s(completed: float, busy_s: float) -> float:
-    """The mean service time the record holds; 0 when it holds none."""
-    return busy_s / completed if completed > 0 and busy_s > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class ServiceRecord:
     """The service record's two fields; `add` is the write script's rule in Python (the
@@ -258,7 +253,8 @@ class ServiceRecord:
 
     @property
     def mean_s(self) -> float:
-        return learned_service_s(self.completed, self.busy_s)
+        """The mean service time the record holds; 0 when it holds none."""
+        return self.busy_s / self.completed if self.completed > 0 and self.busy_s > 0 else 0.0
 
 
 NOTHING_LEARNED = ServiceRecord()  # a target no pod has completed a request for

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from scaler.policy import PolicyState
 from scaler.redis_connect import REDIS_ERRORS, RedisLink
-from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError, learned_service_s
+from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError, ServiceRecord
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
 from scaler.target_config import TargetConfig
@@ -245,7 +245,7 @@ def _learned(completed: Any, busy: Any) -> float:
     """The service record's mean; 0 (none learned) when it is missing or does not parse,
     so the decision plans with serviceSeconds."""
     try:
-        return learned_service_s(float(completed), float(busy))
+        return ServiceRecord(float(completed), float(busy)).mean_s
     except (TypeError, ValueError):
         return 0.0
 
