@@ -238,7 +238,7 @@ T = 6.4
 def test_a_rise_within_the_hpa_tolerance_is_lifted_only_to_one_more_replica(
     metric: float, replicas: int, reported: float
 ) -> None:
-    assert tolerance.past_tolerance(metric, replicas, T) == pytest.approx(reported)
+    assert tolerance.past_tolerance(metric, replicas, T, 0.1) == pytest.approx(reported)
 
 
 @pytest.mark.parametrize(

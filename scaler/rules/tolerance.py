@@ -27,9 +27,7 @@ import math
 _JUST_PAST = 1.001  # a thousandth past the band: clear of rounding to KEDA's milli-units
 
 
-def past_tolerance(
-    metric: float, replicas: int, replica_target: float, tolerance: float = 0.1
-) -> float:
+def past_tolerance(metric: float, replicas: int, replica_target: float, tolerance: float) -> float:
     """`metric`, lifted just past the HPA's tolerance band (`hpaTolerance`) when the band
     would keep `replicas` where the metric asks for exactly one more; otherwise as it is."""
     if replicas <= 0 or replica_target <= 0:
