@@ -294,6 +294,18 @@ return redis.call('ZREM', KEYS[2], ARGV[1])
 """
 
 
+def write_call(
+    keys: ReportKeys, report: PodReport, ttl_s: int, stamp: str, served: Served | None = None
+) -> tuple[list[str], list[str | int]]:
+    """WRITE_REPORT_LUA's KEYS and ARGV for `report` (and `served`, if any): the script's
+    argument layout in one place, for every writer."""
+    args: list[str | int] = [report.pod, report.to_json(), ttl_s, stamp]
+    if served is not None:
+        args += [repr(served.completed), repr(served.busy_s)]
+        args += [SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
+    return [keys.reports, keys.seen, keys.service], args
+
+
 class ReportWriter:
     """Writes and removes pod reports for one target, following the contract above."""
 
@@ -314,11 +326,7 @@ class ReportWriter:
 
         Returns the time it was stamped with."""
         stamp = "" if reported_at is None else f"{reported_at:.6f}"
-        keys = [self._keys.reports, self._keys.seen, self._keys.service]
-        args: list[str | int] = [report.pod, report.to_json(), self._ttl_s, stamp]
-        if served is not None:
-            args += [repr(served.completed), repr(served.busy_s)]
-            args += [SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
+        keys, args = write_call(self._keys, report, self._ttl_s, stamp, served)
         result = await self._write(keys=keys, args=args)
         return float(result)
 

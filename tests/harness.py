@@ -13,12 +13,11 @@ from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.reports import (
     DEFAULT_REPORT_TTL_S,
-    SERVICE_MEMORY_REQUESTS,
-    SERVICE_TTL_S,
     WRITE_REPORT_LUA,
     PodReport,
     Served,
     report_keys,
+    write_call,
 )
 from scaler.server import ScalerServer
 from scaler.settings import Settings
@@ -102,11 +101,10 @@ class ReportPublisher:
         namespace: str = NAMESPACE,
         served: Served | None = None,
     ) -> None:
-        keys = report_keys(namespace, target)
-        args: list[str | float] = [report.pod, report.to_json(), DEFAULT_REPORT_TTL_S, f"{at:.6f}"]
-        if served is not None:
-            args += [served.completed, served.busy_s, SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
-        self._write(keys=[keys.reports, keys.seen, keys.service], args=args)
+        keys, args = write_call(
+            report_keys(namespace, target), report, DEFAULT_REPORT_TTL_S, f"{at:.6f}", served
+        )
+        self._write(keys=keys, args=args)
 
     def publish_raw(self, target: str, pod: str, payload: str, at: float) -> None:
         keys = report_keys(NAMESPACE, target)

@@ -22,13 +22,7 @@ import redis
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.local_redis import LocalRedis
-from scaler.reports import (
-    SERVICE_MEMORY_REQUESTS,
-    SERVICE_TTL_S,
-    WRITE_REPORT_LUA,
-    PodReport,
-    report_keys,
-)
+from scaler.reports import WRITE_REPORT_LUA, PodReport, Served, report_keys, write_call
 from tests.benchmarks.common import percentile, scaler_process
 
 PODS = 10_000
@@ -64,12 +58,9 @@ def _writer(url: str, out: object) -> None:
                 started_at=1.0,
                 seq=second,
             )
-            served = [1 + pod % 3, 6.5 * (1 + pod % 3), SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S]
-            write(
-                keys=[keys.reports, keys.seen, keys.service],
-                args=[report.pod, report.to_json(), 600, "", *served],
-                client=pipe,
-            )
+            served = Served(1 + pod % 3, 6.5 * (1 + pod % 3))
+            call_keys, args = write_call(keys, report, 600, "", served)
+            write(keys=call_keys, args=args, client=pipe)
             if len(pipe) >= 500:
                 pipe.execute()
         pipe.execute()
