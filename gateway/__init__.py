@@ -1,0 +1,1 @@
+"""The request gateway: holds each request in Redis until a pod's worker takes it."""
