@@ -65,9 +65,9 @@ demo: $(READY)
 	$(PY) -m scaler demo --trace $(TRACE) --out build/demo $(DEMO_ARGS)
 
 lint: $(READY)
-	$(VENV)/bin/ruff check scaler sidecar tests
-	$(VENV)/bin/ruff format --check scaler sidecar tests
-	$(VENV)/bin/mypy scaler sidecar
+	$(VENV)/bin/ruff check scaler sidecar gateway tests
+	$(VENV)/bin/ruff format --check scaler sidecar gateway tests
+	$(VENV)/bin/mypy scaler sidecar gateway
 
 # Needs a docker engine; without one it says so and fails (exit 1), so that a
 # script such as `make image && docker push ...` never goes on without an image.
