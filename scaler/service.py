@@ -172,9 +172,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
 
     async def _active_changes(self, config: TargetConfig) -> AsyncIterator[pb.IsActiveResponse]:
         last: bool | None = None
-        keys = [config.report_keys.reports]
-        if config.queue_key:
-            keys.append(config.queue_key)
+        keys = [config.report_keys.reports, *config.queue_keys]
         with self._metrics.streams_open.labels("StreamIsActive").track_inprogress():
             async with self._key_events.watch(keys) as changed:
                 while not self._stopping.is_set():

@@ -53,12 +53,21 @@ class Snapshot:
     state: PolicyState  # what earlier decisions (of any replica) left for this ScaledObject
 
 
-# Defines queue_depth(key, type, consumer group) -> {'ok', depth} or {'error', message}.
+# Defines queue_depth(key, type, consumer group) -> {'ok', depth} or {'error', message}, and
+# queues_depth(first KEYS index, type, group): the sum over KEYS[first..], or the first error.
 QUEUE_DEPTH_LUA = """
 local function queue_depth(key, qtype, group)
   if qtype == '' then return {'ok', '0'} end
   local r
-  if qtype == 'list' then
+  if qtype == 'gateway' then
+    -- Requests not yet taken by a worker: the stream holds exactly the unanswered ones
+    -- (workers XDEL on ack), and those a worker holds are in its pod's exact in-flight.
+    r = redis.pcall('XLEN', key)
+    if type(r) == 'number' and r > 0 then
+      local p = redis.pcall('XPENDING', key, 'workers')
+      if type(p) == 'table' and not p.err then r = r - tonumber(p[1]) end
+    end
+  elseif qtype == 'list' then
     r = redis.pcall('LLEN', key)
   elseif qtype == 'zset' then
     r = redis.pcall('ZCARD', key)
@@ -88,10 +97,20 @@ local function queue_depth(key, qtype, group)
   end
   return {'ok', tostring(r)}
 end
+
+local function queues_depth(first, qtype, group)
+  local total = 0
+  for i = first, #KEYS do
+    local d = queue_depth(KEYS[i], qtype, group)
+    if d[1] ~= 'ok' then return d end
+    total = total + tonumber(d[2])
+  end
+  return {'ok', tostring(total)}
+end
 """
 
-# KEYS: reports, seen, queue, policy state, service record. ARGV: stale_after_s, now
-# ('' = Redis TIME), queue type ('' = no queue), consumer group.
+# KEYS: reports, seen, policy state, service record, then the queues in the target's hash
+# slot (none: no queue). ARGV: stale_after_s, now ('' = Redis TIME), queue type, consumer group.
 # Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list,
 # {completed, busy_s} of the service record (false: none)}.
 READ_TARGET_LUA = (
@@ -121,16 +140,17 @@ for i = 1, #pods, 1000 do
   for _, p in ipairs(got) do payloads[#payloads + 1] = p end
 end
 
-local state = redis.call('HGETALL', KEYS[4])
-local service = redis.call('HMGET', KEYS[5], 'completed', 'busy_s')
+local state = redis.call('HGETALL', KEYS[3])
+local service = redis.call('HMGET', KEYS[4], 'completed', 'busy_s')
 return {string.format('%.6f', now), #stale, sum_reports(pods, payloads),
-        queue_depth(KEYS[3], ARGV[3], ARGV[4]), state, service}
+        queues_depth(5, ARGV[3], ARGV[4]), state, service}
 """
 )
 
 # On a Redis Cluster, a queue in another hash slot than its target's keys (the usual
-# case: producers name it) is measured apart, on its own node, in parallel with the
-# target's read. KEYS: queue. ARGV: queue type, consumer group.
+# case when producers name it; never for the gateway's streams, which share the target's
+# tag) is measured apart, on its own node, in parallel with the target's read.
+# KEYS: queue. ARGV: queue type, consumer group.
 READ_QUEUE_LUA = QUEUE_DEPTH_LUA + "return queue_depth(KEYS[1], ARGV[1], ARGV[2])\n"
 
 
@@ -153,30 +173,25 @@ class TargetStore:
         `now` None judges staleness on Redis's clock (production: every scaler
         replica then agrees); tests pass their own clock's time."""
         keys = config.report_keys
-        queue_type = config.queue_type.value if config.queue_key else ""
+        queue_type = config.queue_type.value
         group = config.consumer_group or ""
-        queue_key = config.queue_key or keys.reports
-        apart = not self._link.same_slot(keys.reports, queue_key)
+        queues = config.queue_keys
+        together = [q for q in queues if self._link.same_slot(keys.reports, q)]
+        apart = [q for q in queues if q not in together]
         read = self._read(
-            keys=[
-                keys.reports,
-                keys.seen,
-                keys.reports if apart else queue_key,
-                policy_key(config),
-                keys.service,
-            ],
+            keys=[keys.reports, keys.seen, policy_key(config), keys.service, *together],
             args=[
                 f"{config.stale_after_s:.6f}",
                 "" if now is None else f"{now:.6f}",
-                "" if apart else queue_type,
+                queue_type,
                 group,
             ],
         )
         if not apart:
             return _snapshot(config, await self._bounded(read, timeout_s))
-        queue = self._read_queue(keys=[queue_key], args=[queue_type, group])
-        raw, depth = await self._bounded(asyncio.gather(read, queue), timeout_s)
-        raw[3] = depth
+        measured = [self._read_queue(keys=[q], args=[queue_type, group]) for q in apart]
+        raw, *depths = await self._bounded(asyncio.gather(read, *measured), timeout_s)
+        raw[3] = _summed([raw[3], *depths])
         return _snapshot(config, raw)
 
     async def save_state(
@@ -201,6 +216,15 @@ class TargetStore:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
 
 
+def _summed(depths: list[list[str]]) -> list[str]:
+    """The queues' depths measured apart, added up as the read script does: the first error
+    wins, since a queue that cannot be measured must never count as empty."""
+    for status, depth in depths:
+        if status != "ok":
+            return [status, depth]
+    return ["ok", str(sum(float(depth) for _, depth in depths))]
+
+
 _warned: set[str] = set()
 
 
@@ -216,7 +240,7 @@ def _warn_once(message: str) -> None:
 def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
     now_text, stale_count, sums, (status, depth), state_fields, (completed, busy) = raw
     if status != "ok":
-        raise QueueError(f"queueKey = {config.queue_key!r}: {depth}")
+        raise QueueError(f"queueKey = {config.queue_key or ','.join(config.queue_keys)!r}: {depth}")
     inflight, waiting, cap_ready, cap_starting, ready, valid, invalid, bad_pods, bad, cold = sums
     for pod, payload in zip(bad_pods, bad, strict=True):
         _warn_once(f"{config.report_keys.reports} {pod}: {_why_invalid(pod, payload)}")

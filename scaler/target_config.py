@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from gateway.contract import request_streams
 from scaler.parsing import number_in_range, shown
 from scaler.reports import ReportKeys, report_keys
 
@@ -26,6 +27,9 @@ class QueueType(StrEnum):
     LIST = "list"  # LLEN: items pushed and not yet popped
     STREAM = "stream"  # consumer group lag (not yet delivered) + pending (delivered, not acked)
     ZSET = "zset"  # ZCARD: e.g. a priority queue
+    # The project's gateway (gateway/contract.py): requests not yet taken by a pod's worker,
+    # XLEN - pending of the `workers` group; those taken are in the pods' exact in-flight.
+    GATEWAY = "gateway"
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,13 @@ METADATA_KEYS: dict[str, KeySpec] = {
     "activationThreshold": KeySpec(
         "0", "demand above which the target is active (woken from zero), >= 0"
     ),
-    "queueKey": KeySpec(None, "Redis key of the request queue; absent: no queue", optional=True),
-    "queueType": KeySpec("list", "list | stream | zset"),
+    "queueKey": KeySpec(
+        None,
+        "Redis key of the request queue, or several comma-separated (their depths add up); "
+        "absent: no queue, or with queueType gateway the target's streams of every priority",
+        optional=True,
+    ),
+    "queueType": KeySpec("list", "list | stream | zset | gateway"),
     "consumerGroup": KeySpec(
         None, "consumer group whose lag + pending is the depth (queueType stream)", optional=True
     ),
@@ -105,6 +114,7 @@ KEDA_KEYS = frozenset(
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _MAX_QUEUE_KEY_LEN = 1024
+MAX_QUEUE_KEYS = 16
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,16 @@ class TargetConfig:
     slo_horizon_s: float = 3600.0  # how far back the SLO-aware hold counts bursts
     slo_target: float = 0.85  # share of the horizon's burst requests sized to start in time
     hpa_tolerance: float = 0.1  # the HPA ignores a metric within this ratio of its replicas'
+
+    @property
+    def queue_keys(self) -> tuple[str, ...]:
+        """Every queue whose depth counts: queueKey's comma-separated keys, or with queueType
+        gateway and no queueKey, the gateway's stream of each priority for this target."""
+        if self.queue_key:
+            return tuple(key.strip() for key in self.queue_key.split(","))
+        if self.queue_type is QueueType.GATEWAY:
+            return tuple(request_streams(self.namespace, self.target_name))
+        return ()
 
     @property
     def replica_target(self) -> float:
@@ -165,7 +185,7 @@ def parse_target_config(
         raise MetadataError("ScaledObjectRef.namespace = '', must be the ScaledObject's namespace")
     md = _Reader(metadata)
     queue_type = md.get("queueType", _choice(QueueType))
-    queue_key = md.get("queueKey", _text(_MAX_QUEUE_KEY_LEN))
+    queue_key = md.get("queueKey", _queue_keys)
     consumer_group = md.get("consumerGroup", _text(256))
     if queue_type is QueueType.STREAM and consumer_group is None:
         raise MetadataError("consumerGroup is missing, must name the consumer group for a stream")
@@ -244,6 +264,22 @@ def _choice(kind: type[QueueType]) -> Callable[[str, str], QueueType]:
             raise MetadataError(f"{key} = {shown(raw)}, must be one of {allowed}") from None
 
     return convert
+
+
+def _queue_keys(key: str, raw: str) -> str:
+    """One key, or several separated by commas; each non-empty printable text, no repeats."""
+    keys = [k.strip() for k in raw.split(",")]
+    if len(keys) > MAX_QUEUE_KEYS:
+        raise MetadataError(f"{key} names {len(keys)} keys, must name at most {MAX_QUEUE_KEYS}")
+    for one in keys:
+        if not one or len(one) > _MAX_QUEUE_KEY_LEN or not one.isprintable():
+            raise MetadataError(
+                f"{key} = {shown(raw)}, must be non-empty printable text of at most "
+                f"{_MAX_QUEUE_KEY_LEN} chars, or several such keys separated by commas"
+            )
+    if len(set(keys)) < len(keys):
+        raise MetadataError(f"{key} = {shown(raw)}, must name each key once")
+    return ",".join(keys)
 
 
 def _text(max_len: int) -> Callable[[str, str], str]:

@@ -116,6 +116,14 @@ BAD = [
     ("empty-queue-key", {"queueKey": ""}, "queueKey = '', must be non-empty printable text"),
     ("long-queue-key", {"queueKey": "q" * 2000}, "queueKey = 'qqqq"),
     ("control-char-key", {"queueKey": "a\nb"}, "queueKey = 'a\\nb'"),
+    ("empty-key-in-list", {"queueKey": "a,,b"}, "queueKey = 'a,,b', must be non-empty"),
+    ("repeated-key", {"queueKey": "a, b, a"}, "queueKey = 'a, b, a', must name each key once"),
+    ("too-many-keys", {"queueKey": ",".join("k" * i for i in range(1, 18))}, "names 17 keys"),
+    (
+        "group-with-gateway",
+        {"queueType": "gateway", "consumerGroup": "g"},
+        "consumerGroup applies only to queueType stream",
+    ),
     (
         "stale-too-short",
         {"staleAfterSeconds": "0.5"},

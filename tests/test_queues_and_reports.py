@@ -9,6 +9,7 @@ import grpc
 import pytest
 import redis
 
+from gateway.contract import ENQUEUE_LUA, request_stream, request_streams
 from scaler.reports import Served, report_keys
 from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
@@ -76,6 +77,56 @@ def test_queue_key_of_the_wrong_type_is_a_clear_error_not_zero(
     assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "queueKey = 'q'" in err.value.details()
     assert "holds a string" in err.value.details()
+
+
+@every_deployment
+def test_several_queue_keys_add_up(scaler: RunningScaler, redis_client: redis.Redis) -> None:
+    redis_client.rpush("q-high", *range(3))
+    redis_client.rpush("q-low", *range(4))
+    assert scaler.keda.poll(ref("m", queueKey="q-high, q-low")).value_float == 7
+
+
+@every_deployment
+def test_one_unmeasurable_queue_of_several_is_an_error_not_its_share_of_zero(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    redis_client.rpush("q-ok", *range(3))
+    redis_client.set("q-broken", "a string")
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.keda.poll(ref("m", queueKey="q-ok,q-broken"))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "holds a string" in err.value.details()
+
+
+def _enqueue(client: redis.Redis, target: str, priority: str, count: int) -> None:
+    """As the gateway does (gateway.contract.ENQUEUE_LUA), which also creates the group."""
+    enqueue = client.register_script(ENQUEUE_LUA)
+    keys = [*request_streams(NAMESPACE, target), request_stream(NAMESPACE, target, priority)]
+    for i in range(count):
+        assert enqueue(keys=keys, args=[1000, 60_000, "id", f"{priority}-{i}"])[0] == "ok"
+
+
+@every_deployment
+def test_gateway_queue_depth_is_every_priority_not_yet_taken(
+    scaler: RunningScaler, redis_client: redis.Redis
+) -> None:
+    """Taken requests are in the worker's exact in-flight (its pod's report): counting them in
+    the queue as well would count them twice."""
+    _enqueue(redis_client, "m", "high", 2)
+    _enqueue(redis_client, "m", "normal", 5)
+    _enqueue(redis_client, "m", "low", 1)
+    normal = request_stream(NAMESPACE, "m", "normal")
+    taken = redis_client.xreadgroup("workers", "pod-0", {normal: ">"}, count=3)
+    done = taken[0][1][0][0]
+    redis_client.xack(normal, "workers", done)
+    redis_client.xdel(normal, done)  # answered: 2 still taken, 2 + 2 + 1 waiting
+
+    assert scaler.keda.poll(ref("m", queueType="gateway")).value_float == 5
+
+
+def test_gateway_queue_before_any_request_is_empty(scaler: RunningScaler) -> None:
+    poll = scaler.keda.poll(ref("m", queueType="gateway"))
+    assert (poll.value_float, poll.active) == (0, False)
 
 
 def test_reports_older_than_stale_after_are_dropped_and_removed(
