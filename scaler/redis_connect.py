@@ -153,14 +153,18 @@ class RedisLink:
         password: str | None,
         timeout_s: float,
         sentinel_password: str | None = None,
+        *,
+        decode_responses: bool = True,
     ) -> None:
-        """`password` (from a Secret) overrides one in the URL. Raises RedisUrlError."""
+        """`password` (from a Secret) overrides one in the URL. Raises RedisUrlError.
+
+        `decode_responses=False`: replies as bytes (the gateway's request bodies and chunks)."""
         self.address = parse_redis_url(url)
         self._sentinel: Sentinel | None = None
         # One quick retry covers a connection a restarted Redis closed; anything longer
         # is the caller's to handle, not ours to wait out.
         self._options: dict[str, Any] = {
-            "decode_responses": True,
+            "decode_responses": decode_responses,
             "socket_connect_timeout": timeout_s,
             "socket_timeout": timeout_s,
             "retry": Retry(NoBackoff(), 1),
@@ -248,12 +252,13 @@ class RedisSettings(Protocol):
     def redis_timeout_s(self) -> float: ...
 
 
-def connect(settings: RedisSettings) -> RedisLink:
+def connect(settings: RedisSettings, *, decode_responses: bool = True) -> RedisLink:
     return RedisLink(
         settings.redis_url,
         settings.redis_password,
         settings.redis_timeout_s,
         settings.redis_sentinel_password,
+        decode_responses=decode_responses,
     )
 
 
