@@ -6,6 +6,13 @@ loop; on SIGTERM (the pod is being deleted) the loop stops and the pod's report
 is removed at once, so the scaler stops counting the pod before it is gone. Models
 whose load cannot be measured (sidecar.selection) stop it with exit code 2, as a bad
 setting does, once Triton has said what they are.
+
+With WORKER=on the in-pod worker (sidecar.worker) runs beside the report loop, in this
+process: it takes the target's queued requests from the moment the report loop's
+readiness probe sees Triton ready, and the reports carry its exact in-flight count. On
+SIGTERM the report is removed at once and the worker stops taking work, then finishes
+what it holds within WORKER_GRACE_SECONDS. Its packages (tritonclient, numpy, aiohttp)
+are imported only then.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from scaler.metrics_http import MetricsEndpoint
-from scaler.redis_connect import connect
+from scaler.redis_connect import AnyRedis, connect
 from scaler.reports import ReportWriter, report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import readiness_probe
@@ -33,6 +40,7 @@ from sidecar.telemetry import SidecarMetrics
 
 if TYPE_CHECKING:
     from sidecar.deletion_cost import DeletionCost
+    from sidecar.worker import Worker
 
 log = logging.getLogger("sidecar")
 
@@ -70,6 +78,8 @@ async def serve(config: SidecarConfig) -> None:
     probe = readiness_probe(config)
     metrics = SidecarMetrics(registry)
     deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None
+    ready = asyncio.Event()
+    worker = _worker(config, link.client, registry, ready) if config.worker else None
     reporter = Reporter(
         config,
         probe,
@@ -79,6 +89,8 @@ async def serve(config: SidecarConfig) -> None:
         clock=time.monotonic,
         wall_at_start=time.time(),
         deletion_cost=deletion_cost,
+        worker=worker,
+        ready=ready,
     )
     endpoint = MetricsEndpoint(registry, health_path="/healthz", healthy=reporter.healthy)
     await endpoint.start(config.bind_address, config.metrics_port)
@@ -99,19 +111,55 @@ async def serve(config: SidecarConfig) -> None:
     try:
         async with asyncio.TaskGroup() as tasks:
             reports = tasks.create_task(reporter.run(stop))
+            working = tasks.create_task(worker.run(stop)) if worker is not None else None
             await stop.wait()
             # The pod is going away: stop mid-tick rather than finish it, so nothing
             # is written after the report is removed.
             reports.cancel()
-        log.info("SIGTERM: removing this pod's report")
-        await reporter.remove()
+            log.info("SIGTERM: removing this pod's report")
+            await reporter.remove()
+            if working is not None:
+                await working  # stops taking at once, then drains within its grace
     finally:
+        if worker is not None:
+            await worker.close()
         if deletion_cost is not None:
             await deletion_cost.close()
         await endpoint.stop()
         with contextlib.suppress(Exception):  # shutting down: nothing left to tell
             await probe.close()
         await link.aclose()
+
+
+def _worker(
+    config: SidecarConfig, client: AnyRedis, registry: CollectorRegistry, ready: asyncio.Event
+) -> Worker:
+    """The in-pod worker, with the packages only it needs imported here."""
+    from sidecar.telemetry import WorkerMetrics
+    from sidecar.worker import Worker, WorkerSettings
+    from sidecar.worker_engine import Engine
+
+    settings = WorkerSettings(
+        namespace=config.namespace,
+        target=config.target,
+        consumer=config.pod,
+        slots=config.worker_slots,
+        claim_idle_s=config.claim_idle_s,
+        grace_s=config.worker_grace_s,
+        # A blocking read must end within the Redis call bound.
+        block_s=min(0.5, config.redis_timeout_s / 2),
+    )
+    engine = Engine(config.triton_http_url, config.openai_url)
+    log.info(
+        "worker on: %d slots for %s/%s, consumer %s, claim idle %g s, grace %g s",
+        settings.slots,
+        config.namespace,
+        config.target,
+        settings.consumer,
+        settings.claim_idle_s,
+        settings.grace_s,
+    )
+    return Worker(client, settings, engine, WorkerMetrics(registry), ready)
 
 
 async def _deletion_cost(config: SidecarConfig, metrics: SidecarMetrics) -> DeletionCost | None:

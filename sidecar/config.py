@@ -58,6 +58,17 @@ class SidecarConfig:
     # Keep the pod's pod-deletion-cost annotation in step with its load (sidecar.deletion_cost).
     # DELETION_COST=auto, the default of load_config, is on in a cluster; built in code, off.
     deletion_cost: bool = False
+    # The in-pod worker (sidecar.worker): takes the target's queued requests and runs them
+    # on this pod's Triton. Off: the sidecar only reports.
+    worker: bool = False
+    # Requests the worker runs at once; WORKER_SLOTS unset: CAPACITY (0 only while off).
+    worker_slots: int = 0
+    # An entry held this long without a sign of life (its pod died) is taken by another pod.
+    claim_idle_s: float = 30.0
+    # On SIGTERM the worker finishes what it holds for at most this long.
+    worker_grace_s: float = 25.0
+    # Triton's OpenAI-compatible frontend, for /v1/completions and /v1/chat/completions.
+    openai_url: str = "http://localhost:9000"
 
     def __repr__(self) -> str:  # the password must never reach a log line
         password = None if self.redis_password is None else "***"
@@ -70,7 +81,10 @@ class SidecarConfig:
             f"triton_http_url={self.triton_http_url!r}, triton_grpc_url={self.triton_grpc_url!r}, "
             f"triton_metrics_url={self.triton_metrics_url!r}, models={self.models!r}, "
             f"capacity={self.capacity!r}, interval_s={self.interval_s!r}, "
-            f"poll_interval_s={self.poll_interval_s!r}, deletion_cost={self.deletion_cost!r})"
+            f"poll_interval_s={self.poll_interval_s!r}, deletion_cost={self.deletion_cost!r}, "
+            f"worker={self.worker!r}, worker_slots={self.worker_slots!r}, "
+            f"claim_idle_s={self.claim_idle_s!r}, worker_grace_s={self.worker_grace_s!r}, "
+            f"openai_url={self.openai_url!r})"
         )
 
 
@@ -146,6 +160,33 @@ SETTINGS: dict[str, Setting] = {
         "auto, on or off: keep this pod's controller.kubernetes.io/pod-deletion-cost at its "
         "load, so scale-down removes idle pods first (needs get/patch on pods); "
         "auto: on in a cluster",
+    ),
+    "worker": Setting(
+        "--worker",
+        "WORKER",
+        "on or off (default): also take the target's queued requests (the gateway's) and "
+        "run them on this pod's Triton, from the moment it is ready",
+    ),
+    "worker_slots": Setting(
+        "--worker-slots",
+        "WORKER_SLOTS",
+        "requests the worker runs at once, an integer >= 1; default CAPACITY",
+    ),
+    "claim_idle_s": Setting(
+        "--claim-idle-seconds",
+        "CLAIM_IDLE_SECONDS",
+        "a request held this long by a pod that stopped is taken by another, in (0; 3600]",
+    ),
+    "worker_grace_s": Setting(
+        "--worker-grace-seconds",
+        "WORKER_GRACE_SECONDS",
+        "on SIGTERM, seconds the worker finishes what it holds before it stops, in [0; 3600] "
+        "(below the pod's terminationGracePeriodSeconds)",
+    ),
+    "openai_url": Setting(
+        "--openai-url",
+        "OPENAI_URL",
+        "Triton's OpenAI-compatible frontend (http://host:port) for /v1/ routes",
     ),
 }
 
@@ -224,6 +265,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
             f"{SETTINGS['readiness'].name} = {shown(readiness)}, must be one of {_READINESS}"
         )
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
+    capacity = number("capacity", d.capacity, 0, 1_000_000, low_open=False)
+    worker = (raw("worker", "off") or "off").lower()
+    if worker not in ("on", "off"):
+        raise ConfigError(f"{SETTINGS['worker'].name} = {shown(worker)}, must be on or off")
     return SidecarConfig(
         pod=name("pod"),
         namespace=name("namespace"),
@@ -238,7 +283,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
             "triton_metrics_url", raw("triton_metrics_url", d.triton_metrics_url)
         ),
         models=_models(raw("models", "") or ""),
-        capacity=number("capacity", d.capacity, 0, 1_000_000, low_open=False),
+        capacity=capacity,
         interval_s=interval_s,
         poll_interval_s=poll_interval_s,
         triton_timeout_s=number("triton_timeout_s", d.triton_timeout_s, 0, 30, low_open=True),
@@ -249,7 +294,24 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         ),
         log_level=log_level,
         deletion_cost=deletion_cost == "on" or (deletion_cost == "auto" and in_cluster),
+        worker=worker == "on",
+        worker_slots=_worker_slots(raw("worker_slots"), capacity) if worker == "on" else 0,
+        claim_idle_s=number("claim_idle_s", d.claim_idle_s, 0, 3600, low_open=True),
+        worker_grace_s=number("worker_grace_s", d.worker_grace_s, 0, 3600, low_open=False),
+        openai_url=_http_url("openai_url", raw("openai_url", d.openai_url)),
     )
+
+
+def _worker_slots(value: str | None, capacity: float) -> int:
+    setting = SETTINGS["worker_slots"]
+    if value is None:
+        if capacity < 1 or capacity != int(capacity):
+            raise ConfigError(
+                f"{setting.name} is required with WORKER=on when {SETTINGS['capacity'].name} "
+                f"is not a whole number >= 1 (it is {capacity:g}): {setting.help}"
+            )
+        return int(capacity)
+    return int_in_range(setting.name, value, 1, 100_000, error=ConfigError)
 
 
 def _target_name(value: str | None) -> str:

@@ -22,6 +22,11 @@ The rules it keeps:
   whose load cannot be measured raise SelectionError, which ends the process.
 - Service time: every write carries what the served models completed since the previous
   successful write (sidecar.served); a failed write keeps it for the next.
+- With the in-pod worker (sidecar.worker), in-flight is exact on every engine: the
+  requests the worker took and has not answered, less what the engine's gauges say
+  waits inside it (reported as waiting); capacity is the worker's slots. The completion
+  counters are then not needed. The worker takes work only while the `ready` event this
+  loop keeps is set: at once when the probe first sees the pod ready.
 - Cold start: measured once per start, from the start (the sidecar's own start,
   which is the pod's, or the moment a ready Triton was seen gone) to the first
   ready answer, and carried in every report after, so a scaler that reads only
@@ -34,9 +39,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from scaler.redis_connect import REDIS_ERRORS
 from scaler.reports import PodReport, ReportWriter
@@ -59,6 +64,16 @@ MAX_BACKOFF_S = 2.0
 # A change smaller than this is noise in a Little's-law average, not new load;
 # integer gauges (TensorRT-LLM) always move by at least 1.
 CHANGE_THRESHOLD = 0.5
+
+
+class WorkerLoad(Protocol):
+    """The in-pod worker's exact count, as the report reads it."""
+
+    @property
+    def inflight(self) -> int: ...
+
+    @property
+    def slots(self) -> int: ...
 
 
 class TickResult(StrEnum):
@@ -134,9 +149,13 @@ class Reporter:
         clock: Clock,
         wall_at_start: float,
         deletion_cost: DeletionCost | None = None,
+        worker: WorkerLoad | None = None,
+        ready: asyncio.Event | None = None,
     ) -> None:
         """`clock`: monotonic seconds; `wall_at_start`: unix seconds at clock() now;
-        `deletion_cost`: offered the pod's load at every reading, when on."""
+        `deletion_cost`: offered the pod's load at every reading, when on; `worker`: the
+        in-pod worker, whose count is the in-flight figure; `ready`: kept set while the
+        probe says ready (the worker takes work only then)."""
         self._config = config
         self._probe = probe
         self._scraper = scraper
@@ -144,6 +163,8 @@ class Reporter:
         self._metrics = metrics
         self._clock = clock
         self._deletion_cost = deletion_cost
+        self._worker = worker
+        self._ready_gate = ready
         now = clock()
         self._starts = StartTracker(now, wall_at_start)
         # Which models count for what is read from Triton once it is ready, and again
@@ -227,6 +248,8 @@ class Reporter:
             self._estimator.reset(None, origin_idle=True)  # its counters start again
             self._served.rebase()
             self._metrics.ready.set(0)
+            if self._ready_gate is not None:
+                self._ready_gate.clear()
             return self._fail("triton", str(exc), TickResult.TRITON_UNAVAILABLE)
         # Read even while not ready: the in-flight window is then measured by the time
         # the server is ready, and its first ready report need not wait for it.
@@ -249,6 +272,10 @@ class Reporter:
             capacity = load.capacity if load.capacity is not None else self._config.capacity
             kv = load.kv_cache_utilization
             figures = Figures(True, load.inflight, load.waiting, capacity, kv)
+            if self._worker is not None:
+                # Exact: taken and not answered, less what waits inside the engine.
+                inflight = max(0.0, self._worker.inflight - load.waiting)
+                figures = Figures(True, inflight, load.waiting, self._worker.slots, kv)
         if self._deletion_cost is not None:
             self._deletion_cost.offer(figures.inflight, figures.waiting, now)
         if self._last_written is not None:
@@ -267,6 +294,11 @@ class Reporter:
         readiness = await self._probe.check()
         self._readiness_seen = (now, readiness)
         self._metrics.ready.set(1 if readiness.ready else 0)
+        if self._ready_gate is not None:
+            if readiness.ready:
+                self._ready_gate.set()  # the worker takes work from this moment
+            else:
+                self._ready_gate.clear()
         return readiness
 
     async def _read_load(self, now: float, ready: bool) -> tuple[Load | None, str | None]:
@@ -279,6 +311,9 @@ class Reporter:
                 if not ready:
                     return None, None  # the models' configurations come with readiness
                 selection = await self._select(text)
+                if self._worker is not None:
+                    # In flight comes from the worker: no completion counters to rebuild.
+                    selection = replace(selection, counted=frozenset())
                 self._estimator.reset(selection, origin_idle=self._seen_down)
             sample = parse_exposition(text, selection.models)
         except (ScrapeError, MetricsError, TritonUnavailable) as exc:
@@ -331,6 +366,8 @@ class Reporter:
 
     def _starting_capacity(self) -> float:
         # Capacity on its way: what the engine said before a restart, else the configured one.
+        if self._worker is not None:
+            return self._worker.slots
         if self._engine_capacity is not None:
             return self._engine_capacity
         return self._config.capacity

@@ -81,3 +81,58 @@ class SidecarMetrics:
             "Unix time (Redis's clock) the last report was stamped with",
             registry=registry,
         )
+
+
+# Why a taken request was not run (sidecar.worker_checks.Verdict, less "run"); bounded.
+SKIP_REASONS = ("malformed", "gateway_gone", "cancelled", "streamed", "max_deliveries", "deadline")
+# How a request the worker ran was answered; bounded.
+OUTCOMES = ("ok", "engine_error", "failed")
+
+
+class WorkerMetrics:
+    """The in-pod worker's instruments (registered only when the worker is on)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.taken = Counter(
+            "llm_sidecar_worker_taken_total",
+            "Queued requests this pod took (new and reclaimed)",
+            registry=registry,
+        )
+        self.reclaimed = Counter(
+            "llm_sidecar_worker_reclaimed_total",
+            "Requests taken over from a pod that stopped (XAUTOCLAIM)",
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "llm_sidecar_worker_skipped_total",
+            "Requests taken and not run, by reason: malformed, gateway_gone, cancelled, "
+            "streamed (not replayed), max_deliveries, deadline",
+            ("reason",),
+            registry=registry,
+        )
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason)
+        self.answered = Counter(
+            "llm_sidecar_worker_answered_total",
+            "Requests run and answered, by outcome: ok (engine 2xx), engine_error (the "
+            "engine's own 4xx/5xx), failed (the worker's error reply: engine unreachable)",
+            ("outcome",),
+            registry=registry,
+        )
+        for outcome in OUTCOMES:
+            self.answered.labels(outcome)
+        self.inflight = Gauge(
+            "llm_sidecar_worker_inflight_requests",
+            "Requests taken and not yet answered",
+            registry=registry,
+        )
+        self.slots = Gauge(
+            "llm_sidecar_worker_slots_requests",
+            "Requests the worker runs at once",
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "llm_sidecar_worker_redis_errors_total",
+            "Worker calls to Redis that failed (retried after a pause)",
+            registry=registry,
+        )
