@@ -28,15 +28,16 @@ from gateway.targets import Target
 
 NAMESPACE = "inference"
 LLAMA = Target(namespace=NAMESPACE, name="llama", models=("llama",), queue_limit=5)
-MISTRAL = Target(
-    namespace=NAMESPACE, name="mistral", models=("mistral",), hosts=("mistral.example.com",),
-    paths=("/v2/models/router-",),
-)  # fmt: skip
+MISTRAL = Target(namespace=NAMESPACE, name="mistral", models=("mistral", "mistral-instruct"))
+# Found by Host or path prefix; lists no models, so serves any.
+ANY = Target(
+    namespace=NAMESPACE, name="lab", hosts=("lab.example.com",), paths=("/v2/models/exp-",)
+)
 
 
 def gateway_config(redis_url: str, **overrides: Any) -> GatewayConfig:
     config = GatewayConfig(
-        targets=(LLAMA, MISTRAL),
+        targets=(LLAMA, MISTRAL, ANY),
         name="gw-test",
         redis_url=redis_url,
         bind_address="127.0.0.1",
