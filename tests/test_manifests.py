@@ -53,9 +53,9 @@ KUBERNETES_VERSIONS = ("1.30", kv_utils.major_minor(kv_utils.latest_version()))
 REDIS_OVERLAYS = ("overlays/redis-sentinel", "overlays/redis-cluster")
 # Entry points a user applies with `kubectl apply -k`; the parts of the whole install
 # (base, redis, example) render exactly objects of the whole, so they are validated there.
-ENTRY_POINTS = ("", "base", "redis", "example", "monitoring", "overlays/tls", *REDIS_OVERLAYS)
+ENTRY_POINTS = ("", "base", "redis", "example", "gateway", "monitoring", "overlays/tls", *REDIS_OVERLAYS)
 WHOLES = ("", "overlays/tls", "monitoring")
-PARTS = ("base", "redis", "example")
+PARTS = ("base", "redis", "example", "gateway")
 
 # What the manifests refer to but deliberately do not create: the user's model repository and
 # the TLS certificates (manifests/components/tls says how to make them).
