@@ -52,8 +52,17 @@ KUBERNETES_VERSIONS = ("1.30", kv_utils.major_minor(kv_utils.latest_version()))
 # The scaler pointed at a Sentinel deployment or a Redis Cluster (docs/redis.md).
 REDIS_OVERLAYS = ("overlays/redis-sentinel", "overlays/redis-cluster")
 # Entry points a user applies with `kubectl apply -k`; the parts of the whole install
-# (base, redis, example) render exactly objects of the whole, so they are validated there.
-ENTRY_POINTS = ("", "base", "redis", "example", "gateway", "monitoring", "overlays/tls", *REDIS_OVERLAYS)
+# (base, redis, example, gateway) render exactly objects of the whole, so they are validated there.
+ENTRY_POINTS = (
+    "",
+    "base",
+    "redis",
+    "example",
+    "gateway",
+    "monitoring",
+    "overlays/tls",
+    *REDIS_OVERLAYS,
+)
 WHOLES = ("", "overlays/tls", "monitoring")
 PARTS = ("base", "redis", "example", "gateway")
 
