@@ -1,6 +1,7 @@
-# One image, `llm-keda-scaler`, for both components (they are one Python package):
+# One image, `llm-keda-scaler`, for every component (they are one Python package):
 #   the scaler:   python -m scaler serve   (the default command)
 #   the sidecar:  python -m sidecar        (the container command in the inference pod)
+#   the gateway:  python -m gateway        (in front of the inference Deployments)
 # Built by `make image` as $(IMAGE):$(IMAGE_TAG); the manifests use that name.
 #
 # Runs as the numeric, non-root UID 10001 and writes nothing: the manifests run it
@@ -16,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY proto/ proto/
 COPY scaler/ scaler/
 COPY sidecar/ sidecar/
+COPY gateway/ gateway/
 # As `make gen` does: scaler/_generated/externalscaler_pb2{,_grpc}.py from proto/.
 RUN python -m grpc_tools.protoc --proto_path=scaler/_generated=proto \
         --python_out=. --grpc_python_out=. proto/externalscaler.proto \
@@ -30,12 +32,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 # pip compiles the bytecode now: at run time nothing can write __pycache__.
-# The runtime only: the simulator's packages (the `sim` extra: numpy, matplotlib) stay out.
+# The runtime only: the simulator's matplotlib (the `sim` extra) stays out; numpy comes
+# with tritonclient, the worker's client to Triton.
 RUN pip install /wheels/*.whl \
     && rm -rf /wheels \
-    && python -c "import scaler._generated.externalscaler_pb2_grpc, sidecar.config" \
-    && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('numpy', 'matplotlib')))"
+    && python -c "import scaler._generated.externalscaler_pb2_grpc, sidecar.config, gateway.config" \
+    && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('matplotlib') is not None)"
 USER 10001:10001
-# gRPC, scaler metrics, sidecar metrics + /healthz
-EXPOSE 9090 9100 9102
+# gRPC, scaler metrics, sidecar metrics + /healthz, gateway HTTP, gateway metrics
+EXPOSE 9090 9100 9102 8000 9103
 CMD ["python", "-m", "scaler", "serve"]

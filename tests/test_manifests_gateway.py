@@ -5,6 +5,7 @@ ScaledObject measuring the gateway's streams whose pods run the worker."""
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 from gateway.config import load_config as load_gateway_config
@@ -118,3 +119,16 @@ def test_pdb_and_network_policy_cover_the_gateway_pods() -> None:
     ]
     service = find(objs, "Service", "llm-gateway", "inference")
     assert selects(service["spec"]["selector"], pod_labels)
+
+
+def test_the_image_carries_every_package_the_project_ships() -> None:
+    """`python -m gateway` runs from the one image: a package left out of the Dockerfile's
+    COPY (or .dockerignore's allow-list) would fail only in the cluster."""
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    dockerfile = (root / "Dockerfile").read_text()
+    allowed = (root / ".dockerignore").read_text().splitlines()
+    for package in packages:
+        assert f"COPY {package}/ {package}/" in dockerfile, package
+        assert f"!{package}/" in allowed, package
