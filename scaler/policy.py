@@ -51,6 +51,11 @@ from scaler.target_config import TargetConfig
 BUCKETS_PER_WINDOW = 60
 _MIN_BUCKET_S = 1.0
 MAX_COLD_START_S = 3600.0
+# The keys with a derived default (`derived`): written, they are obeyed as written.
+SERVICE_KEY = "serviceSeconds"
+COLD_START_KEY = "coldStartSeconds"
+ZERO_DELAY_KEY = "scaleToZeroDelaySeconds"
+DERIVED_KEYS = (SERVICE_KEY, COLD_START_KEY, ZERO_DELAY_KEY)
 
 
 class Reason(StrEnum):
@@ -96,15 +101,19 @@ class Decision:
 
 
 def cold_start_s(signals: Signals, config: TargetConfig) -> float:
-    """The cold start the rules plan with: coldStartSeconds, or the longest one a pod
-    measured if that is longer (capped at an hour)."""
+    """The cold start the rules plan with: coldStartSeconds as written; absent, the longest
+    one a pod measured if that is longer than the default (capped at an hour)."""
+    if COLD_START_KEY in config.written:
+        return config.cold_start_s
     return min(max(config.cold_start_s, signals.cold_start_s), MAX_COLD_START_S)
 
 
 def service_s(signals: Signals, config: TargetConfig) -> float:
-    """The service time the rules plan with: serviceSeconds, or the mean the pods' completions
-    taught (`scaler.reports`) if that is longer. As for the cold start, the configured value
-    is a floor: a short early mean cannot make the forecast smaller than the user planned."""
+    """The service time the rules plan with: serviceSeconds as written; absent, the mean the
+    pods' completions taught (`scaler.reports`) where it is longer than the default, which is
+    its floor: a short early mean cannot make the forecast smaller than the default plans."""
+    if SERVICE_KEY in config.written:
+        return config.service_s
     return max(config.service_s, signals.service_s)
 
 
@@ -172,6 +181,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     needed = recorded(state.needed, settled, max(delay, bucket_s))
     held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else None
     metric = need if held is None else max(held, need)
+    hold = _slo_hold(signals, state, config, (in_system, served), bucket_s, now)
     zero_delay = zero_delay_s(config, cold_s)
     active, active_until = activation.awake_until(
         demand, config.activation_threshold, state.active_until, now, zero_delay
@@ -190,11 +200,14 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
             ),
         )
 
-    hold = _slo_hold(signals, state, config, (in_system, served), bucket_s, active, now)
     if hold is not None:
         if active and demand > 0 and hold.metric > metric:
             reason, detail = Reason.SLO_HOLD, hold.detail
         metric = max(metric, hold.metric)
+    if not active:
+        # Asleep: nothing is held, and the metric agrees with IsActive (a need still
+        # measured over the last cold start would keep the HPA's pods after the drain).
+        metric = min(metric, demand)
     running = signals.pods_reported
     lifted = tolerance.past_tolerance(metric, running, config.replica_target, config.hpa_tolerance)
     if active and lifted > metric:
@@ -279,7 +292,6 @@ def _slo_hold(
     config: TargetConfig,
     windows: tuple[window.Buckets, window.Buckets],
     bucket_s: float,
-    active: bool,
     now: float,
 ) -> _Hold | None:
     """The SLO-aware hold (`rules.slo`): warm slots for the horizon's bursts at the level
@@ -300,16 +312,15 @@ def _slo_hold(
     peaks = _rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)
     buckets = window.record(peaks, now, burst, horizon, width)
     ratio = slo.burst_ratio(config.slo_wait_s, config.service_s)
-    peaks_seen = window.window_values(buckets, now, horizon, width)
-    largest = slo.level(peaks_seen, config.slo_target, ratio)
+    oldest = window.oldest_bucket(now, horizon, width)
+    seen = [(i * width, v) for i, v in buckets if i >= oldest and v > 0]
+    largest = slo.level(slo.recurring(seen), config.slo_target, ratio)
     slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
     # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
     metric = slots * config.target_utilization
-    if not active:
-        metric = min(metric, demand)  # asleep: nothing held (IsActive agrees)
     detail = (
-        f"SLO hold: bursts up to {largest:.4g} (sloTarget {config.slo_target:g} of {horizon:g} s) "
-        f"need {slots:.3g} warm slots to start within {config.slo_wait_s:g} s "
+        f"SLO hold: recurring bursts up to {largest:.4g} (sloTarget {config.slo_target:g} of "
+        f"{horizon:g} s) need {slots:.3g} warm slots to start within {config.slo_wait_s:g} s "
         f"(demand now {demand:g})"
     )
     return _Hold(metric, detail, width, buckets)
@@ -331,11 +342,33 @@ def _busy_for_s(in_system: window.Buckets, now: float, bucket_s: float) -> float
 
 
 def zero_delay_s(config: TargetConfig, cold_s: float) -> float:
-    """SLO-aware mode keeps the target awake longer (`rules.slo.awake_s`): going to zero
-    guarantees that the next burst waits a full cold start."""
-    if config.slo_wait_s is None:
+    """scaleToZeroDelaySeconds as written. Absent, the SLO-aware mode keeps the target awake
+    longer (`rules.slo.awake_s`, 15 cold starts) if that is longer than the default: going to
+    zero guarantees that the next burst waits a full cold start."""
+    if config.slo_wait_s is None or ZERO_DELAY_KEY in config.written:
         return config.scale_to_zero_delay_s
     return max(config.scale_to_zero_delay_s, slo.awake_s(cold_s))
+
+
+def derived(config: TargetConfig) -> list[str]:
+    """The values this configuration leaves to be derived, and from what: for the log line at
+    GetMetricSpec. A key written is obeyed as written and is not listed."""
+    found = []
+    if SERVICE_KEY not in config.written:
+        found.append(
+            f"{SERVICE_KEY}: the mean the pods' completions taught, at least {config.service_s:g} s"
+        )
+    if ZERO_DELAY_KEY not in config.written and config.slo_wait_s is not None:
+        found.append(
+            f"{ZERO_DELAY_KEY}: {slo.AWAKE_COLD_STARTS:g} cold starts with the SLO-aware hold, "
+            f"at least {config.scale_to_zero_delay_s:g} s"
+        )
+    if COLD_START_KEY not in config.written:
+        found.append(
+            f"{COLD_START_KEY}: the longest cold start a pod measured, "
+            f"at least {config.cold_start_s:g} s"
+        )
+    return found
 
 
 def _rebucketed(

@@ -25,7 +25,7 @@ from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock
 from scaler.key_events import KeyEvents
-from scaler.policy import Decision, PolicyState, decide, needs_saving
+from scaler.policy import Decision, PolicyState, decide, derived, needs_saving
 from scaler.state_codec import merge_states, policy_key
 from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
 from scaler.target_config import RETIRED_KEYS, MetadataError, TargetConfig, parse_target_config
@@ -71,6 +71,18 @@ def target_config_of(ref: pb.ScaledObjectRef) -> TargetConfig:
         raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
 
 
+@lru_cache(maxsize=4096)
+def _log_derived(config: TargetConfig) -> None:
+    """Once per distinct metadata: the values the scaler derives for it, and from what (a key
+    written is obeyed as written and not listed)."""
+    found = derived(config)
+    log.info(
+        "%s: derived values: %s",
+        _target(config),
+        "; ".join(found) if found else "none (every key with a derived default is written)",
+    )
+
+
 def metric_spec(config: TargetConfig) -> pb.GetMetricSpecResponse:
     target = config.replica_target
     spec = pb.MetricSpec(
@@ -109,7 +121,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: Context
     ) -> pb.GetMetricSpecResponse:
         async def answer() -> pb.GetMetricSpecResponse:
-            return metric_spec(target_config_of(request))
+            config = target_config_of(request)
+            _log_derived(config)
+            return metric_spec(config)
 
         return await self._unary("GetMetricSpec", context, answer)
 

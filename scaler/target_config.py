@@ -90,7 +90,7 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "SLO-aware hold: how far back bursts are counted, in [0; 86400]",
     ),
     "sloTarget": KeySpec(
-        "0.85",
+        "0.9",
         "SLO-aware hold: share of the horizon's burst requests the held capacity must start "
         "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest burst)",
     ),
@@ -136,8 +136,11 @@ class TargetConfig:
     cold_start_s: float = 60.0
     service_s: float = 5.0
     slo_horizon_s: float = 3600.0  # how far back the SLO-aware hold counts bursts
-    slo_target: float = 0.85  # share of the horizon's burst requests sized to start in time
+    slo_target: float = 0.9  # share of the horizon's burst requests sized to start in time
     hpa_tolerance: float = 0.1  # the HPA ignores a metric within this ratio of its replicas'
+    # The keys the metadata set: a key written is obeyed as written, and a derived default
+    # (`scaler.policy.derived`) applies only where its key is absent.
+    written: frozenset[str] = frozenset()
 
     @property
     def queue_keys(self) -> tuple[str, ...]:
@@ -216,6 +219,7 @@ def parse_target_config(
         slo_horizon_s=md.get("sloHorizonSeconds", _float(0, 86400)),
         slo_target=md.get("sloTarget", _float(0.5, 1)),
         hpa_tolerance=md.get("hpaTolerance", _float(0, 0.99)),
+        written=frozenset(set(metadata) & METADATA_KEYS.keys()),
     )
     unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS - RETIRED_KEYS.keys()
     retired = frozenset(metadata) & RETIRED_KEYS.keys()

@@ -3,9 +3,11 @@ code does."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
+from scaler.policy import DERIVED_KEYS
 from scaler.target_config import KEDA_KEYS, METADATA_KEYS, parse_target_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +18,13 @@ def _reference_table() -> dict[str, str]:
     section = text.split("## Trigger metadata", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.MULTILINE)
     return {key: default.strip() for key, default in rows}
+
+
+def test_the_reference_says_which_keys_have_derived_defaults() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (.+) \|$", text, flags=re.MULTILINE)
+    derived = {key for key, meaning in rows if "**Derived default**" in meaning}
+    assert derived == set(DERIVED_KEYS)
 
 
 def test_the_reference_documents_every_key_with_its_default() -> None:
@@ -40,8 +49,13 @@ def test_example_scaled_object_uses_only_known_keys_and_the_defaults() -> None:
     parsed = parse_target_config("inference", name, metadata)
     assert parsed.unknown_keys == frozenset()
     # Every setting the example spells out is the documented default.
-    not_defaulted = {k: metadata[k] for k in ("targetConcurrency", "queueKey", "targetName")}
-    assert parsed.config == parse_target_config("inference", name, not_defaulted).config
+    chosen = ("targetConcurrency", "queueKey", "queueType", "targetName")
+    not_defaulted = {k: metadata[k] for k in chosen if k in metadata}
+    written_as_default = dataclasses.replace(parsed.config, written=frozenset())
+    defaulted = parse_target_config("inference", name, not_defaulted).config
+    assert written_as_default == dataclasses.replace(defaulted, written=frozenset())
+    # Keys with a derived default are left out: written, they would be obeyed as written.
+    assert not set(metadata) & set(DERIVED_KEYS)
 
 
 def test_the_readme_scaled_object_is_the_recommended_one_the_simulator_runs() -> None:

@@ -272,19 +272,24 @@ def test_the_decision_is_a_pure_function() -> None:
 
 
 @pytest.mark.parametrize(
-    ("learned", "planned"),
+    ("written", "learned", "planned"),
     [
-        (0.0, 5.0),  # nothing learned: serviceSeconds
-        (3.0, 5.0),  # shorter than serviceSeconds: the configured floor
-        (10.0, 10.0),  # longer: the pods' mean
+        (None, 0.0, 5.0),  # nothing learned: the default serviceSeconds
+        (None, 3.0, 5.0),  # shorter than the default: the default is its floor
+        (None, 10.0, 10.0),  # longer: the pods' mean
+        ("5", 10.0, 5.0),  # serviceSeconds written: obeyed as written, whatever was learned
+        ("4", 0.0, 4.0),
     ],
 )
-def test_the_learned_service_time_sizes_the_backlog_when_it_is_longer(
-    learned: float, planned: float
+def test_the_learned_service_time_sizes_the_backlog_unless_serviceseconds_is_written(
+    written: str | None, learned: float, planned: float
 ) -> None:
     """One ready replica full, 40 waiting, steady for a cold start: the need is the offered
     8 plus the backlog's 40 x s / 60 s, s the service time planned with."""
-    cfg = config()
+    metadata = {"targetConcurrency": "8", "sloWaitSeconds": "off", "coldStartSeconds": "60"}
+    if written is not None:
+        metadata["serviceSeconds"] = written
+    cfg = parse_target_config("ns", "llama", metadata).config
     state = PolicyState()
     for at in (0.0, 30.0, 60.0):
         sig = dataclasses.replace(signals(8, 40, ready=1), service_s=learned)

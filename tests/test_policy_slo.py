@@ -29,30 +29,43 @@ def quiet(cfg: TargetConfig, ready: int) -> PolicyState:
     return state
 
 
-def test_a_burst_is_held_for_the_horizon_by_the_formula() -> None:
-    # 70 requests at once on 2 quiet replicas: 16 start, 54 wait. The hold keeps
-    # 70 / (1 + 2 / 5) = 50 warm slots (metric 50 x 0.8 = 40: 7 replicas) for the
-    # hour's horizon, awake all along (2 in flight); then it lets go. A lone burst is
-    # held whole at sloTarget 0.85: leaving it out would miss all of it beyond the warm
-    # slots, more than the 15 % allowed.
+def _burst(cfg: TargetConfig, state: PolicyState, at: float) -> PolicyState:
+    """70 requests at once on 2 quiet replicas: 16 start, 54 wait."""
+    return decide(signals(16, 54, ready=2), state, cfg, START + at).new_state
+
+
+def test_a_lone_burst_is_not_held() -> None:
+    # A surge that never comes back: a hold set after it serves nothing, so it sets none.
     cfg = config(**SLO)
-    state = quiet(cfg, 2)
-    state = decide(signals(16, 54, ready=2), state, cfg, START).new_state
-    for t in (200, 3500):
+    state = _burst(cfg, quiet(cfg, 2), 0)
+    d = decide(signals(2, ready=2), state, cfg, START + 200)
+    assert d.metric_value < 6.4 and d.reason is not Reason.SLO_HOLD
+
+
+def test_a_burst_that_recurs_is_held_for_the_horizon_by_the_formula() -> None:
+    # The same 70 again 5 minutes later: it recurred, so the hold keeps
+    # 70 / (1 + 2 / 5) = 50 warm slots (metric 50 x 0.8 = 40: 7 replicas), awake all along
+    # (2 in flight), while the first is in the hour's horizon; then it lets go.
+    cfg = config(**SLO)
+    state = _burst(cfg, quiet(cfg, 2), 0)
+    for t in range(15, 300, 15):
+        state = decide(signals(2, ready=2), state, cfg, START + t).new_state
+    state = _burst(cfg, state, 300)
+    for t in (500, 3500):
         d = decide(signals(2, ready=2), state, cfg, START + t)
         assert (d.metric_value, d.reason, d.active) == (pytest.approx(40.0), Reason.SLO_HOLD, True)
-        assert "bursts up to 70 " in d.detail and "50 warm slots" in d.detail
+        assert "recurring bursts up to 70 " in d.detail and "50 warm slots" in d.detail
         assert "within 2 s" in d.detail
     d = decide(signals(2, ready=2), state, cfg, START + 3700)
     assert d.metric_value < 6.4 and d.reason is not Reason.SLO_HOLD
 
 
 def test_with_no_demand_the_target_sleeps_after_fifteen_cold_starts_and_wakes_warm() -> None:
-    # The same burst, then nothing at all: the target stays awake 15 cold starts (900 s),
+    # The burst twice, then nothing at all: the target stays awake 15 cold starts (900 s),
     # not the whole hour. Woken again within the hour, it asks at once for the slots the
-    # burst needed: the level is remembered, so the cold start is paid once, not per burst.
+    # bursts needed: the level is remembered, so the cold start is paid once, not per burst.
     cfg = config(**SLO)
-    state = decide(signals(16, 54, ready=2), quiet(cfg, 2), cfg, START).new_state
+    state = _burst(cfg, _burst(cfg, quiet(cfg, 2), -120), 0)
     for t in range(15, 900, 15):
         d = decide(signals(0, ready=2), state, cfg, START + t)
         state = d.new_state
@@ -62,6 +75,19 @@ def test_with_no_demand_the_target_sleeps_after_fifteen_cold_starts_and_wakes_wa
     assert not d.active and d.metric_value == 0
     woken = decide(signals(0, 3, ready=0), state, cfg, START + 2000)
     assert woken.active and woken.metric_value == pytest.approx(40.0)
+
+
+def test_explicit_zero_delays_are_obeyed_with_the_hold_on() -> None:
+    # scaleToZeroDelaySeconds and scaleDownDelaySeconds written "0": one request, then
+    # nothing: inactive with metric 0 as soon as demand is 0, not 15 cold starts later.
+    cfg = config(**SLO, scaleToZeroDelaySeconds="0", scaleDownDelaySeconds="0")
+    state = decide(signals(1, ready=1), quiet(cfg, 1), cfg, START).new_state
+    d = decide(signals(0, ready=1), state, cfg, START + 1)
+    assert (d.active, d.metric_value, d.reason) == (False, 0.0, Reason.IDLE)
+    # Absent, the hold's derived delay applies: awake 15 cold starts.
+    cfg = config(**SLO)
+    state = decide(signals(1, ready=1), quiet(cfg, 1), cfg, START).new_state
+    assert decide(signals(0, ready=1), state, cfg, START + 899).active
 
 
 def test_a_queue_built_over_a_cold_start_is_not_held_as_a_burst() -> None:
@@ -143,4 +169,4 @@ def test_defaults() -> None:
         cfg.service_s,
         cfg.slo_horizon_s,
         cfg.slo_target,
-    ) == (2.0, 60.0, 5.0, 3600.0, 0.85)
+    ) == (2.0, 60.0, 5.0, 3600.0, 0.9)

@@ -20,36 +20,41 @@ def _load(publisher: ReportPublisher, clock: FakeClock, inflight: float, **field
     publisher.publish("llama", pod_report("llama-0", inflight=inflight, **fields), at=clock())
 
 
-def test_a_burst_is_held_for_the_horizon_and_keeps_the_target_awake(
+def test_a_burst_that_recurs_is_held_for_the_horizon_and_keeps_the_target_awake(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
     so = ref("llama", **SLO)
-    _load(publisher, clock, 70, capacity=70.0)
-    assert scaler.keda.poll(so).value_float == 70.0  # served now: the need, above the hold
-    for _ in range(14):  # KEDA polls every 15 s while the load falls to 5
-        clock.advance(15)
-        _load(publisher, clock, 5, capacity=70.0)
-        poll = scaler.keda.poll(so)
+    for _ in range(2):  # a burst of 70, twice: it recurs
+        _load(publisher, clock, 70, capacity=70.0)
+        assert scaler.keda.poll(so).value_float >= 40.0  # served now
+        for _ in range(14):  # KEDA polls every 15 s while the load falls to 5
+            clock.advance(15)
+            _load(publisher, clock, 5, capacity=70.0)
+            poll = scaler.keda.poll(so)
     assert poll.value_float == pytest.approx(40.0)  # 70 / (1 + 2/5) slots x 0.8
     assert poll.target_size_float == 6.4  # the spec is unchanged: ceil(40 / 6.4) = 7
     clock.advance(600)  # no report for 600 s: the pod is stale, demand 0
     poll = scaler.keda.poll(so)
     assert (poll.value_float, poll.active) == (pytest.approx(40.0), True)  # past 300 s
-    clock.advance(600)  # 1200 s after the last demand (t=210): 15 cold starts (900 s) are over
+    clock.advance(600)  # 1200 s after the last demand (t=420): 15 cold starts (900 s) are over
     poll = scaler.keda.poll(so)
     assert (poll.value_float, poll.active) == (0.0, False)
 
 
-def test_a_measured_cold_start_keeps_the_target_awake_longer(
+def test_a_measured_cold_start_keeps_the_target_awake_longer_unless_one_is_written(
     scaler: RunningScaler, publisher: ReportPublisher, clock: FakeClock
 ) -> None:
-    so = ref("llama", **SLO)
+    measured = ref("llama", sloWaitSeconds="2", serviceSeconds="5")
+    del measured.scalerMetadata["coldStartSeconds"]  # absent: the measured one wins if longer
+    # coldStartSeconds "60": obeyed as written (another ScaledObject on the same pods)
+    written = ref("llama-written", targetName="llama", **SLO)
     _load(publisher, clock, 70, cold_start_s=90.0)  # awake 15 x 90 s = 1350 s without demand
-    assert scaler.keda.poll(so).active
-    clock.advance(1200)  # no report since (demand 0): past the default 15 x 60 s = 900 s
-    assert scaler.keda.poll(so).active
+    assert scaler.keda.poll(measured).active and scaler.keda.poll(written).active
+    clock.advance(1200)  # no report since (demand 0): past 15 x 60 s = 900 s
+    assert scaler.keda.poll(measured).active
+    assert not scaler.keda.poll(written).active
     clock.advance(200)
-    assert not scaler.keda.poll(so).active
+    assert not scaler.keda.poll(measured).active
 
 
 def test_a_bad_slo_value_is_invalid_argument_naming_the_key(scaler: RunningScaler) -> None:
@@ -80,3 +85,22 @@ def test_signals_carry_the_longest_measured_cold_start(
 
     assert asyncio.run(read("llama")) == 75.5
     assert asyncio.run(read("empty")) == 0.0
+
+
+def test_get_metric_spec_logs_the_derived_values_and_from_what(
+    scaler: RunningScaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="scaler")
+    derived = ref("llama", sloWaitSeconds="2")
+    del derived.scalerMetadata["coldStartSeconds"]
+    scaler.keda.poll(derived)
+    line = next(r.getMessage() for r in caplog.records if "derived values" in r.getMessage())
+    assert "inference/llama: derived values: serviceSeconds: the mean the pods'" in line
+    assert "scaleToZeroDelaySeconds: 15 cold starts with the SLO-aware hold" in line
+    assert "coldStartSeconds: the longest cold start a pod measured, at least 60 s" in line
+    written = ref("written", sloWaitSeconds="2", serviceSeconds="5", scaleToZeroDelaySeconds="0")
+    scaler.keda.poll(written)
+    line = next(r.getMessage() for r in caplog.records if "inference/written" in r.getMessage())
+    assert line == (
+        "inference/written: derived values: none (every key with a derived default is written)"
+    )

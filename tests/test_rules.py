@@ -92,6 +92,32 @@ def test_the_mode_stays_awake_fifteen_cold_starts() -> None:
     assert slo.awake_s(0.0) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("peaks", "counted"),
+    [
+        ([], []),
+        ([(0.0, 120.0)], [0.0]),  # the first burst of all (a wake's queue): nothing before it
+        ([(0.0, 10.0), (60.0, 12.0), (120.0, 400.0), (180.0, 11.0)], [0.0, 10.0, 12.0, 11.0]),
+        ([(0.0, 30.0), (60.0, 200.0), (120.0, 40.0), (180.0, 180.0)], [0.0, 30.0, 40.0, 180.0]),
+        ([(180.0, 180.0), (0.0, 30.0), (120.0, 40.0), (60.0, 200.0)], [0.0, 30.0, 40.0, 180.0]),
+        ([(0.0, 300.0), (60.0, 300.0)], [0.0, 300.0]),  # a second surge of the size: whole
+    ],
+)
+def test_a_burst_counts_as_far_as_an_earlier_one_reached(
+    peaks: list[tuple[float, float]], counted: list[float]
+) -> None:
+    assert slo.recurring(peaks) == counted
+
+
+def test_a_lone_surge_among_small_bursts_leaves_the_level_on_the_small_ones() -> None:
+    # An hour of minute peaks of 10 and one surge of 400 at minute 30: counted as it came,
+    # at q 0.9 the surge alone would be more than the 10 % of burst requests left out, and
+    # sets the level; counted as far as an earlier burst reached, the level stays at 10.
+    peaks = [(60.0 * m, 400.0 if m == 30 else 10.0) for m in range(60)]
+    assert slo.level([v for _, v in peaks], 0.9, R) > 300
+    assert slo.level(slo.recurring(peaks), 0.9, R) == pytest.approx(10.0)
+
+
 def test_slots_for_a_burst() -> None:
     assert slo.slots_for(70, 2.0, 5.0) == pytest.approx(50.0)  # 70 / (1 + 2 / 5)
     assert slo.slots_for(70, 0.0, 5.0) == 70  # no wait allowed: a slot per request

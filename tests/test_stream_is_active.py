@@ -141,3 +141,37 @@ def _eventually(condition: Callable[[], bool], attempts: int = 1500) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_explicit_zero_delays_go_inactive_at_the_drain_and_wake_within_100_ms(
+    scaler: RunningScaler, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    # The SLO-aware hold on, scaleToZeroDelaySeconds and scaleDownDelaySeconds written "0":
+    # what is written wins over the hold's derived delay (15 cold starts), so the drain is
+    # seen at once by a polling KEDA (metric 0, IsActive false) and by the stream, and the
+    # next request is pushed as soon as it is queued.
+    so = ref(
+        "m",
+        queueKey="q",
+        sloWaitSeconds="2",
+        coldStartSeconds="60",
+        scaleToZeroDelaySeconds="0",
+        scaleDownDelaySeconds="0",
+    )
+    redis_client.rpush("q", "r")
+    stream = scaler.stub.StreamIsActive(so, timeout=10)
+    assert _next(stream) is True
+    assert scaler.keda.poll(so).active
+    clock.advance(1)
+    redis_client.delete("q")  # drained
+    drained_at = time.monotonic()
+    assert _next(stream) is False  # pushed by the key event
+    poll = scaler.keda.poll(so)
+    assert (poll.value_float, poll.active) == (0.0, False)
+    assert time.monotonic() - drained_at < 2.0
+    clock.advance(1)
+    queued_at = time.monotonic()
+    redis_client.rpush("q", "r2")
+    assert _next(stream) is True
+    assert time.monotonic() - queued_at < 0.1
+    stream.cancel()

@@ -19,6 +19,11 @@ dozens a few minutes apart) and short against a day's changes, and the held leve
 stays put like a fixed fleet, which serves independent bursts better than the same
 GPU-hours varied (see docs/decision.md).
 
+The hold is a forecast: it is set by the bursts it has seen and serves only those that
+come after, so a burst counts only as far as an earlier burst of the horizon reached
+(`recurring`). A single surge, or the queue of a wake from zero, never sets the hold; a
+size that comes back does, for as long as its first showing is in the horizon.
+
 A burst is what arrived at once: the requests in flight plus those that arrived
 within `burstWindowSeconds` (`burst_size`). A queue that built up over a cold
 start, while capacity was starting, is not a burst of its own size: counted
@@ -28,10 +33,6 @@ arrivals for the whole horizon.
 
 from __future__ import annotations
 
-# How long the mode keeps a target awake with no demand, in cold starts, when
-# scaleToZeroDelaySeconds is shorter (see docs: choosing settings).
-AWAKE_COLD_STARTS = 15.0
-
 
 def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
     """How far back the bursts are counted: sloHorizonSeconds, never shorter than the
@@ -39,10 +40,37 @@ def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
     return max(slo_horizon_s, scale_down_delay_s)
 
 
+def recurring(peaks: list[tuple[float, float]]) -> list[float]:
+    """Each burst as far as an earlier burst of the horizon reached: what a hold could have
+    served of it. `peaks` are (time, size) pairs; the answer is in time order.
+
+    A hold is set by the bursts it has seen and serves only those that come after, so it
+    pays only for a size that comes back. A burst larger than every earlier one counts as
+    the largest earlier one: a single surge (or the queue of a wake from zero, the first
+    burst of all) counts as no more than the traffic before it, and so never sets the hold;
+    a second surge of its size counts whole, and holds it while the first is in the horizon.
+
+    Worked example: bursts 30, 200, 40, 180 in that order -> 0, 30, 40, 180."""
+    counted, highest = [], 0.0
+    for _, size in sorted(peaks):
+        counted.append(min(size, highest))
+        highest = max(highest, size)
+    return counted
+
+
+# How long the mode keeps a target awake with no demand, in cold starts, when
+# scaleToZeroDelaySeconds is absent and shorter (see docs: choosing settings).
+AWAKE_COLD_STARTS = 15.0
+
+
 def awake_s(cold_s: float) -> float:
     """No demand for this long ends the mode's wait for the next burst: 15 cold starts.
     Idle that long, the fleet has cost 15 times what re-buying it costs in GPU; the level
-    is remembered for the horizon, so a wake within it asks for the level at once."""
+    is remembered for the horizon, so a wake within it asks for the level at once.
+
+    Measured against the longest silence the horizon's traffic came back from (at least
+    300 s): on the bursty hour that slept through silences longer than any seen so far,
+    and each wake made a burst wait a cold start (77.62 % against 80.72 % met)."""
     return AWAKE_COLD_STARTS * cold_s
 
 

@@ -49,12 +49,13 @@ def add_parser(commands: Any) -> None:
     src.add_argument("--trace", type=Path, help="CSV: Azure LLM trace layout or arrival_s,...")
     src.add_argument(
         "--synthetic",
-        choices=["bursty", "diurnal"],
-        help="generate traffic instead: bursty (stationary) or diurnal (bursty, level of a day)",
+        choices=["bursty", "diurnal", "surge"],
+        help="generate traffic instead: bursty (stationary), diurnal (bursty, level of a day) "
+        "or surge (a steady --synthetic-rate and one or two one-off surges an hour)",
     )
     src.add_argument("--synthetic-rate", type=float, default=1.0, help="mean req/s (synthetic)")
     src.add_argument(
-        "--span-s", type=float, help="synthetic span (s): an hour (bursty), a day (diurnal)"
+        "--span-s", type=float, help="synthetic span (s): an hour (bursty, surge), a day (diurnal)"
     )
     src.add_argument(
         "--start-s", type=float, help="begin this far into the trace (s): a wake into its traffic"

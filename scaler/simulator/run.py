@@ -34,6 +34,7 @@ from scaler.simulator.trace import (
     repeat_to,
     scale_rate,
     starting_at,
+    surge,
 )
 from scaler.target_config import MetadataError
 
@@ -134,11 +135,13 @@ def _sweep(
 
 def _trace(args: argparse.Namespace) -> Trace:
     if (args.trace is None) == (args.synthetic is None):
-        raise ValueError("give exactly one of --trace FILE or --synthetic bursty|diurnal")
+        raise ValueError("give exactly one of --trace FILE or --synthetic bursty|diurnal|surge")
     if args.trace is not None:
         trace = load_csv(args.trace)
     elif args.synthetic == "diurnal":
         trace = diurnal(_or(args.span_s, 86400.0), args.synthetic_rate, seed=args.seed)
+    elif args.synthetic == "surge":
+        trace = surge(_or(args.span_s, 3600.0), args.synthetic_rate, seed=args.seed)
     else:
         trace = bursty(_or(args.span_s, 3600.0), args.synthetic_rate, seed=args.seed)
     if args.start_s is not None:

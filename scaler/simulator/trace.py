@@ -12,8 +12,9 @@ read as they are:
 Synthesis keeps the published trace out of the repository: `repeat_to` tiles a
 trace to a longer span (a day from the one-hour sample, for timing),
 `scale_rate` thins or superposes it to change the traffic level, `bursty`
-makes quiet minutes broken by bursts of 10-30x the mean rate, and `diurnal`
-lays the same bursts under a day's envelope (busy afternoon, quiet night).
+makes quiet minutes broken by bursts of 10-30x the mean rate, `diurnal`
+lays the same bursts under a day's envelope (busy afternoon, quiet night), and
+`surge` is a low steady rate with one or two one-off surges of 100-500 requests.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +275,44 @@ def diurnal(
         envelope=lambda t: diurnal_envelope(t, trough),
         name=f"diurnal bursty {mean_rate:g} req/s",
     )
+
+
+# The surge shape: how many surges an hour brings and how many requests each carries, and
+# how long one lasts (a burst's 2-10 s). A surge is a one-off: it is not meant to recur.
+SURGES = (1, 2)
+SURGE_REQUESTS = (100, 500)
+SURGE_S = (2.0, 10.0)
+
+
+def _tokens(rng: np.random.Generator, n: int) -> tuple[IntArray, IntArray]:
+    """Token counts shaped like the conversation trace (input median 1,020, output 129)."""
+    inputs = np.maximum(1, rng.lognormal(math.log(1020), 0.6, n)).astype(np.int64)
+    outputs = np.maximum(1, rng.lognormal(math.log(129), 0.9, n)).astype(np.int64)
+    return inputs, outputs
+
+
+def surge(span_s: float, steady_rate: float, seed: int = 0) -> Trace:
+    """A low steady Poisson rate `steady_rate` with one or two one-off surges per hour of
+    100-500 requests each, within 2-10 s, at uniform times in the middle 80 % of the span
+    (a surge at the first request would be a wake, not a surge).
+
+    What a hold sized on the hour's largest burst gets wrong: the surge never comes back.
+    Worked example (seed 0, an hour, 1 req/s): about 3,600 steady requests and one or two
+    surges of a few hundred; the steady traffic needs one or two replicas, a surge 20-60."""
+    if steady_rate < 0:
+        raise ValueError(f"steady rate = {steady_rate}, must be >= 0 requests per second")
+    rng = np.random.default_rng(seed)
+    hours = max(1, round(span_s / 3600.0))
+    steady = np.sort(rng.uniform(0.0, span_s, int(rng.poisson(steady_rate * span_s))))
+    parts = [steady]
+    for _ in range(hours):
+        for _ in range(int(rng.integers(SURGES[0], SURGES[1] + 1))):
+            start = float(rng.uniform(0.1, 0.9)) * span_s
+            length = float(rng.uniform(*SURGE_S))
+            size = int(rng.integers(SURGE_REQUESTS[0], SURGE_REQUESTS[1] + 1))
+            parts.append(np.sort(rng.uniform(start, start + length, size)))
+    times = np.concatenate(parts)
+    inputs, outputs = _tokens(rng, times.size)
+    trace = make_trace(f"surge {steady_rate:g} req/s", times, inputs, outputs)
+    # make_trace shifts to the first arrival; keep the clock of the steady traffic instead.
+    return replace(trace, arrival_s=trace.arrival_s + float(times.min()))
