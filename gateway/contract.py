@@ -6,8 +6,10 @@ namespace/name) and per priority class there is one Redis Stream, in the target'
 (the `{...}` tag of `scaler.reports`), so the scaler measures every class in its one read:
 
     llm-scaler:{<namespace>/<target>}:requests:<priority>   STREAM  requests (REQUEST_FIELDS)
-    llm-scaler:{<namespace>/<target>}:streamed              SET     entry ids whose first
+    llm-scaler:{<namespace>/<target>}:streamed              SET     request ids whose first
                                                                     chunk was sent: never replayed
+                                                                    (not entry ids: those repeat
+                                                                    across the classes' streams)
     llm-scaler:{<namespace>/<target>}:cancelled             ZSET    request id -> expiry (ms):
                                                                     its client is gone
 

@@ -93,8 +93,9 @@ class Worker:
         self._redis_clock = RedisClock(clock)
         self._streams = request_streams(settings.namespace, settings.target)
         self._streamed = streamed_key(settings.namespace, settings.target)
-        # entry id -> (stream, its task; None while it is being checked)
-        self._held: dict[str, tuple[str, asyncio.Task[None] | None]] = {}
+        # (stream, entry id) -> its task, None while it is being checked. Keyed by both:
+        # ids are unique within one stream only, and each class has its own.
+        self._held: dict[tuple[str, str], asyncio.Task[None] | None] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._reclaimed_at = clock()
@@ -136,7 +137,7 @@ class Worker:
                     await task
 
     async def _drain(self) -> None:
-        tasks = [task for _, task in self._held.values() if task is not None]
+        tasks = [task for task in self._held.values() if task is not None]
         if tasks:
             log.info(
                 "SIGTERM: finishing %d requests within %g s", len(tasks), self._settings.grace_s
@@ -257,7 +258,7 @@ class Worker:
             )
             for entry_id, fields in answer[1]:
                 key = _text(entry_id)
-                if fields is None or key in self._held:
+                if fields is None or (stream, key) in self._held:
                     continue  # deleted meanwhile / still ours (never run twice here)
                 taken.append(Taken(stream, key, fields, reclaimed=True))
         if taken:
@@ -269,7 +270,7 @@ class Worker:
         self._metrics.taken.inc(len(batch))
         # Held from now: the slots are taken while they are checked.
         for t in batch:
-            self._held[t.entry_id] = (t.stream, None)
+            self._held[t.stream, t.entry_id] = None
         try:
             checked = await check_batch(
                 self._client,
@@ -280,14 +281,14 @@ class Worker:
             )
         except BaseException:
             for t in batch:
-                self._held.pop(t.entry_id, None)  # left pending: reclaimed later
+                self._held.pop((t.stream, t.entry_id), None)  # left pending: reclaimed later
             self._metrics.inflight.set(len(self._held))
             raise
         skipped = [c for c in checked if c.verdict is not Verdict.RUN]
         for item in checked:
             if item.verdict is Verdict.RUN:
                 task = asyncio.create_task(self._serve(item))
-                self._held[item.taken.entry_id] = (item.taken.stream, task)
+                self._held[item.taken.stream, item.taken.entry_id] = task
         self._metrics.inflight.set(len(self._held))
         if skipped:
             await self._skip(skipped)
@@ -311,12 +312,10 @@ class Worker:
             )
         try:
             await write_replies(self._client, replies)
-            await acknowledge(
-                self._client, self._streamed, [(c.taken.stream, c.taken.entry_id) for c in skipped]
-            )
+            await acknowledge(self._client, self._streamed, [_done(c) for c in skipped])
         finally:
             for item in skipped:
-                self._held.pop(item.taken.entry_id, None)
+                self._held.pop((item.taken.stream, item.taken.entry_id), None)
             self._metrics.inflight.set(len(self._held))
             self._slot_freed.set()
 
@@ -330,22 +329,19 @@ class Worker:
             request.request_id,
             request.gateway,
             item.deliveries,
-            item.taken.entry_id,
             self._streamed,
         )
         outcome = "failed"
         try:
             outcome = await self._answer(request, writer)
-            await acknowledge(
-                self._client, self._streamed, [(item.taken.stream, item.taken.entry_id)]
-            )
+            await acknowledge(self._client, self._streamed, [_done(item)])
             self._metrics.answered.labels(outcome).inc()
         except REDIS_ERRORS as exc:
             # No reply or no ack written: the entry stays pending and is taken again.
             self._metrics.redis_errors.inc()
             log.warning("could not answer %s (%s): left pending", item.taken.entry_id, exc)
         finally:
-            self._held.pop(item.taken.entry_id, None)
+            self._held.pop((item.taken.stream, item.taken.entry_id), None)
             self._metrics.inflight.set(len(self._held))
             self._slot_freed.set()
 
@@ -394,7 +390,7 @@ class Worker:
     async def keep_alive(self) -> None:
         """Resets the idle time of every entry held (JUSTID: no delivery counted)."""
         by_stream: dict[str, list[Any]] = {}
-        for entry_id, (stream, _) in list(self._held.items()):
+        for stream, entry_id in list(self._held):
             by_stream.setdefault(stream, []).append(entry_id)
         if not by_stream:
             return
@@ -402,6 +398,12 @@ class Worker:
         for stream, ids in by_stream.items():
             pipe.xclaim(stream, CONSUMER_GROUP, self._settings.consumer, 0, ids, justid=True)
         await pipe.execute()
+
+
+def _done(item: Checked) -> tuple[str, str, str]:
+    """What acknowledging `item` removes: its entry, and its mark in the streamed set."""
+    request_id = item.request.request_id if item.request is not None else ""
+    return item.taken.stream, item.taken.entry_id, request_id
 
 
 def _entries(answer: Any) -> list[Taken]:

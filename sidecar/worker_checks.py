@@ -113,7 +113,7 @@ async def check_batch(
         pipe.zscore(cancelled, request.request_id)
         asked.append((i, "cancelled"))
         if taken.reclaimed:
-            pipe.sismember(streamed, taken.entry_id)
+            pipe.sismember(streamed, request.request_id)
             asked.append((i, "streamed"))
             pipe.xpending_range(taken.stream, CONSUMER_GROUP, taken.entry_id, taken.entry_id, 1)
             asked.append((i, "pending"))

@@ -3,8 +3,9 @@
 Order is the guarantee: the entry is acknowledged (XACK + XDEL, and SREM from the streamed
 set) only after its final reply message is written, so a pod that dies in between leaves
 the entry pending and another pod answers it. A streamed reply's head goes out with its
-first chunk, in one pipeline with SADD to the target's streamed set: once any part of a
-stream can have reached the client, the entry is marked, and a pod that takes it again
+first chunk, in one pipeline with SADD of the request id to the target's streamed set (the
+request id, not the entry id: entry ids repeat across the classes' streams): once any part
+of a stream can have reached the client, the request is marked, and a pod that takes it again
 answers with an error instead of running it twice.
 """
 
@@ -29,14 +30,12 @@ class ReplyWriter:
         request_id: str,
         gateway: str,
         attempt: int,
-        entry_id: str,
         streamed_set: str,
     ) -> None:
         self._client = client
         self._request_id = request_id
         self._stream = reply_stream(gateway)
         self._attempt = attempt
-        self._entry_id = entry_id
         self._streamed_set = streamed_set
         self._head: Reply | None = None  # held until the first chunk
         self._seq = 0
@@ -67,7 +66,7 @@ class ReplyWriter:
         pipe = self._client.pipeline(transaction=False)
         if self._head is not None:
             head, self._head = self._head, None
-            pipe.sadd(self._streamed_set, self._entry_id)
+            pipe.sadd(self._streamed_set, self._request_id)
             pipe.xadd(self._stream, head.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
             self.started = True
         pipe.xadd(self._stream, reply.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
@@ -89,13 +88,18 @@ async def write_replies(client: AnyRedis, replies: list[tuple[str, Reply]]) -> N
     await pipe.execute()
 
 
-async def acknowledge(client: AnyRedis, streamed_set: str, entries: list[tuple[str, str]]) -> None:
-    """Done with these (stream, entry id): out of the group's pending list and the stream."""
+async def acknowledge(
+    client: AnyRedis, streamed_set: str, entries: list[tuple[str, str, str]]
+) -> None:
+    """Done with these (stream, entry id, request id): out of the group's pending list, the
+    stream and the streamed set ("" for a request id the entry did not carry)."""
     if not entries:
         return
     pipe = client.pipeline(transaction=False)
-    for stream, entry_id in entries:
+    for stream, entry_id, _ in entries:
         pipe.xack(stream, CONSUMER_GROUP, entry_id)
         pipe.xdel(stream, entry_id)
-    pipe.srem(streamed_set, *(entry_id for _, entry_id in entries))
+    marks = [request_id for _, _, request_id in entries if request_id]
+    if marks:
+        pipe.srem(streamed_set, *marks)
     await pipe.execute()
