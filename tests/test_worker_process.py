@@ -1,0 +1,181 @@
+"""`python -m sidecar` with WORKER=on: a real sidecar process, redis-server and Triton.
+
+The report's in-flight is the worker's exact count less what waits inside the engine, and
+its capacity the worker's slots; SIGTERM stops the taking at once and the process exits
+once what it held is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.contract import Kind, ReplyType
+from scaler.local_redis import LocalRedis, free_port
+from scaler.reports import PodReport, report_keys
+from tests.harness import NAMESPACE
+from tests.real_triton import Repository, TritonServer
+from tests.test_worker import (
+    SLEEPER,
+    TARGET,
+    Gateway,
+    infer_body,
+    pending_count,
+    queued_count,
+    scenario,
+    until,
+)
+
+ENGINE = "engine"  # decoupled, vLLM gauges, 2 running at once: the others wait inside it
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    root = tmp_path_factory.mktemp("worker_process_triton")
+    repository = Repository(root / "models")
+    repository.sleeper(SLEEPER, instances=4)
+    repository.engine(ENGINE, max_running=2)
+    server = TritonServer(root / "models", root).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+class WorkerPod:
+    """`python -m sidecar` with the worker on, for pod `pod` of the test target."""
+
+    def __init__(self, triton: TritonServer, redis_url: str, pod: str, **env: str) -> None:
+        self.pod = pod
+        self.metrics_port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "--interval", "1", "--poll-interval", "0.2"],
+            env={
+                **os.environ,
+                "POD_NAME": pod,
+                "POD_NAMESPACE": NAMESPACE,
+                "TARGET_NAME": TARGET,
+                "REDIS_URL": redis_url,
+                "TRITON_HTTP_URL": triton.http_url,
+                "TRITON_METRICS_URL": triton.metrics_url,
+                "BIND_ADDRESS": "127.0.0.1",
+                "METRICS_PORT": str(self.metrics_port),
+                "DELETION_COST": "off",
+                "WORKER": "on",
+                **env,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    async def report(self, client: Redis) -> PodReport | None:
+        payload = await client.hget(report_keys(NAMESPACE, TARGET).reports, self.pod)
+        return None if payload is None else PodReport.from_json(payload)
+
+    def metric(self, name: str) -> float | None:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return None
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=30)
+        return output
+
+
+def test_the_report_carries_the_workers_exact_count_less_what_waits_in_the_engine(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        plain = [(await gateway.enqueue(infer_body(4.0)))[0] for _ in range(2)]
+        generate = [
+            (
+                await gateway.enqueue(
+                    {"DURATION_S": [4.0]},
+                    model=ENGINE,
+                    kind=Kind.GENERATE,
+                    path=f"/v2/models/{ENGINE}/generate",
+                )
+            )[0]
+            for _ in range(4)
+        ]
+        pod = WorkerPod(triton, redis_server.url, "worker-0", WORKER_SLOTS="8")
+        try:
+            await until(lambda: _is(pending_count(client), 6), 20, "all six taken")
+
+            async def settled() -> bool:
+                report = await pod.report(client)
+                return report is not None and report.ready and report.waiting == 2
+
+            await until(settled, 10, "a report with the engine's two waiting")
+            report = await pod.report(client)
+            assert report is not None
+            # Six taken and not answered: two wait inside the engine (its gauge), four run.
+            assert (report.inflight, report.waiting, report.capacity) == (4, 2, 8)
+            assert pod.metric("llm_sidecar_worker_inflight_requests") == 6
+            for request_id in plain + generate:
+                (reply,) = await gateway.answered(request_id, timeout_s=30)
+                assert (reply.type, reply.status) == (ReplyType.FULL, 200)
+
+            async def idle() -> bool:
+                report = await pod.report(client)
+                return report is not None and (report.inflight, report.waiting) == (0, 0)
+
+            await until(idle, 10, "a report of nothing in flight once all are answered")
+        finally:
+            output = pod.stop()
+        assert pod.process.returncode == 0, output
+
+    scenario(redis_server, body)
+
+
+async def _is(count: Awaitable[int], wanted: int) -> bool:
+    return await count == wanted
+
+
+def test_sigterm_stops_taking_and_exits_once_what_it_holds_is_answered(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        held = [(await gateway.enqueue(infer_body(2.0)))[0] for _ in range(2)]
+        pod = WorkerPod(triton, redis_server.url, "worker-1", CAPACITY="2")
+        try:
+            await until(lambda: _is(pending_count(client), 2), 20, "both taken")
+            pod.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.sleep(0.6)  # past one blocking read
+            after, _ = await gateway.enqueue(infer_body(0.01))
+            await asyncio.to_thread(pod.process.wait, 20)
+            drained_s = time.monotonic() - signalled
+        finally:
+            output = pod.stop()
+        assert pod.process.returncode == 0, output
+        for request_id in held:
+            (reply,) = await gateway.replies_to(request_id)
+            assert (reply.type, reply.status) == (ReplyType.FULL, 200)
+        assert await gateway.replies_to(after) == []  # never taken: left for another pod
+        assert await pending_count(client) == 0 and await queued_count(client) == 1
+        assert drained_s < 5, output
+        # The report went at SIGTERM: the scaler stops counting a pod that is leaving.
+        assert await pod.report(client) is None
+
+    scenario(redis_server, body)
