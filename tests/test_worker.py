@@ -98,7 +98,7 @@ class Running:
 @contextlib.asynccontextmanager
 async def running_worker(
     redis_url: str,
-    triton: TritonServer,
+    triton: TritonServer | Any,
     *,
     slots: int = 2,
     consumer: str = "pod-a",
@@ -106,9 +106,10 @@ async def running_worker(
     grace_s: float = 10.0,
     ready: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    openai_url: str = "http://127.0.0.1:9",
 ) -> AsyncIterator[Running]:
     client = Redis.from_url(redis_url)
-    engine = Engine(triton.http_url, "http://127.0.0.1:9")
+    engine = Engine(triton.http_url, openai_url)
     registry = CollectorRegistry()
     gate = asyncio.Event()
     if ready:
@@ -543,5 +544,29 @@ def test_past_the_grace_period_what_is_held_stays_pending_for_another_pod(
         async with running_worker(redis_server.url, triton, consumer="pod-b", claim_idle_s=0.2):
             (reply,) = await gateway.answered(request_id)
             assert (reply.status, reply.attempt) == (200, 2)
+
+    scenario(redis_server, body)
+
+
+def test_a_dead_pods_requests_are_reclaimed_only_into_free_slots(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        left, _ = await gateway.enqueue(infer_body(0.01))
+        await _take_as_dead_pod(client)
+        long, _ = await gateway.enqueue(infer_body(1.0))
+        stream = request_stream(NAMESPACE, TARGET, "normal")
+        async with running_worker(redis_server.url, triton, slots=1, claim_idle_s=0.2):
+            holders: list[list[bytes]] = []
+            while not await gateway.replies_to(long):
+                pending = await client.xpending_range(stream, CONSUMER_GROUP, "-", "+", 10)
+                holders.append(sorted(p["consumer"] for p in pending))
+                await asyncio.sleep(0.02)
+            (reply,) = await gateway.answered(left)
+            assert (reply.status, reply.attempt) == (200, 2)
+        # While its one slot ran the long request, the dead pod's entry was left alone.
+        assert holders and all(h == [b"dead-pod", b"pod-a"] for h in holders[5:])
 
     scenario(redis_server, body)
