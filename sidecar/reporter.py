@@ -276,6 +276,7 @@ class Reporter:
                 # Exact: taken and not answered, less what waits inside the engine.
                 inflight = max(0.0, self._worker.inflight - load.waiting)
                 figures = Figures(True, inflight, load.waiting, self._worker.slots, kv)
+                self._metrics.inflight.set(inflight)
         if self._deletion_cost is not None:
             self._deletion_cost.offer(figures.inflight, figures.waiting, now)
         if self._last_written is not None:
@@ -347,7 +348,7 @@ class Reporter:
             with contextlib.suppress(TritonUnavailable, MetricsError):
                 configs[name] = await self._model_config(name)
         gauges = everything.engine_gauges()
-        selection = select(names, configs, gauges)
+        selection = select(names, configs, gauges, counted_elsewhere=self._worker is not None)
         log.info(
             "load from: engines %s, completion counters %s, queues %s (%s)",
             sorted(selection.engines) or "-",

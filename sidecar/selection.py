@@ -110,11 +110,15 @@ def select(
     names: Iterable[str],
     configs: Mapping[str, ModelConfig],
     gauges: Mapping[str, str],
+    *,
+    counted_elsewhere: bool = False,
 ) -> Selection:
     """The roles of the named models and of the steps of the named ensembles.
 
     `configs`: every named model's configuration and its steps'; `gauges`: the
-    engine gauge each model publishes on the metrics page (ENGINE_GAUGES), if any.
+    engine gauge each model publishes on the metrics page (ENGINE_GAUGES), if any;
+    `counted_elsewhere`: in-flight is counted outside Triton (the in-pod worker), so a
+    decoupled model without gauges is no longer refused: only its queue is read.
     Raises SelectionError when some named model's load cannot be measured."""
     names = tuple(dict.fromkeys(names))
     covered = {s for m in names if configs[m].is_ensemble for s in steps_of(m, configs)}
@@ -140,7 +144,10 @@ def select(
         elif model in covered:
             queued.add(model)  # its requests are counted through its ensemble
         elif config.decoupled:
-            refused.append(model)
+            if counted_elsewhere:
+                queued.add(model)
+            else:
+                refused.append(model)
         else:
             counted.add(model)
             queued.add(model)

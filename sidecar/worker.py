@@ -177,6 +177,9 @@ class Worker:
                 await self._redis_failed(exc)
             except REDIS_ERRORS as exc:
                 await self._redis_failed(exc)
+            except Exception:  # a bug must not end the taking of a healthy pod
+                log.exception("worker: taking failed")
+                await self._redis_failed(RuntimeError("see the error above"))
 
     async def _prepare(self) -> None:
         for stream in self._streams:

@@ -44,6 +44,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     repository = Repository(root / "models")
     repository.sleeper(SLEEPER, instances=4)
     repository.engine(ENGINE, max_running=2)
+    # Decoupled without gauges: refused without the worker, whose count makes it measurable.
+    repository.engine("no-gauges", max_running=1, gauges="none")
     server = TritonServer(root / "models", root).start()
     try:
         server.wait_ready()
