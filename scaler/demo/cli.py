@@ -1,9 +1,9 @@
 """`python -m scaler demo`: the whole product on this machine, in about a minute.
 
-redis-server, two scaler replicas, simulated Triton pods each with a real
-sidecar, a KEDA/HPA emulator over real gRPC, and the conversation trace sped up
-as traffic; a live view, then `summary.json`, `timeline.csv` and `demo.png` under
---out. Ctrl-C stops everything it started.
+redis-server, two scaler replicas, the real gateway, simulated Triton pods each
+with a real sidecar and its worker, a KEDA/HPA emulator over real gRPC, and the
+conversation trace sped up as HTTP traffic to the gateway; a live view, then
+`summary.json`, `timeline.csv` and `demo.png` under --out. Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def add_parser(commands: Any) -> None:
     k.add_argument("--max-replicas", type=int, default=8)
     k.add_argument("--scale-down-stabilization", type=float, default=0.0)
     k.add_argument("--rate-period", type=float, default=1.0, help="HPA scaling policy period")
+    g = p.add_argument_group("gateway (its target file)")
+    g.add_argument("--request-timeout", type=float, default=60.0, help="a request's deadline, s")
+    g.add_argument("--queue-limit", type=int, default=10_000, help="waiting requests, then 429")
     o = p.add_argument_group("output")
     o.add_argument("--tail-s", type=float, default=60.0, help="max wait for zero after traffic")
     o.add_argument("--out", type=Path, default=Path("build/demo"))
@@ -68,15 +71,15 @@ def add_parser(commands: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     import json
 
-    from scaler.demo import queue
     from scaler.demo.run import DemoConfig, run
+    from scaler.demo.target import NAMESPACE, TARGET
     from scaler.target_config import MetadataError, parse_target_config
 
     # The pods' own cold start and service time, the 2 s SLO and the SLO hold's hour, in
     # demo time (the conversation trace's mean request holds a slot 6.45 s:
     # docs/simulator.md).
     metadata = {
-        "queueKey": queue.QUEUE_KEY,
+        "queueType": "gateway",  # the gateway's streams of the target, every class
         "coldStartSeconds": f"{args.cold_start_s:g}",
         "serviceSeconds": f"{6.45 / args.speedup:.3g}",
         "sloWaitSeconds": f"{2.0 / args.speedup:.3g}",
@@ -91,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         metadata[key.strip()] = value.strip()
     try:  # what the scaler would answer INVALID_ARGUMENT to, said before anything starts
-        parsed = parse_target_config(queue.NAMESPACE, queue.TARGET, metadata)
+        parsed = parse_target_config(NAMESPACE, TARGET, metadata)
     except MetadataError as exc:
         print(f"demo: bad trigger metadata: {exc}")
         return 2
@@ -119,6 +122,8 @@ def main(args: argparse.Namespace) -> int:
         scale_down_stabilization_s=args.scale_down_stabilization,
         rate_period_s=args.rate_period,
         tail_s=args.tail_s,
+        request_timeout_s=args.request_timeout,
+        queue_limit=args.queue_limit,
         out=args.out,
         view=not args.no_view,
         plot=not args.no_plot,
@@ -126,7 +131,16 @@ def main(args: argparse.Namespace) -> int:
     summary = run(config)
     shown = {
         k: summary[k]
-        for k in ("outcome", "duration_s", "requests", "replicas", "timing_s")
+        for k in (
+            "outcome",
+            "duration_s",
+            "books",
+            "latency_s",
+            "wait_s",
+            "replicas",
+            "fleet_vs_need",
+            "timing_s",
+        )
         if k in summary
     }
     print(json.dumps(shown, indent=2))

@@ -4,8 +4,8 @@ Scale-up starts `python -m scaler.demo.pod` processes (each its own process
 group: the pod and its sidecar), created now and ready after the cold start.
 Scale-down deletes as a ReplicaSet does: pods not yet ready first, then the
 newest; a deleted pod gets SIGTERM (it and its sidecar, as both containers of
-a pod do), finishes its requests and exits; it is no longer counted as a
-replica but is shown as draining until it is gone.
+a pod do): its worker takes no more and finishes what it holds, then it exits.
+It is no longer counted as a replica but is shown as draining until it is gone.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from scaler.demo import queue
 from scaler.demo.supervise import Child, Supervisor
+from scaler.demo.target import POD_STATES
 
-_POD_LAYER = 2
+_POD_LAYER = 3  # stopped first: above the gateway (2), the scalers (1) and Redis (0)
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Fleet:
         )
 
     def _states(self) -> dict[str, str]:
-        raw = self.client.hgetall(queue.POD_STATES)
+        raw = self.client.hgetall(POD_STATES)
         return {_text(k): _text(v) for k, v in raw.items()}
 
     def _create(self) -> None:

@@ -15,8 +15,10 @@ def plot(samples: list[Sample], path: Path, title: str, traffic_end_s: float) ->
 
     t = [s.t_s for s in samples]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=[3, 2])
-    top.plot(t, [s.demand for s in samples], label="demand (queue + in flight)", lw=1.2)
-    top.plot(t, [s.queue for s in samples], label="queue depth (Redis)", lw=0.8, alpha=0.8)
+    top.plot(t, [s.demand for s in samples], label="demand (waiting + in flight)", lw=1.2)
+    top.plot(
+        t, [s.queue for s in samples], label="waiting in the gateway's streams", lw=0.8, alpha=0.8
+    )
     top.step(t, [s.metric for s in samples], where="post", label="GetMetrics (scaler)", lw=1.5)
     top.set_ylabel("requests")
     top.legend(loc="upper right", fontsize=8)

@@ -1,44 +1,54 @@
 """`python -m scaler.demo.pod`: one simulated inference pod, as one process group.
 
-The pod is a Triton stand-in (`scaler.demo.triton_standin`: Triton's real gRPC
-API and metrics page) whose load is the requests this process serves, and a real
-`python -m sidecar` pointed at it, exactly as in a Triton pod. The pod is not
-ready until `--cold-start-s` after it was created (`--created-at`, the moment
-the emulated Deployment asked for it), which is what the sidecar sees through
-ServerReady / ModelReady and reports as a starting pod.
+The pod is what a Triton pod with our sidecar is, with the GPU simulated: a Triton
+stand-in (`scaler.demo.triton_standin`: Triton's readiness, metrics page and KServe v2
+infer over HTTP) and a real `python -m sidecar` with WORKER=on pointed at it. The pod
+takes nothing itself: the sidecar's worker takes the gateway's queued requests into its
+free slots and runs each on the stand-in through tritonclient, as in production.
 
-Serving: while ready, every tick it takes up to its free slots from the queue
-(one script, counted; see `scaler.demo.queue`) and holds each request for
-(input / prefill_tps + output x decode_ms) / speedup seconds, the simulator's
-service model. The stand-in publishes the count as TensorRT-LLM's `active`
-(`max` = slots), which the sidecar reports as in flight.
+The stand-in executes model `llm`: each request is held for the simulator's service time,
+(input_lengths / prefill_tps + request_output_len x decode_ms) / speedup seconds, from the
+request's two INT32 inputs (TensorRT-LLM's names), and the count it runs is TensorRT-LLM's
+`active` gauge (`max` = slots), which the sidecar reports beside the worker's exact count.
+The pod is not ready until `--cold-start-s` after it was created (`--created-at`, the
+moment the emulated Deployment asked for it): the sidecar sees it through Triton's
+readiness, reports a starting pod, and its worker starts taking the moment it turns ready.
 
-SIGTERM (the pod is deleted; its sidecar, in the same process group, gets it
-too and removes the report): take nothing more, finish what is in flight, then
-exit. Requests still unfinished after `--grace-s` go back to the head of the
-queue, so none is lost.
+SIGTERM (the pod is deleted) reaches the whole group, as both containers of a pod get it:
+the sidecar removes its report, its worker stops taking and finishes what it holds within
+WORKER_GRACE_SECONDS (`--grace-s`); the stand-in serves until the sidecar has exited, as
+Triton finishes the requests it was given, then stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import heapq
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import redis
 
-from scaler.demo import queue
-from scaler.demo.queue import Request
 from scaler.demo.supervise import Child
-from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
+from scaler.demo.target import MODEL, NAMESPACE, POD_STATES, TARGET
+from scaler.demo.triton_standin import (
+    InferModel,
+    Inputs,
+    ModelFigures,
+    TritonStandIn,
+    TrtFigures,
+)
 
 log = logging.getLogger("demo.pod")
-_TICK_S = 0.01
+_TICK_S = 0.02
+# Inputs of the stand-in's model, as TensorRT-LLM's `tensorrt_llm` model names them.
+INPUT_TOKENS = "input_lengths"
+OUTPUT_TOKENS = "request_output_len"
+ServiceTime = Callable[[Inputs], float]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,117 +66,89 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def service_time(prefill_tps: float, decode_ms: float, speedup: float) -> ServiceTime:
+    """The simulator's service model, in demo time, read from a request's inputs."""
+
+    def service_s(inputs: Inputs) -> float:
+        try:
+            tokens_in = int(inputs[INPUT_TOKENS][0])
+            tokens_out = int(inputs[OUTPUT_TOKENS][0])
+        except (KeyError, IndexError):
+            raise KeyError(
+                f"inputs {INPUT_TOKENS} and {OUTPUT_TOKENS} (INT32, shape [1, 1]) are required"
+            ) from None
+        if tokens_in < 0 or tokens_out < 0:
+            raise ValueError(f"{INPUT_TOKENS} and {OUTPUT_TOKENS} must be >= 0")
+        return (tokens_in / prefill_tps + tokens_out * decode_ms / 1e3) / speedup
+
+    return service_s
+
+
 class Pod:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.name: str = args.name
         self.client = redis.Redis.from_url(args.redis_url, socket_timeout=2)
-        self.take = self.client.register_script(queue.TAKE_LUA)
         self.triton = TritonStandIn()
-        self.inflight: list[tuple[float, int, str]] = []  # (done at, id, request) heap
         self.ready_at = (args.created_at or time.time()) + args.cold_start_s
-        self.ready = False
         # A plain flag: a signal handler must not take a lock (Event.set would, and
         # deadlock with a wait() it interrupted on the same thread).
         self.stopping = False
 
-    def service_s(self, request: Request) -> float:
-        a = self.args
-        seconds = request.input_tokens / a.prefill_tps + request.output_tokens * a.decode_ms / 1e3
-        return float(seconds / a.speedup)
-
-    def publish_load(self) -> None:
-        trt = TrtFigures(active=len(self.inflight), max=self.args.slots, waiting=0)
-        self.triton.set_models({queue.MODEL: ModelFigures(trt=trt)})
-
     def run(self) -> None:
-        self.client.hset(queue.POD_STATES, self.name, "starting")
-        self.triton.start()
-        self.publish_load()
+        self.client.hset(POD_STATES, self.name, "starting")
+        a = self.args
+        trt = TrtFigures(active=0, max=a.slots, waiting=0)
+        self.triton.set_models({MODEL: ModelFigures(trt=trt)})
+        self.triton.serve_infer(
+            MODEL, InferModel(a.slots, service_time(a.prefill_tps, a.decode_ms, a.speedup))
+        )
         self.triton.set_ready(server=False)
+        self.triton.start()
         argv = [sys.executable, "-m", "sidecar"]
         sidecar = Child("sidecar", argv, self.sidecar_env(), None, own_group=False)
         try:
-            self.serve()
-            self.drain()
+            self.wait_ready()
+            if not self.stopping:
+                self.triton.set_ready(server=True, models=(MODEL,))
+                self.client.hset(POD_STATES, self.name, "ready")
+                log.info("%s ready", self.name)
+            while not self.stopping and sidecar.alive():
+                time.sleep(_TICK_S)
+            if sidecar.alive():
+                self.client.hset(POD_STATES, self.name, "draining")
+            # The sidecar got the group's SIGTERM too: its worker drains within the grace.
+            sidecar.wait_or_kill(a.grace_s + 5)
         finally:
-            sidecar.stop(5.0)
+            sidecar.stop(1.0)
             self.triton.stop()
             with contextlib.suppress(redis.RedisError):  # Redis went first: nothing to tell
-                self.client.hdel(queue.POD_STATES, self.name)
+                self.client.hdel(POD_STATES, self.name)
             self.client.close()
+
+    def wait_ready(self) -> None:
+        while not self.stopping and time.time() < self.ready_at:
+            time.sleep(min(_TICK_S, max(0.0, self.ready_at - time.time())))
 
     def sidecar_env(self) -> dict[str, str]:
         return {
             **os.environ,
             "POD_NAME": self.name,
-            "POD_NAMESPACE": queue.NAMESPACE,
-            "TARGET_NAME": queue.TARGET,
+            "POD_NAMESPACE": NAMESPACE,
+            "TARGET_NAME": TARGET,
             "REDIS_URL": self.args.redis_url,
             "TRITON_HTTP_URL": self.triton.http_url,
             "TRITON_METRICS_URL": self.triton.metrics_url,
-            "TRITON_MODELS": queue.MODEL,
+            "TRITON_MODELS": MODEL,
             "CAPACITY": str(self.args.slots),
             "POLL_INTERVAL_SECONDS": str(self.args.sidecar_poll_interval),
             "BIND_ADDRESS": "127.0.0.1",
             "METRICS_PORT": "0",
             "LOG_LEVEL": "WARNING",
+            "WORKER": "on",
+            "WORKER_SLOTS": str(self.args.slots),
+            "WORKER_GRACE_SECONDS": str(self.args.grace_s),
         }
-
-    def serve(self) -> None:
-        while not self.stopping:
-            now = time.time()
-            if not self.ready and now >= self.ready_at:
-                self.triton.set_ready(server=True, models=(queue.MODEL,))
-                self.client.hset(queue.POD_STATES, self.name, "ready")
-                self.ready = True
-                log.info("%s ready", self.name)
-            changed = self.complete(now)
-            free = self.args.slots - len(self.inflight)
-            if self.ready and free > 0:
-                changed |= self.take_some(free, now)
-            if changed:
-                self.publish_load()
-            time.sleep(_TICK_S)
-
-    def take_some(self, free: int, now: float) -> bool:
-        items = self.take(keys=[queue.QUEUE_KEY, queue.TAKEN], args=[free])
-        if not items:
-            return False
-        waits = []
-        for item in items:
-            request = Request.decode(item)
-            done_at = now + self.service_s(request)
-            raw = item.decode() if isinstance(item, bytes) else str(item)
-            heapq.heappush(self.inflight, (done_at, request.id, raw))
-            waits.append(f"{max(0.0, now - request.arrival_wall_s):.4f}")
-        self.client.rpush(queue.WAITS, *waits)
-        return True
-
-    def complete(self, now: float) -> bool:
-        done = 0
-        while self.inflight and self.inflight[0][0] <= now:
-            heapq.heappop(self.inflight)
-            done += 1
-        if done:
-            self.client.incrby(queue.COMPLETED, done)
-        return done > 0
-
-    def drain(self) -> None:
-        self.client.hset(queue.POD_STATES, self.name, "draining")
-        deadline = time.monotonic() + self.args.grace_s
-        while self.inflight and time.monotonic() < deadline:
-            if self.complete(time.time()):
-                self.publish_load()
-            time.sleep(_TICK_S)
-        if self.inflight:  # out of time: give them back, a gateway would retry them
-            raw = [r for _, _, r in sorted(self.inflight)]
-            pipe = self.client.pipeline(transaction=True)
-            pipe.lpush(queue.QUEUE_KEY, *reversed(raw))
-            pipe.incrby(queue.REQUEUED, len(raw))
-            pipe.execute()
-            log.warning("%s: %d requests back to the queue", self.name, len(raw))
-            self.inflight.clear()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,33 +1,34 @@
 """The demo's orchestration: start everything, run the loop, stop everything, report.
 
 Processes (each in its own process group, through `scaler.demo.guard`):
-redis-server; two `python -m scaler serve` replicas; and one
-`python -m scaler.demo.pod` per replica KEDA/HPA set, each with its own
-`python -m sidecar`. In this process: the traffic generator (a thread), the
-KEDA/HPA emulator (`scaler.demo.emulator`: the stream on a thread, the polls on
-the main loop), the emulated Deployment (`scaler.demo.fleet`), the view and the
-books. The main loop runs every 0.1 s: pushes, polls and syncs that are due,
-pods created or deleted to match, a sample every 0.25 s.
+redis-server; two `python -m scaler serve` replicas; one `python -m gateway`; and one
+`python -m scaler.demo.pod` per replica KEDA/HPA set, each a Triton stand-in with its own
+`python -m sidecar` (WORKER=on). The request path is production's: the traffic
+generator's HTTP requests -> the gateway -> the target's Redis streams -> the pods'
+workers -> the stand-ins, and the answers back the same way. In this process: the
+traffic generator (its own thread and event loop), the KEDA/HPA emulator
+(`scaler.demo.emulator`: the stream on a thread, the polls on the main loop), the
+emulated Deployment (`scaler.demo.fleet`), the view and the books. The main loop runs
+every 0.1 s: pushes, polls and syncs that are due, pods created or deleted to match, a
+sample every 0.25 s.
 
-The run ends when the traffic is over and everything is back at zero (no
-request queued or in flight, zero replicas, every pod process gone), or after
-`tail_s` more seconds, or on Ctrl-C / SIGTERM. Whichever way it ends, the
-`finally` stops every child (pods, then scalers, then Redis: SIGTERM to each
-group, SIGKILL after the grace period) before the summary, the timeline and the
-plot are written under `out`.
+The run ends when the traffic is over and everything is back at zero (every request
+answered or failed by name, nothing in the streams, zero replicas, every pod process
+gone), or after `tail_s` more seconds, or on Ctrl-C / SIGTERM. Whichever way it ends,
+the traffic generator stops (what it still waits for is counted `unanswered_at_stop`),
+the gateway's books are read, and the `finally` stops every child (pods, then the
+gateway, then scalers, then Redis: SIGTERM to each group, SIGKILL after the grace
+period) before the summary, the timeline and the plot are written under `out`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
 import os
 import shutil
 import signal
-import socket
-import sys
 import time
 import urllib.request
 import uuid
@@ -36,22 +37,22 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import grpc
 import numpy as np
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scaler._generated import externalscaler_pb2 as pb
-from scaler.demo import queue
 from scaler.demo.emulator import KedaEmulator, keda_config
+from scaler.demo.figures import figures, gateway_books
 from scaler.demo.fleet import Fleet
 from scaler.demo.plot import plot
-from scaler.demo.supervise import DEMO_RUN_ENV, Child, Supervisor
+from scaler.demo.processes import Flag, Stopped, start_gateway, start_redis, start_scalers
+from scaler.demo.supervise import DEMO_RUN_ENV, Supervisor
+from scaler.demo.target import NAMESPACE, TARGET, StreamReader
 from scaler.demo.timeline import Sample, write_csv
 from scaler.demo.traffic import TrafficGenerator, TrafficPlan, plan
 from scaler.demo.view import TerminalView
-from scaler.local_redis import find_redis_server, free_port
 from scaler.simulator.trace import Trace, load_csv, make_trace
+from scaler.target_config import parse_target_config
 
 log = logging.getLogger("demo")
 
@@ -62,7 +63,8 @@ _VIEW_S = 0.5
 # Trigger metadata for the demo, shrunk to demo time (README "Local demo").
 DEMO_METADATA = {
     "targetConcurrency": "8",
-    "queueKey": queue.QUEUE_KEY,
+    # The gateway's streams of this target, every priority class (no queueKey).
+    "queueType": "gateway",
     "scaleDownDelaySeconds": "5",
     "scaleToZeroDelaySeconds": "5",
     "burstWindowSeconds": "1",
@@ -95,27 +97,12 @@ class DemoConfig:
     scale_down_stabilization_s: float = 0.0
     rate_period_s: float = 1.0
     tail_s: float = 60.0  # after the traffic, at most this long for everything to reach zero
+    # The gateway's target: a request's deadline, and the waiting requests past which it 429s.
+    request_timeout_s: float = 60.0
+    queue_limit: int = 10_000
     out: Path = Path("build/demo")
     view: bool = True
     plot: bool = True
-
-
-class _Flag:
-    """Set from a signal handler: a plain attribute (threading.Event.set takes a lock,
-    which a handler must not)."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-
-class _Stopped(Exception):
-    """Ctrl-C or SIGTERM during start-up."""
 
 
 def load_trace(config: DemoConfig) -> Trace:
@@ -139,13 +126,14 @@ def run(config: DemoConfig) -> dict[str, Any]:
     traffic_plan = plan(
         trace, config.trace_start_s, config.duration_s, config.speedup, config.rate_scale
     )
+    target_config = parse_target_config(NAMESPACE, TARGET, config.metadata)
     logs = config.out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     run_id = os.environ.get(DEMO_RUN_ENV) or uuid.uuid4().hex  # a caller may choose it
     env = {**os.environ, DEMO_RUN_ENV: run_id, "PYTHONUNBUFFERED": "1"}
     supervisor = Supervisor(logs, env)
-    stop = _Flag()
+    stop = Flag()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()  # no lock taken: safe in a signal handler
@@ -153,17 +141,20 @@ def run(config: DemoConfig) -> dict[str, Any]:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     samples: list[Sample] = []
     outcome = "interrupted"
-    figures: dict[str, Any] = {}
+    measured: dict[str, Any] = {}
     traffic: TrafficGenerator | None = None
     emulator: KedaEmulator | None = None
     client: redis.Redis | None = None
     try:
-        redis_url = _start_redis(supervisor, stop)
+        redis_url = start_redis(supervisor, stop)
         client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        scalers = _start_scalers(supervisor, redis_url, config.scaler_replicas, stop)
+        scalers = start_scalers(supervisor, redis_url, config.scaler_replicas, stop)
+        gateway = start_gateway(
+            supervisor, redis_url, config.request_timeout_s, config.queue_limit, stop
+        )
         ref = pb.ScaledObjectRef(
-            name=queue.TARGET,
-            namespace=queue.NAMESPACE,
+            name=TARGET,
+            namespace=NAMESPACE,
             scalerMetadata={"scalerAddress": "llm-scaler.llm-scaler:9090", **config.metadata},
         )
         emulator = KedaEmulator(
@@ -180,9 +171,11 @@ def run(config: DemoConfig) -> dict[str, Any]:
             ),
         )
         fleet = Fleet(supervisor, client, redis_url, _pod_args(config))
+        streams = StreamReader(client)
         reasons = _Reasons([f"http://127.0.0.1:{m}/metrics" for _, m in scalers])
         view = TerminalView(_header(config, trace, traffic_plan)) if config.view else None
-        traffic = TrafficGenerator(traffic_plan, redis_url)
+        # The client gives up a little after the gateway's own deadline would have answered.
+        traffic = TrafficGenerator(traffic_plan, gateway.infer_url, config.request_timeout_s + 10)
         emulator.start()
         t0 = time.monotonic()
         traffic.start()
@@ -194,12 +187,12 @@ def run(config: DemoConfig) -> dict[str, Any]:
             fleet.reap()
             if traffic.error is not None:
                 raise RuntimeError("traffic generator failed") from traffic.error
-            traffic_over = traffic.done and now >= config.duration_s
+            traffic_over = traffic.all_sent and now >= config.duration_s
             if now >= next_sample:
                 next_sample = now + _SAMPLE_S
-                samples.append(_sample(now, client, emulator, fleet, reasons))
+                samples.append(_sample(now, traffic, streams, emulator, fleet, reasons))
                 s = samples[-1]
-                settled = s.demand == 0 and s.pushed == len(traffic_plan)
+                settled = traffic.outstanding == 0 and s.demand == 0
                 if traffic_over and settled and emulator.replicas == 0 and not fleet.pods:
                     outcome = "finished"
                     break
@@ -212,9 +205,14 @@ def run(config: DemoConfig) -> dict[str, Any]:
             time.sleep(_TICK_S)
         if stop.is_set():
             outcome = "interrupted"
-        figures = _figures(samples, emulator, fleet, traffic, t0, config)
-        figures["waits"] = _waits(client)
-    except _Stopped:
+        traffic.stop()  # before the books: what is still outstanding is counted
+        zero_budget_s = _zero_budget_s(config)
+        measured = figures(
+            samples, emulator, fleet, traffic, t0, config.duration_s, config.cold_start_s,
+            target_config.config.replica_target, zero_budget_s,
+        )  # fmt: skip
+        measured["gateway_books"] = gateway_books(gateway.metrics_url)
+    except Stopped:
         outcome = "interrupted"
     finally:
         if traffic is not None:
@@ -233,7 +231,7 @@ def run(config: DemoConfig) -> dict[str, Any]:
         "trace": trace.name,
         "trace_window_s": [traffic_plan.trace_start_s, traffic_plan.trace_end_s],
         "planned_requests": len(traffic_plan),
-        **figures,
+        **measured,
     }
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -249,6 +247,15 @@ def run(config: DemoConfig) -> dict[str, Any]:
     return summary
 
 
+def _zero_budget_s(config: DemoConfig) -> float | None:
+    """scaleToZeroDelaySeconds + cooldownPeriod, when the metadata sets the delay."""
+    delay = config.metadata.get("scaleToZeroDelaySeconds")
+    try:
+        return None if delay is None else float(delay) + config.cooldown_period_s
+    except ValueError:
+        return None
+
+
 def _pod_args(config: DemoConfig) -> list[str]:
     return [
         "--slots", str(config.slots),
@@ -257,65 +264,6 @@ def _pod_args(config: DemoConfig) -> list[str]:
         "--prefill-tps", str(config.prefill_tps),
         "--decode-ms", str(config.decode_ms),
     ]  # fmt: skip
-
-
-def _start_redis(supervisor: Supervisor, stop: _Flag) -> str:
-    port = free_port()
-    argv = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    argv += ["--appendonly", "no", "--dir", str(supervisor.log_dir)]
-    child = supervisor.start("redis", argv, layer=0)
-    _wait(lambda: _listening(port), child, stop, "redis-server")
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def _start_scalers(
-    supervisor: Supervisor, redis_url: str, replicas: int, stop: _Flag
-) -> list[tuple[int, int]]:
-    """`python -m scaler serve`, as in production; (gRPC port, metrics port) each, once ready."""
-    started: list[tuple[Child, int, int]] = []
-    for i in range(replicas):
-        grpc_port, metrics_port = free_port(), free_port()
-        env = {
-            "REDIS_URL": redis_url,
-            "GRPC_PORT": str(grpc_port),
-            "METRICS_PORT": str(metrics_port),
-            "BIND_ADDRESS": "127.0.0.1",
-            "SHUTDOWN_GRACE_SECONDS": "2",
-        }
-        argv = [sys.executable, "-m", "scaler", "serve"]
-        started.append(
-            (supervisor.start(f"scaler-{i}", argv, env, layer=1), grpc_port, metrics_port)
-        )
-    for child, grpc_port, _ in started:
-        _wait(lambda p=grpc_port: _serving(p), child, stop, child.name)
-    return [(g, m) for _, g, m in started]
-
-
-def _wait(ready: Any, child: Child, stop: _Flag, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if stop.is_set():
-            raise _Stopped
-        if not child.alive():
-            raise RuntimeError(f"{what} exited at start; see {child.name}.log")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout_s:g} s")
-        time.sleep(0.05)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        request = health_pb2.HealthCheckRequest(service="externalscaler.ExternalScaler")
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(request, timeout=0.5)
-        except grpc.RpcError:
-            return False
-        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 class _Reasons:
@@ -350,17 +298,23 @@ class _Reasons:
 
 
 def _sample(
-    now: float, client: redis.Redis, emulator: KedaEmulator, fleet: Fleet, reasons: _Reasons
+    now: float,
+    traffic: TrafficGenerator,
+    streams: StreamReader,
+    emulator: KedaEmulator,
+    fleet: Fleet,
+    reasons: _Reasons,
 ) -> Sample:
-    books = queue.read_books(client)
+    load = streams.read()
     counts = fleet.counts()
     last = emulator.last
     return Sample(
         t_s=round(now, 3),
-        pushed=books.pushed,
-        completed=books.completed,
-        queue=books.queue,
-        inflight=books.inflight,
+        sent=traffic.sent,
+        answered=traffic.answered,
+        errors=sum(traffic.errors.values()),
+        queue=load.waiting,
+        inflight=load.inflight,
         metric=last.metric if last else 0.0,
         active=last.active if last else False,
         desired=emulator.replicas,
@@ -386,87 +340,3 @@ def _header(config: DemoConfig, trace: Trace, traffic: TrafficPlan) -> str:
         f"{md.get('targetConcurrency')}, scaleDownDelaySeconds {md.get('scaleDownDelaySeconds')}, "
         f"scaleToZeroDelaySeconds {md.get('scaleToZeroDelaySeconds')}"
     )
-
-
-def _first(samples: list[Sample], test: Any, after: float = -math.inf) -> float | None:
-    return next((s.t_s for s in samples if s.t_s >= after and test(s)), None)
-
-
-def _figures(
-    samples: list[Sample],
-    emulator: KedaEmulator,
-    fleet: Fleet,
-    traffic: TrafficGenerator,
-    t0: float,
-    config: DemoConfig,
-) -> dict[str, Any]:
-    last = samples[-1] if samples else None
-    first_push = None if traffic.first_push_s is None else round(traffic.first_push_s - t0, 3)
-    peak = max((s.desired for s in samples), default=0)
-    # The moment the last request finished: demand back at 0 for good after the traffic.
-    drained = None
-    for s in reversed(samples):
-        if s.demand > 0:
-            break
-        drained = s.t_s
-    drained = drained if drained is not None and drained >= config.duration_s * 0.5 else None
-    first_replica = _first(samples, lambda s: s.desired > 0)
-    first_ready = _first(samples, lambda s: s.ready > 0)
-    at_peak = _first(samples, lambda s: s.desired == peak) if peak else None
-    zero = _first(samples, lambda s: s.desired == 0, after=drained) if drained else None
-    gone = (
-        _first(samples, lambda s: s.desired + s.draining + s.starting + s.ready == 0, after=drained)
-        if drained
-        else None
-    )
-
-    def since(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else round(a - b, 3)
-
-    return {
-        "duration_s": round(last.t_s, 3) if last else 0.0,
-        "requests": {
-            "pushed": last.pushed if last else 0,
-            "completed": last.completed if last else 0,
-            "queue_left": last.queue if last else 0,
-            "inflight_left": last.inflight if last else 0,
-            "lost": (last.pushed - last.completed - last.queue - last.inflight) if last else 0,
-        },
-        "replicas": {
-            "peak": peak,
-            "peak_ready": max((s.ready for s in samples), default=0),
-            "pods_created": fleet.created,
-            "pods_deleted": fleet.deleted,
-            "scale_downs": sum(1 for a, b in itertools.pairwise(samples) if b.desired < a.desired),
-        },
-        "timing_s": {
-            "first_request": first_push,
-            "first_replica": first_replica,
-            "first_ready": first_ready,
-            "wake_up": since(first_replica, first_push),
-            "first_request_to_ready": since(first_ready, first_push),
-            "first_request_to_peak": since(at_peak, first_push),
-            "demand_zero": drained,
-            "zero_replicas": zero,
-            "all_pods_gone": gone,
-            "demand_zero_to_zero_replicas": since(zero, drained),
-        },
-        "scaler": {
-            "rpc_rounds_failed": emulator.errors,
-            "unary_calls": emulator.calls,
-            "stream_pushes": emulator.pushes,
-            "reasons_seen": sorted(set(s.reason for s in samples if s.reason)),
-        },
-    }
-
-
-def _waits(client: redis.Redis) -> dict[str, float]:
-    raw = client.lrange(queue.WAITS, 0, -1)
-    if not raw:
-        return {}
-    waits = np.array([float(w) for w in raw])
-    return {
-        "p50_s": round(float(np.percentile(waits, 50)), 3),
-        "p99_s": round(float(np.percentile(waits, 99)), 3),
-        "max_s": round(float(waits.max()), 3),
-    }

@@ -1,4 +1,4 @@
-"""What the demo records every sample: the books, the answers, the fleet."""
+"""What the demo records every sample: the client's books, the streams, the answers, the fleet."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Sample:
     t_s: float  # wall seconds since traffic started
-    pushed: int
-    completed: int
-    queue: int  # requests waiting in Redis (LLEN)
-    inflight: int  # taken by a pod, not finished
+    sent: int  # requests the client sent the gateway
+    answered: int  # answered by a pod, relayed by the gateway
+    errors: int  # ended with a named error
+    queue: int  # waiting in the gateway's streams, not yet taken by a worker
+    inflight: int  # taken by a pod's worker, not yet answered
     metric: float  # the scaler's last GetMetrics answer
     active: bool  # its last IsActive answer
     desired: int  # replicas KEDA/HPA set

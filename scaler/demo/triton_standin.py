@@ -15,12 +15,23 @@ Triton prints it (HELP/TYPE lines, labels in alphabetical order, counters withou
 `_total`, GPU families the sidecar must skip). Both run in threads, so sync and
 asyncio tests can use them alike, and `stop`/`start` keep the ports, as a
 restarted Triton container would.
+
+`serve_infer` makes the HTTP side execute a model as well: KServe v2
+`POST /v2/models/<m>[/versions/<v>]/infer` with JSON tensors, as tritonclient's HTTP
+client sends it. Each request is held for the model's service time (a function of its
+inputs) in its own thread, at most `slots` at once (the rest wait, as in the engine's own
+queue); the count executing and waiting is published as TensorRT-LLM's `active` and
+`waiting` gauges, and Triton's success and duration counters move as each completes.
+The answer carries two FP64 outputs: `started_at` (unix seconds the execution began) and
+`service_s` (how long it was held). A model not ready answers 400, as Triton does.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,6 +163,31 @@ def exposition(models: dict[str, ModelFigures], gpus: int = 2) -> str:
     return "\n".join(out) + "\n"
 
 
+# The inputs of one request, by name, as flat lists (KServe v2 data is row-major).
+Inputs = Mapping[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class InferModel:
+    """A model the stand-in executes. `service_s(inputs)` raises KeyError/ValueError for
+    inputs it cannot use; the client gets 400 naming them."""
+
+    slots: int
+    service_s: Callable[[Inputs], float]
+
+
+@dataclass
+class _Executing:
+    model: InferModel
+    gate: threading.Semaphore
+    active: int = 0
+    waiting: int = 0
+    success: int = 0
+    request_us: float = 0.0
+    queue_us: float = 0.0
+    compute_us: float = 0.0
+
+
 @dataclass
 class _State:
     server_ready: bool = False
@@ -162,6 +198,7 @@ class _State:
     health_status: int | None = None  # forced answer of /v2/health/ready (a proxy's, say)
     iterations: dict[str, float] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    executing: dict[str, _Executing] = field(default_factory=dict)
 
 
 class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -205,6 +242,25 @@ class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[
     def ServerMetadata(self, request: Any, context: Any) -> Any:
         self._count("ServerMetadata")
         return service_pb2.ServerMetadataResponse(name="triton", version="2.52.0")
+
+
+class _Server(ThreadingHTTPServer):
+    # A pod that turns ready gets all its slots' requests at once: the default backlog of
+    # 5 would drop the rest of those connects, and the client would retry a second later.
+    request_queue_size = 128
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def _flat(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flat(item) if isinstance(item, list) else [item])
+    return flat
 
 
 class TritonStandIn:
@@ -251,6 +307,21 @@ class TritonStandIn:
             if state.models is None:
                 return state.metrics_text, state.metrics_status
             models = dict(state.models)
+            for name, run in state.executing.items():
+                figures = models.get(name)
+                if figures is None:
+                    continue
+                figures = replace(
+                    figures,
+                    success=run.success,
+                    request_duration_us=run.request_us,
+                    queue_duration_us=run.queue_us,
+                    compute_infer_duration_us=run.compute_us,
+                )
+                if figures.trt is not None:
+                    live = replace(figures.trt, active=run.active, waiting=run.waiting)
+                    figures = replace(figures, trt=live)
+                models[name] = figures
             for name, figures in models.items():
                 trt = figures.trt
                 if trt is not None and trt.iteration_counter is None:
@@ -287,6 +358,64 @@ class TritonStandIn:
             state.calls[method] = state.calls.get(method, 0) + 1
         return (200, b"") if ready else (400, b"")
 
+    def serve_infer(self, name: str, model: InferModel) -> None:
+        """Execute `name` on KServe v2 infer from now on (see the module docstring)."""
+        with self._lock:
+            self._state.executing[name] = _Executing(model, threading.Semaphore(model.slots))
+
+    def _infer(self, path: str, body: bytes, binary: bool) -> tuple[int, bytes]:
+        """One KServe v2 infer request, executed on the calling (handler) thread."""
+        parts = path.split("?", 1)[0].split("/")  # "", v2, models, m, [versions, v,] infer
+        if len(parts) not in (5, 7) or parts[2] != "models" or parts[-1] != "infer":
+            return 404, b'{"error":"not found"}'
+        name = unquote(parts[3])
+        with self._lock:
+            run = self._state.executing.get(name)
+            ready = self._state.server_ready and name in self._state.ready_models
+        if run is None:
+            return 400, _error(f"Request for unknown model: '{name}' is not found")
+        if not ready:
+            return 400, _error(f"Request for unknown model: '{name}' is not ready")
+        if binary:
+            return 400, _error("the stand-in takes JSON tensors only (no binary extension)")
+        try:
+            request = json.loads(body)
+            inputs = {str(i["name"]): _flat(i["data"]) for i in request["inputs"]}
+            service_s = float(run.model.service_s(inputs))
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, _error(f"failed to parse the request: {type(exc).__name__}: {exc}")
+        arrived = time.monotonic()
+        with self._lock:
+            run.waiting += 1
+        run.gate.acquire()
+        started = time.monotonic()
+        started_at = time.time()
+        with self._lock:
+            run.waiting -= 1
+            run.active += 1
+        try:
+            time.sleep(max(0.0, service_s))
+        finally:
+            done = time.monotonic()
+            with self._lock:
+                run.active -= 1
+                run.success += 1
+                run.queue_us += (started - arrived) * 1e6
+                run.compute_us += (done - started) * 1e6
+                run.request_us += (done - arrived) * 1e6
+            run.gate.release()
+        answer = {
+            "model_name": name,
+            "model_version": parts[5] if len(parts) == 7 else "1",
+            "outputs": [
+                {"name": "started_at", "datatype": "FP64", "shape": [1], "data": [started_at]},
+                {"name": "service_s", "datatype": "FP64", "shape": [1], "data": [done - started]},
+            ],
+        }
+        if isinstance(request.get("id"), str):
+            answer["id"] = request["id"]
+        return 200, json.dumps(answer).encode()
+
     def calls(self, method: str) -> int:
         with self._lock:
             return self._state.calls.get(method, 0)
@@ -300,7 +429,7 @@ class TritonStandIn:
             raise RuntimeError(f"stand-in could not bind gRPC port {self.grpc_port}")
         server.start()
         self._grpc = server
-        self._http = ThreadingHTTPServer(("127.0.0.1", self.metrics_port), self._handler())
+        self._http = _Server(("127.0.0.1", self.metrics_port), self._handler())
         self._http.daemon_threads = True
         self._http_thread = threading.Thread(target=self._http.serve_forever, daemon=True)
         self._http_thread.start()
@@ -328,6 +457,16 @@ class TritonStandIn:
                     status, body = standin._health(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain; charset=utf-8; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                binary = "Inference-Header-Content-Length" in self.headers
+                status, body = standin._infer(self.path, self.rfile.read(length), binary)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -55,12 +55,14 @@ class TerminalView:
             f"{_BOLD}{self._header}{_RESET}",
             f"t = {s.t_s:6.1f} s   {phase}   {_DIM}Ctrl-C stops everything{_RESET}",
             "",
-            f"demand     {s.demand:5d}   queue {s.queue:4d} + in flight {s.inflight:4d}",
+            f"demand     {s.demand:5d}   gateway queue {s.queue:4d} + in flight in the workers "
+            f"{s.inflight:4d}",
             f"metric     {s.metric:7.1f} (GetMetrics: max demand over scaleDownDelaySeconds)",
             f"active     {active}      last decision: {_YELLOW}{s.reason or '-'}{_RESET}",
             f"replicas   {s.desired:5d}   ready {s.ready}  starting {s.starting}"
             f"  draining {s.draining}",
-            f"requests   pushed {s.pushed}  completed {s.completed}",
+            f"requests   sent {s.sent}  answered {s.answered}  errors {s.errors}"
+            f"   {_DIM}(client -> gateway -> Redis streams -> workers -> stand-ins){_RESET}",
             "",
             f"demand   |{sparkline([x.demand for x in recent], top)}| {top:g}",
             f"metric   |{sparkline([x.metric for x in recent], top)}|",
@@ -75,5 +77,6 @@ def _line(s: Sample, phase: str) -> str:
     return (
         f"t={s.t_s:6.1f}s {phase}: demand {s.demand} (queue {s.queue}), metric {s.metric:.1f}, "
         f"active {s.active}, replicas {s.desired} (ready {s.ready}, starting {s.starting}, "
-        f"draining {s.draining}), {s.reason or '-'}, completed {s.completed}/{s.pushed}"
+        f"draining {s.draining}), {s.reason or '-'}, answered {s.answered}/{s.sent}, "
+        f"errors {s.errors}"
     )
