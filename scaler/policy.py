@@ -314,7 +314,9 @@ def _slo_hold(
     ratio = slo.burst_ratio(config.slo_wait_s, config.service_s)
     oldest = window.oldest_bucket(now, horizon, width)
     seen = [(i * width, v) for i, v in buckets if i >= oldest and v > 0]
-    largest = slo.level(slo.recurring(seen), config.slo_target, ratio)
+    # One burst seen by decisions up to a burst window apart can fall in two buckets.
+    apart = width + window_s
+    largest = slo.level(slo.recurring(seen, apart), config.slo_target, ratio)
     slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
     # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
     metric = slots * config.target_utilization

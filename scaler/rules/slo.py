@@ -40,9 +40,11 @@ def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
     return max(slo_horizon_s, scale_down_delay_s)
 
 
-def recurring(peaks: list[tuple[float, float]]) -> list[float]:
+def recurring(peaks: list[tuple[float, float]], apart_s: float) -> list[float]:
     """Each burst as far as an earlier burst of the horizon reached: what a hold could have
-    served of it. `peaks` are (time, size) pairs; the answer is in time order.
+    served of it. `peaks` are (time, size) pairs; the answer is in time order. Bursts less
+    than `apart_s` apart may be one burst seen by two decisions (a surge at the edge of a
+    bucket shows in both), so an earlier burst counts only from `apart_s` before.
 
     A hold is set by the bursts it has seen and serves only those that come after, so it
     pays only for a size that comes back. A burst larger than every earlier one counts as
@@ -50,11 +52,14 @@ def recurring(peaks: list[tuple[float, float]]) -> list[float]:
     burst of all) counts as no more than the traffic before it, and so never sets the hold;
     a second surge of its size counts whole, and holds it while the first is in the horizon.
 
-    Worked example: bursts 30, 200, 40, 180 in that order -> 0, 30, 40, 180."""
-    counted, highest = [], 0.0
-    for _, size in sorted(peaks):
-        counted.append(min(size, highest))
-        highest = max(highest, size)
+    Worked example (apart 120 s): bursts 30, 200, 40, 180 at 0, 120, 240, 360 s -> 0, 30,
+    40, 180; at 0, 60, 240, 360 s -> 0, 0, 40, 180 (the 200 came too soon after the 30 to
+    tell it from it, and nothing earlier reached it)."""
+    ordered = sorted(peaks)
+    counted = []
+    for time_s, size in ordered:
+        earlier = [v for t, v in ordered if t <= time_s - apart_s]
+        counted.append(min(size, max(earlier, default=0.0)))
     return counted
 
 
