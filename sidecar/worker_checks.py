@@ -40,7 +40,10 @@ class RedisClock:
 
     async def sync(self, client: AnyRedis) -> None:
         before = self._clock()
-        seconds, micros = await client.time()
+        answer: Any = await client.time()
+        if isinstance(answer, dict):  # a Cluster may answer per node: any one will do
+            answer = next(iter(answer.values()))
+        seconds, micros = answer
         after = self._clock()
         redis_ms = seconds * 1000 + micros / 1000
         # Redis read the time somewhere in the round trip: its middle is the best guess.

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from gateway.contract import (
     CONSUMER_GROUP,
@@ -36,11 +36,14 @@ from gateway.contract import (
     streamed_key,
 )
 from scaler.local_redis import LocalRedis
+from scaler.redis_connect import RedisLink
 from sidecar.telemetry import WorkerMetrics
 from sidecar.worker import Worker, WorkerSettings
 from sidecar.worker_engine import Engine
+from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE
 from tests.real_triton import MODELS_DIR, Repository, TritonServer
+from tests.redis_deployments import Deployment
 
 TARGET = "llm"
 GATEWAY = "gw-0"
@@ -107,8 +110,11 @@ async def running_worker(
     ready: bool = True,
     clock: Callable[[], float] = time.monotonic,
     openai_url: str = "http://127.0.0.1:9",
+    sentinel_password: str | None = None,
 ) -> AsyncIterator[Running]:
-    client = Redis.from_url(redis_url)
+    # Connected as the sidecar connects (any REDIS_URL form), with bytes replies.
+    link = RedisLink(redis_url, None, 2.0, sentinel_password, decode_responses=False)
+    client = link.client
     engine = Engine(triton.http_url, openai_url)
     registry = CollectorRegistry()
     gate = asyncio.Event()
@@ -124,13 +130,13 @@ async def running_worker(
         stop.set()
         await task
         await worker.close()
-        await client.aclose()
+        await link.aclose()
 
 
 class Gateway:
     """Enqueues as the gateway does and reads its reply stream."""
 
-    def __init__(self, client: Redis, name: str = GATEWAY) -> None:
+    def __init__(self, client: Redis | RedisCluster, name: str = GATEWAY) -> None:
         self.client = client
         self.name = name
         self.incarnation = uuid.uuid4().hex
@@ -237,6 +243,51 @@ def scenario(redis_server: LocalRedis, body: Callable[[Redis], Awaitable[None]])
 
 
 # ---- the tests ----
+
+
+@pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
+def test_requests_round_trip_on_every_redis_deployment(
+    deployment: Deployment, redis_client: object, triton: TritonServer
+) -> None:
+    """Single, Sentinel and Cluster: the take, the checks (keys in the gateway's and the
+    target's slots) and the replies work alike; `redis_client` has flushed it."""
+
+    async def body() -> None:
+        link = RedisLink(
+            deployment.url, None, 2.0, deployment.sentinel_password, decode_responses=False
+        )
+        try:
+            gateway = Gateway(link.client)  # type: ignore[arg-type]
+            await gateway.live()
+            plain, _ = await gateway.enqueue(infer_body(0.01), priority="high")
+            streamed, _ = await gateway.enqueue(
+                {"DURATION_S": [0.1]},
+                model=STREAMER,
+                kind=Kind.GENERATE,
+                path=f"/v2/models/{STREAMER}/generate_stream",
+                stream=True,
+            )
+            gone, _ = await gateway.enqueue(infer_body(0.01), priority="low")
+            await link.client.zadd(cancelled_key(NAMESPACE, TARGET), {gone: 1})
+            async with running_worker(
+                deployment.url, triton, sentinel_password=deployment.sentinel_password
+            ) as running:
+                (reply,) = await gateway.answered(plain)
+                assert reply.status == 200
+                types = [r.type for r in await gateway.answered(streamed)]
+                assert types == [ReplyType.HEAD, *[ReplyType.CHUNK] * 3, ReplyType.END]
+
+                async def skipped() -> bool:
+                    return (
+                        running.sample("llm_sidecar_worker_skipped_total", reason="cancelled") == 1
+                    )
+
+                await until(skipped, 5, "the cancelled one skipped")
+            assert await gateway.replies_to(gone) == []
+        finally:
+            await link.aclose()
+
+    asyncio.run(body())
 
 
 def test_infer_round_trip_on_a_real_triton(redis_server: LocalRedis, triton: TritonServer) -> None:
