@@ -144,7 +144,7 @@ class Pod:
             "POLL_INTERVAL_SECONDS": str(self.args.sidecar_poll_interval),
             "BIND_ADDRESS": "127.0.0.1",
             "METRICS_PORT": "0",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",  # its start, readiness and the worker's exceptions: rare lines
             "WORKER": "on",
             "WORKER_SLOTS": str(self.args.slots),
             "WORKER_GRACE_SECONDS": str(self.args.grace_s),
