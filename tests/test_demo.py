@@ -30,7 +30,9 @@ import pytest
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
+from scaler.demo.figures import fleet_vs_need
 from scaler.demo.pod import INPUT_TOKENS, OUTPUT_TOKENS, service_time
+from scaler.demo.timeline import Sample
 from scaler.demo.triton_standin import InferModel, ModelFigures, TritonStandIn, TrtFigures
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -206,3 +208,20 @@ def _trt(standin: TritonStandIn) -> dict[str, float]:
             if kind in ("active", "waiting") and value:
                 found[kind] = value
     return found
+
+
+def _at(t_s: float, demand: int, ready: int) -> Sample:
+    return Sample(t_s, 0, 0, 0, demand, 0, 0.0, True, ready, ready, 0, 0, "")
+
+
+def test_fleet_against_the_need_per_sample_and_over_a_cold_start() -> None:
+    # Demand per replica 6.4: demand 19 needs 3, demand 5 needs 1, demand 0 counts as 1.
+    samples = [_at(0.0, 19, 4), _at(1.0, 19, 4), _at(2.0, 5, 4), _at(3.0, 0, 4), _at(9.0, 99, 9)]
+    found = fleet_vs_need(samples, 1.0, 3.0, 6.4, smooth_s=2.0)
+    assert found["samples"] == 3  # the window is [1; 3] s
+    assert found["max_ratio"] == 4.0  # 4 ready for a need of 1
+    assert found["mean_ratio"] == round((4 / 3 + 4 + 4) / 3, 3)
+    # Over the 2 s before each: (19+19)/2 -> 3, (19+5)/2 -> 2, (5+0)/2 -> 1.
+    assert found["smoothed"]["max_ratio"] == 4.0
+    assert found["smoothed"]["mean_ratio"] == round((4 / 3 + 2 + 4) / 3, 3)
+    assert fleet_vs_need(samples, None, 3.0, 6.4, smooth_s=2.0) == {"samples": 0}

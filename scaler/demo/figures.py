@@ -9,8 +9,9 @@ counters, so the checks of issue 24 and issue 23 can be read off one run:
 - p50/p99 of the wait (sent to the engine starting it) and of the latency (sent to answer);
 - the fleet against the need from three cold starts after the wake to the traffic's end:
   ready replicas / ceil(demand / (targetConcurrency x targetUtilization)) per sample, its
-  maximum and mean. The need is at least 1 while the traffic runs (a sample that happens
-  to catch no request in the system does not make one ready replica infinitely many);
+  maximum and mean, and the same with the demand averaged over the cold start before each
+  sample. The need is at least 1 while the traffic runs (a sample that happens to catch no
+  request in the system does not make one ready replica infinitely many);
 - the time from the traffic's end (the last request sent) to zero replicas, beside the
   budget scaleToZeroDelaySeconds + cooldownPeriod.
 """
@@ -87,27 +88,43 @@ def _since(a: float | None, b: float | None) -> float | None:
 
 
 def fleet_vs_need(
-    samples: list[Sample], start_s: float | None, end_s: float | None, replica_target: float
+    samples: list[Sample],
+    start_s: float | None,
+    end_s: float | None,
+    replica_target: float,
+    smooth_s: float,
 ) -> dict[str, Any]:
-    """Ready replicas against ceil(demand / replica_target) over [start_s; end_s]."""
-    window = [
-        s
-        for s in samples
-        if start_s is not None and end_s is not None and start_s <= s.t_s <= end_s
-    ]
+    """Ready replicas against ceil(demand / replica_target) over [start_s; end_s]: per sample,
+    and with the demand averaged over the `smooth_s` before each sample (a cold start: what
+    a fleet can follow at all; a 0.25 s sample of a Poisson stream swings by its root)."""
+    if start_s is None or end_s is None:
+        return {"samples": 0}
+    window = [s for s in samples if start_s <= s.t_s <= end_s]
     if not window:
-        return {"from_s": start_s, "to_s": end_s, "samples": 0}
-    ratios = [s.ready / max(1, math.ceil(s.demand / replica_target)) for s in window]
-    needs = [math.ceil(s.demand / replica_target) for s in window]
+        return {"from_s": round(start_s, 3), "to_s": round(end_s, 3), "samples": 0}
+
+    def need(demand: float) -> int:
+        return max(1, math.ceil(demand / replica_target))
+
+    ratios = [s.ready / need(s.demand) for s in window]
+    smoothed = []
+    for s in window:
+        recent = [x.demand for x in samples if s.t_s - smooth_s < x.t_s <= s.t_s]
+        smoothed.append(s.ready / need(float(np.mean(recent))))
     return {
-        "from_s": round(start_s or 0.0, 3),
-        "to_s": round(end_s or 0.0, 3),
+        "from_s": round(start_s, 3),
+        "to_s": round(end_s, 3),
         "samples": len(window),
         "demand_per_replica": replica_target,
         "max_ratio": round(max(ratios), 3),
         "mean_ratio": round(float(np.mean(ratios)), 3),
-        "mean_need": round(float(np.mean(needs)), 2),
+        "mean_need": round(float(np.mean([need(s.demand) for s in window])), 2),
         "mean_ready": round(float(np.mean([s.ready for s in window])), 2),
+        "smoothed": {
+            "demand_mean_over_s": smooth_s,
+            "max_ratio": round(max(smoothed), 3),
+            "mean_ratio": round(float(np.mean(smoothed)), 3),
+        },
     }
 
 
@@ -169,7 +186,9 @@ def figures(
             "pods_deleted": fleet.deleted,
             "scale_downs": sum(1 for a, b in itertools.pairwise(samples) if b.desired < a.desired),
         },
-        "fleet_vs_need": fleet_vs_need(samples, need_from, last_send, replica_target),
+        "fleet_vs_need": fleet_vs_need(
+            samples, need_from, last_send, replica_target, smooth_s=cold_start_s
+        ),
         "timing_s": {
             "first_request": first_send,
             "first_replica": first_replica,
