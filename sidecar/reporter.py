@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 MAX_BACKOFF_S = 2.0
+# With the worker on and Triton not ready yet: how often readiness is asked (a 200 costs
+# well under a millisecond), so the worker starts taking work at most this long after it.
+READY_WATCH_S = 0.02
 # A change smaller than this is noise in a Little's-law average, not new load;
 # integer gauges (TensorRT-LLM) always move by at least 1.
 CHANGE_THRESHOLD = 0.5
@@ -207,8 +210,27 @@ class Reporter:
             except Exception:  # a bug must not end the reports of a healthy pod
                 log.exception("report tick failed")
             pause = self._config.poll_interval_s - (self._clock() - began)
+            if self._ready_gate is not None and not self._ready_gate.is_set():
+                await self._watch_ready(stop, pause)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, pause))
+
+    async def _watch_ready(self, stop: asyncio.Event, pause_s: float) -> None:
+        """While the worker waits for a ready Triton, readiness alone is asked every
+        READY_WATCH_S instead of every poll: the tick that opens the gate follows at once,
+        so a pod that becomes ready takes work within tens of milliseconds, not a poll."""
+        until = self._clock() + max(0.0, pause_s)
+        while not stop.is_set() and self._clock() < until:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), READY_WATCH_S)
+            try:
+                if (await self._probe.check()).ready:
+                    assert self._ready_gate is not None
+                    self._ready_gate.set()  # the worker takes work now; the tick follows
+                    return
+            except TritonUnavailable:
+                pass
 
     async def tick(self) -> TickResult:
         now = self._clock()

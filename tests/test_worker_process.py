@@ -181,3 +181,47 @@ def test_sigterm_stops_taking_and_exits_once_what_it_holds_is_answered(
         assert await pod.report(client) is None
 
     scenario(redis_server, body)
+
+
+def test_a_pod_takes_work_the_moment_its_triton_is_ready(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    """Requests queued while no Triton runs; the sidecar up first, as in a starting pod."""
+
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        triton.stop()
+        queued = [(await gateway.enqueue(infer_body(0.3)))[0] for _ in range(6)]
+        pod = WorkerPod(triton, redis_server.url, "worker-2", CAPACITY="4")
+        try:
+            await until(lambda: _serving(pod), 20, "the sidecar serving /metrics")
+            triton.start()
+
+            async def triton_ready() -> bool:
+                status, _ = await asyncio.to_thread(triton.get, "/v2/health/ready")
+                return status == 200
+
+            await until(triton_ready, 90, "triton ready")
+            ready_at = time.monotonic()
+            await until(lambda: _is(pending_count(client), 4), 5, "four slots filled")
+            filled_s = time.monotonic() - ready_at
+            for request_id in queued:
+                (reply,) = await gateway.answered(request_id)
+                assert reply.status == 200
+        finally:
+            output = pod.stop()
+            if not triton.running:
+                triton.start().wait_ready()
+        # Readiness is watched every 20 ms while not ready: well within a poll (0.2 s here).
+        assert filled_s < 0.15, f"four slots filled {filled_s * 1000:.0f} ms after ready\n{output}"
+
+    scenario(redis_server, body)
+
+
+async def _serving(pod: WorkerPod) -> bool:
+    try:
+        await asyncio.to_thread(pod.metric, "llm_sidecar_worker_slots_requests")
+    except OSError:
+        return False
+    return True
