@@ -131,13 +131,12 @@ def test_short_run_scales_up_from_zero_and_back_loses_nothing_and_cleans_up(
 
 def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     with demo(tmp_path, "--duration-s", "60") as (process, run_id):
+        # Every kind of process is running: the demo, redis, 2 scalers, the gateway, a pod and
+        # its sidecar (which the pod starts once it has imported its stand-in).
         deadline = time.monotonic() + 30
-        while not (tmp_path / "logs" / "llm-1.log").exists():  # pods are running
+        while len(survivors(run_id)) < 7 or not (tmp_path / "logs" / "llm-1.log").exists():
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        time.sleep(1.0)
-        # the demo, redis, 2 scalers, the gateway, a pod and its sidecar
-        assert len(survivors(run_id)) >= 7
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 1, output
