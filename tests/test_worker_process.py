@@ -26,6 +26,8 @@ from tests.harness import NAMESPACE
 from tests.real_triton import Repository, TritonServer
 from tests.test_worker import (
     SLEEPER,
+    STREAMER,
+    STREAMER_CONFIG,
     TARGET,
     Gateway,
     infer_body,
@@ -46,6 +48,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     repository.engine(ENGINE, max_running=2)
     # Decoupled without gauges: refused without the worker, whose count makes it measurable.
     repository.engine("no-gauges", max_running=1, gauges="none")
+    repository._model(STREAMER, STREAMER_CONFIG, "streamer.py")
     server = TritonServer(root / "models", root).start()
     try:
         server.wait_ready()
@@ -225,3 +228,48 @@ async def _serving(pod: WorkerPod) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_killed_pods_requests_are_answered_by_another_and_its_streams_end_with_an_error(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        plain = [(await gateway.enqueue(infer_body(3.0)))[0] for _ in range(3)]
+        stream, _ = await gateway.enqueue(
+            {"DURATION_S": [6.0]},
+            model=STREAMER,
+            kind=Kind.GENERATE,
+            path=f"/v2/models/{STREAMER}/generate_stream",
+            stream=True,
+        )
+        fast = {"CLAIM_IDLE_SECONDS": "1", "CAPACITY": "4"}
+        doomed = WorkerPod(triton, redis_server.url, "worker-3", **fast)
+        try:
+
+            async def streaming() -> bool:
+                replies = await gateway.replies_to(stream)
+                return any(r.type is ReplyType.CHUNK for r in replies)
+
+            await until(streaming, 30, "the stream's first chunk")
+            assert await pending_count(client) == 4
+            doomed.process.kill()  # SIGKILL: nothing is finished, nothing acknowledged
+            doomed.process.wait(10)
+        finally:
+            doomed.stop()
+        survivor = WorkerPod(triton, redis_server.url, "worker-4", **fast)
+        try:
+            for request_id in plain:
+                (reply,) = await gateway.answered(request_id, timeout_s=30)
+                assert (reply.type, reply.status, reply.attempt) == (ReplyType.FULL, 200, 2)
+            replies = await gateway.answered(stream, timeout_s=30)
+            assert replies[0].type is ReplyType.HEAD and replies[-1].type is ReplyType.ERROR
+            assert {r.attempt for r in replies[:-1]} == {1} and replies[-1].attempt == 2
+            assert "not replayed" in replies[-1].reason
+            await until(lambda: _is(queued_count(client), 0), 10, "every entry acknowledged")
+        finally:
+            output = survivor.stop()
+        assert survivor.process.returncode == 0, output
+
+    scenario(redis_server, body)
