@@ -25,6 +25,7 @@ from tests.gateway_harness import (
     sample,
 )
 
+SCENARIO_TIMEOUT_S = 30  # a scenario that hangs fails instead
 Scenario = Callable[[Gateway, WorkerSide, aiohttp.ClientSession], Awaitable[None]]
 
 
@@ -34,7 +35,8 @@ def run(redis_server: LocalRedis, scenario: Scenario, **overrides: object) -> No
             worker = WorkerSide(redis_server.url)
             async with aiohttp.ClientSession(f"http://127.0.0.1:{gateway.port}") as http:
                 try:
-                    await scenario(gateway, worker, http)
+                    async with asyncio.timeout(SCENARIO_TIMEOUT_S):
+                        await scenario(gateway, worker, http)
                 finally:
                     await worker.aclose()
 
@@ -383,7 +385,7 @@ def test_full_queue_answers_429_with_retry_after_and_counts_only_untaken(
             post(http, "/v2/models/llama/infer", INFER_BODY, **{"X-Priority": p})
             for p in (["high", "low"] * limit)[:limit]
         ]
-        await eventually(lambda: _waiting(worker, limit))
+        await eventually(lambda: waiting_is(worker, limit))
         refused = await post(http, "/v1/completions", {"model": "llama"})
         assert refused.status == 429
         assert int(refused.headers["Retry-After"]) >= 1
@@ -402,7 +404,7 @@ def test_full_queue_answers_429_with_retry_after_and_counts_only_untaken(
         # A request a pod took no longer waits: one more fits.
         taken = await worker.take_one("high")
         more = post(http, "/v2/models/llama/infer", INFER_BODY)
-        await eventually(lambda: _waiting(worker, limit + 1))
+        await eventually(lambda: waiting_is(worker, limit + 1))
         for request in [taken] + [
             r for p in PRIORITIES for _, r in await worker.take(p, count=10, block_ms=10)
         ]:
@@ -412,7 +414,7 @@ def test_full_queue_answers_429_with_retry_after_and_counts_only_untaken(
     run(redis_server, scenario)
 
 
-async def _waiting(worker: WorkerSide, count: int) -> bool:
+async def waiting_is(worker: WorkerSide, count: int) -> bool:
     return sum((await worker.depth()).values()) == count
 
 
