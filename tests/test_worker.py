@@ -617,3 +617,30 @@ def test_a_dead_pods_requests_are_reclaimed_only_into_free_slots(
         assert holders and all(h == [b"dead-pod", b"pod-a"] for h in holders[5:])
 
     scenario(redis_server, body)
+
+
+def test_with_fewer_free_slots_than_classes_a_low_request_is_still_taken(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    """One slot: the blocking read waits on the top class only, and the sweep after it
+    finds the low one (the path where a blocking read on every class could overfill)."""
+
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        async with running_worker(redis_server.url, triton, slots=1) as running:
+            await asyncio.sleep(0.2)  # idle: blocking reads on the top class, then sweeps
+            began = time.monotonic()
+            low, _ = await gateway.enqueue(infer_body(0.01), priority="low")
+            (reply,) = await gateway.answered(low)
+            assert reply.status == 200
+            assert time.monotonic() - began < 0.5
+            high = [(await gateway.enqueue(infer_body(0.2), priority="high"))[0] for _ in range(2)]
+            await until(lambda: _equals(pending_count(client), 1), 2, "one taken")
+            for _ in range(5):  # while the one slot is busy, nothing more is taken
+                assert running.worker.inflight == 1 and await pending_count(client) == 1
+                await asyncio.sleep(0.02)
+            for request_id in high:
+                await gateway.answered(request_id)
+
+    scenario(redis_server, body)
