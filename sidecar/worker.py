@@ -178,8 +178,9 @@ class Worker:
             except REDIS_ERRORS as exc:
                 await self._redis_failed(exc)
             except Exception:  # a bug must not end the taking of a healthy pod
-                log.exception("worker: taking failed")
-                await self._redis_failed(RuntimeError("see the error above"))
+                log.exception("worker: taking failed; again in %g s", REDIS_RETRY_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), REDIS_RETRY_S)
 
     async def _prepare(self) -> None:
         for stream in self._streams:
