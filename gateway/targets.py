@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaler.parsing import shown
-
 
 class TargetsError(ValueError):
     """A targets file that cannot be used; the message names the key and what is expected."""
@@ -128,7 +126,7 @@ def _value(key: str, kind: str, value: Any, low: float, high: float) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise TargetsError(
-                f"{key} = {_shown(value)}, must be an integer in [{low:g}; {high:g}]"
+                f"{key} = {_shown(value)}, must be an integer in [{low:.0f}; {high:.0f}]"
             )
         return value
     if kind == "number":
@@ -174,8 +172,10 @@ def _check_unique(targets: tuple[Target, ...]) -> None:
             seen[claim] = i
 
 
-def _shown(value: Any) -> str:
-    return shown(json.dumps(value))
+def _shown(value: Any, limit: int = 80) -> str:
+    """`value` as JSON, cut short so a huge value cannot flood the log."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Router:
