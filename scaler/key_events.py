@@ -208,7 +208,7 @@ class _NodeSubscription:
             if pubsub.connection is not None:  # back to the pool: no callback of ours on it
                 pubsub.connection.deregister_connect_callback(self._on_reconnect)
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped in older redis-py
 
     def _on_reconnect(self, connection: object) -> None:
         self._reconnected = True

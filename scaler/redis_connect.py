@@ -184,7 +184,7 @@ class RedisLink:
         elif address.kind == "sentinel":
             sentinel_options = {k: v for k, v in self._options.items() if k != "username"}
             sentinel_options["password"] = sentinel_password
-            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]  # untyped in redis-py
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped in older redis-py
                 list(address.nodes), sentinel_kwargs=sentinel_options, **self._options
             )
             self.client = self._sentinel.master_for(address.service, db=address.db)
