@@ -79,7 +79,9 @@ async def serve(config: SidecarConfig) -> None:
     metrics = SidecarMetrics(registry)
     deletion_cost = await _deletion_cost(config, metrics) if config.deletion_cost else None
     ready = asyncio.Event()
-    worker = _worker(config, link.client, registry, ready) if config.worker else None
+    # The worker moves request bodies and reply chunks: bytes, on a link of its own.
+    worker_link = connect(config, decode_responses=False) if config.worker else None
+    worker = _worker(config, worker_link.client, registry, ready) if worker_link else None
     reporter = Reporter(
         config,
         probe,
@@ -123,6 +125,8 @@ async def serve(config: SidecarConfig) -> None:
     finally:
         if worker is not None:
             await worker.close()
+        if worker_link is not None:
+            await worker_link.aclose()
         if deletion_cost is not None:
             await deletion_cost.close()
         await endpoint.stop()
