@@ -144,15 +144,18 @@ class Gateway:
 
     async def start(self) -> None:
         """Claims the live key, starts the reply reader, then listens."""
-        start_ms = int(self._wall() * 1000)
+        # Replies are read from this start on Redis's clock (stream ids are Redis time);
+        # unknown (Redis down), from the stream's beginning: older replies find no waiter and
+        # are dropped, where a start id from our own clock, if ahead, would skip new ones.
+        start_id = "0-0"
         try:
             seconds, micros = await self.client.time()
-            start_ms = seconds * 1000 + micros // 1000
+            start_id = f"{seconds * 1000 + micros // 1000}-0"
             await self._refresh_live()
         except REDIS_ERRORS as exc:  # serve anyway: enqueues answer 503 until Redis is back
             log.error("Redis unreachable at start (%s): not ready until it answers", exc)
         self._tasks = [
-            asyncio.create_task(self.reader.run(f"{start_ms}-0"), name="replies"),
+            asyncio.create_task(self.reader.run(start_id), name="replies"),
             asyncio.create_task(self._keep_live(), name="live"),
             asyncio.create_task(self.marks.run(), name="marks"),
         ]

@@ -88,7 +88,7 @@ class ReplyReader:
         self._waiters.pop(request_id, None)
 
     async def run(self, start_id: str) -> None:
-        """Read from after `start_id` ("<ms>-0": the process's start on Redis's clock)."""
+        """Read the messages after `start_id` ("<ms>-0": the process's start on Redis's clock)."""
         last_id = start_id
         trim_to: str | None = None
         while True:
