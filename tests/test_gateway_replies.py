@@ -4,13 +4,16 @@ client is gone (so no pod starts the request later)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
 import redis
+import redis.asyncio as aioredis
 
 from gateway.app import Gateway
 from gateway.contract import ReplyType, cancelled_key
+from gateway.marks import MARGIN_MS, CancelMarks
 from scaler.local_redis import LocalRedis
 from tests.gateway_harness import LLAMA, NAMESPACE, WorkerSide, eventually, sample
 from tests.test_gateway import INFER_BODY, post, run, waiting_is
@@ -205,3 +208,41 @@ def test_books_balance_accepted_is_answered_plus_failed(
         assert (accepted, answered, failed) == (4, 3, 1)
 
     run(redis_server, scenario)
+
+
+def test_reply_stream_is_trimmed_as_it_is_read(
+    redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    async def scenario(gateway: Gateway, worker: WorkerSide, http: aiohttp.ClientSession) -> None:
+        for _ in range(3):
+            call = post(http, "/v2/models/llama/infer", INFER_BODY)
+            await worker.full(await worker.take_one(), b"{}")
+            assert (await call).status == 200
+        # The reader trims all it has read but the last (MINID keeps it) with its next read.
+        assert await eventually(lambda: _length_is(worker, gateway.reply_stream, 1))
+
+    run(redis_server, scenario)
+
+
+async def _length_is(worker: WorkerSide, stream: str, length: int) -> bool:
+    return await worker.client.xlen(stream) == length
+
+
+def test_cancelled_marks_outlive_the_deadline_then_are_trimmed(
+    redis_server: LocalRedis, redis_client: redis.Redis
+) -> None:
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        now_ms = [1_700_000_000_000]
+        marks = CancelMarks(client, lambda: now_ms[0])
+        key = cancelled_key(NAMESPACE, LLAMA.name)
+        marks.mark(key, "a", deadline_ms=now_ms[0] + 1000)
+        assert await marks.flush()
+        assert await client.zscore(key, "a") == now_ms[0] + 1000 + MARGIN_MS
+        now_ms[0] += 1000 + MARGIN_MS + 1  # past a's use: no worker would start it now
+        marks.mark(key, "b", deadline_ms=now_ms[0] + 1000)
+        assert await marks.flush()
+        assert [m.decode() for m in await client.zrange(key, 0, -1)] == ["b"]
+        await client.aclose()
+
+    asyncio.run(main())
