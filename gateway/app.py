@@ -334,6 +334,11 @@ class Gateway:
         waiter = self.reader.register(rid)
         try:
             result = await self._enqueue(keys=self._keys[label][priority], args=args)
+        except asyncio.CancelledError:  # the client went while the script ran
+            self.reader.unregister(rid)
+            self.marks.mark(self._cancelled[label], rid, deadline_wall_ms)
+            self.metrics.refused.labels(label, "client_gone").inc()
+            raise
         except REDIS_ERRORS as exc:
             self.reader.unregister(rid)
             # The answer was lost, not necessarily the request: make sure no pod starts it.

@@ -24,6 +24,7 @@ REFUSAL_REASONS = (
     "queue_full",
     "redis",
     "shutting_down",
+    "client_gone",  # went while its request was being queued (it gets a cancelled mark)
 )
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 NO_TARGET = "-"
@@ -58,7 +59,7 @@ class GatewayMetrics:
         self.refused = Counter(
             "llm_gateway_requests_refused_total",
             "Requests answered without being queued, by reason (bad input, queue_full: 429, "
-            "redis: 503, shutting_down: 503)",
+            "redis: 503, shutting_down: 503, client_gone: went while being queued)",
             ("target", "reason"),
             registry=registry,
         )

@@ -130,6 +130,11 @@ async def direct_server(port: int) -> web.AppRunner:
     return runner
 
 
+def profiled(args: argparse.Namespace) -> list[str]:
+    """The interpreter's arguments that run the gateway under cProfile, into `--profile`."""
+    return ["-m", "cProfile", "-o", args.profile] if args.profile else []
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -162,8 +167,9 @@ async def main(args: argparse.Namespace) -> None:
                                 "queueLimit": 100000}]}, targets)  # fmt: skip
     env = {**os.environ, "REDIS_URL": server.url, "GATEWAY_NAME": "bench", "LOG_LEVEL": "WARNING"}
     gateway = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "gateway", "--targets", targets.name, "--port", str(port),
-         "--metrics-port", "0", "--bind-address", "127.0.0.1", "--shutdown-delay", "0"],
+        *[sys.executable, *profiled(args), "-m", "gateway", "--targets", targets.name,
+          "--port", str(port), "--metrics-port", "0", "--bind-address", "127.0.0.1",
+          "--shutdown-delay", "0"],
         env=env,
     )  # fmt: skip
     stop = asyncio.Event()
@@ -205,5 +211,6 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--direct", action="store_true")
+    parser.add_argument("--profile", default="", help="write the gateway's cProfile here")
     parser.add_argument("--rate", type=float, default=0, help="open loop at this rate (req/s)")
     asyncio.run(main(parser.parse_args()))
