@@ -100,7 +100,7 @@ class Gateway:
         # Under the socket timeout, so a quiet reply stream is not an error.
         block_ms = max(10, int(config.redis_timeout_s * 500))
         self.reader = ReplyReader(
-            self.client, self.reply_stream, block_ms, self._redis_answered,
+            self.client, self.reply_stream, block_ms, self._redis_answered, self._redis_failed,
             self.metrics.replies_ignored.inc,
         )  # fmt: skip
         self.marks = CancelMarks(self.client, lambda: int(self._wall() * 1000))
@@ -116,6 +116,10 @@ class Gateway:
         }
         self._cancelled = {t.label: cancelled_key(t.namespace, t.name) for t in config.targets}
         self._redis_ok_at = -math.inf  # monotonic
+        # Set when a Redis call failed: Redis may have restarted empty or failed over to a
+        # replica the live key had not reached. Until a refresh succeeds, each enqueue
+        # refreshes the key first, so no worker finds a request's gateway "gone".
+        self._live_uncertain = True
         self.draining = False  # readiness fails
         self.closing = False  # new requests refused
         self.inflight = 0
@@ -223,11 +227,16 @@ class Gateway:
             try:
                 await self._refresh_live()
             except REDIS_ERRORS as exc:
+                self._live_uncertain = True
                 log.warning("refreshing the live key failed: %s", exc)
 
     async def _refresh_live(self) -> None:
         await self.client.set(self.live_key, self.incarnation, px=LIVE_TTL_MS)
+        self._live_uncertain = False
         self._redis_answered()
+
+    def _redis_failed(self) -> None:
+        self._live_uncertain = True
 
     def _redis_answered(self) -> None:
         self._redis_ok_at = time.monotonic()
@@ -333,6 +342,8 @@ class Gateway:
         # Registered first: a pod may answer before the enqueue's own reply reaches us.
         waiter = self.reader.register(rid)
         try:
+            if self._live_uncertain:
+                await self._refresh_live()
             result = await self._enqueue(keys=self._keys[label][priority], args=args)
         except asyncio.CancelledError:  # the client went while the script ran
             self.reader.unregister(rid)
@@ -340,6 +351,7 @@ class Gateway:
             self.metrics.refused.labels(label, "client_gone").inc()
             raise
         except REDIS_ERRORS as exc:
+            self._live_uncertain = True
             self.reader.unregister(rid)
             # The answer was lost, not necessarily the request: make sure no pod starts it.
             self.marks.mark(self._cancelled[label], rid, deadline_wall_ms)

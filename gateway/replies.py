@@ -68,6 +68,7 @@ class ReplyReader:
         stream: str,
         block_ms: int,
         on_success: Callable[[], None],
+        on_failure: Callable[[], None],
         on_ignored: Callable[[], None],
     ) -> None:
         """`client` must return bytes (decode_responses=False); `block_ms` stays under its
@@ -76,6 +77,7 @@ class ReplyReader:
         self._stream = stream
         self._block_ms = block_ms
         self._on_success = on_success
+        self._on_failure = on_failure
         self._on_ignored = on_ignored
         self._waiters: dict[str, Waiter] = {}
 
@@ -101,6 +103,7 @@ class ReplyReader:
                 results = await pipe.execute()
             except REDIS_ERRORS as exc:
                 log.warning("reading replies from %s failed: %s", self._stream, exc)
+                self._on_failure()
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
                 continue
             self._on_success()

@@ -218,3 +218,35 @@ def test_python_m_gateway_refuses_a_bad_targets_file_naming_the_key(tmp_path: Pa
     )  # fmt: skip
     assert result.returncode == 2
     assert "targets[0].queueLimit = 0, must be an integer in [1; 1000000]" in result.stderr
+
+
+def test_after_redis_restarts_empty_the_live_key_is_back_before_the_next_request(
+    redis_client: redis.Redis,
+) -> None:
+    """A restarted (or failed-over) Redis may have lost the live key: a worker would take the
+    gateway for gone and skip its requests. The first request after a failed call refreshes
+    the key before it is queued, not up to a refresh period later."""
+    server = LocalRedis()
+    server.start()
+
+    async def main() -> None:
+        gateway = Gateway(gateway_config(server.url, redis_timeout_s=0.5), CollectorRegistry())
+        await gateway.start()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{gateway.port}") as http:
+            server.kill()
+            response = await post(http, "/v1/completions", {"model": "llama"})
+            assert response.status == 503
+            server.start()  # empty: no live key
+            worker = WorkerSide(server.url)
+            call = post(http, "/v2/models/llama/infer", INFER_BODY)
+            request = await worker.take_one()
+            assert await worker.client.get(live_key("gw-test")) == gateway.incarnation.encode()
+            await worker.full(request, b"{}")
+            assert (await call).status == 200
+            await worker.aclose()
+        await gateway.stop(0, 0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.close()
