@@ -43,6 +43,7 @@ async def echo_worker(url: str, stop: asyncio.Event) -> None:
     for stream in streams:
         with contextlib.suppress(Exception):
             await client.xgroup_create(stream, CONSUMER_GROUP, "0", mkstream=True)
+    streaming: set[asyncio.Task[None]] = set()
     while not stop.is_set():
         read = await client.xreadgroup(
             CONSUMER_GROUP, "bench", {s: ">" for s in streams}, count=256, block=100
@@ -54,6 +55,12 @@ async def echo_worker(url: str, stop: asyncio.Event) -> None:
             ids = []
             for entry_id, fields in entries:
                 request = QueuedRequest.from_fields(fields)
+                if request.stream:  # answered by a task of its own, chunk by chunk
+                    streaming.add(
+                        asyncio.create_task(stream_reply(client, stream, entry_id, request))
+                    )
+                    streaming = {t for t in streaming if not t.done()}
+                    continue
                 reply = Reply(
                     request.request_id, ReplyType.FULL, 1, status=200,
                     content_type="application/json", data=ANSWER,
@@ -62,10 +69,53 @@ async def echo_worker(url: str, stop: asyncio.Event) -> None:
                     reply_stream(request.gateway), reply.fields(), maxlen=100_000, approximate=True
                 )  # type: ignore[arg-type]
                 ids.append(entry_id)
-            pipe.xack(stream, CONSUMER_GROUP, *ids)
-            pipe.xdel(stream, *ids)
+            if ids:
+                pipe.xack(stream, CONSUMER_GROUP, *ids)
+                pipe.xdel(stream, *ids)
         await pipe.execute()
+    await asyncio.gather(*streaming)
     await client.aclose()
+
+
+CHUNKS = 20
+CHUNK_GAP_S = 0.005
+
+
+async def stream_reply(
+    client: aioredis.Redis, stream: bytes, entry_id: bytes, request: QueuedRequest
+) -> None:
+    """head, CHUNKS chunks CHUNK_GAP_S apart, each carrying its send time, then end."""
+    target = reply_stream(request.gateway)
+    head = Reply(
+        request.request_id, ReplyType.HEAD, 1, status=200, content_type="text/event-stream"
+    )
+    await client.xadd(target, head.fields())  # type: ignore[arg-type]
+    for seq in range(CHUNKS):
+        await asyncio.sleep(CHUNK_GAP_S)
+        data = f"data: {time.time():.6f}\n\n".encode()
+        chunk = Reply(request.request_id, ReplyType.CHUNK, 1, data=data, seq=seq)
+        await client.xadd(target, chunk.fields())  # type: ignore[arg-type]
+    await client.xadd(target, Reply(request.request_id, ReplyType.END, 1).fields())  # type: ignore[arg-type]
+    await client.xack(stream, CONSUMER_GROUP, entry_id)
+    await client.xdel(stream, entry_id)
+
+
+async def stream_delays(url: str, concurrency: int, duration_s: float) -> list[float]:
+    """Per chunk: its arrival at the client minus its send time at the worker."""
+    delays: list[float] = []
+    deadline = time.perf_counter() + duration_s
+    async with aiohttp.ClientSession() as http:
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                async with http.post(url, json={"text_input": "hi"}) as r:
+                    assert r.status == 200, r.status
+                    async for line in r.content:
+                        if line.startswith(b"data: "):
+                            delays.append(time.time() - float(line[6:]))
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return delays
 
 
 async def closed_loop(url: str, concurrency: int, duration_s: float) -> list[float]:
@@ -115,6 +165,18 @@ async def load(url: str, args: argparse.Namespace) -> list[float]:
     if args.rate:
         return await open_loop(url, args.rate, args.seconds)
     return await closed_loop(url, args.concurrency, args.seconds)
+
+
+async def until_healthy(url: str, timeout_s: float = 30) -> None:
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout_s):
+        while True:
+            try:
+                async with http.get(url) as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
 
 
 async def direct_server(port: int) -> web.AppRunner:
@@ -176,13 +238,18 @@ async def main(args: argparse.Namespace) -> None:
     worker = asyncio.create_task(echo_worker(server.url, stop))
     try:
         url = f"http://127.0.0.1:{port}/v2/models/llama/infer"
-        for _ in range(100):
-            try:
-                await closed_loop(url, 1, 0.01)
-                break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
+        await until_healthy(f"http://127.0.0.1:{port}/healthz")
         await closed_loop(url, args.concurrency, 1)  # warm up
+        if args.stream:
+            base = f"http://127.0.0.1:{port}/v2/models/llama/generate_stream"
+            delays = await stream_delays(base, args.concurrency, args.seconds)
+            q = statistics.quantiles(delays, n=100)
+            print(
+                f"streaming ({args.concurrency} streams at once, a chunk every "
+                f"{CHUNK_GAP_S * 1000:g} ms): delay per chunk worker->client p50 "
+                f"{q[49] * 1000:.2f} ms, p99 {q[98] * 1000:.2f} ms ({len(delays)} chunks)"
+            )
+            return
         cpu_before = cpu_seconds(gateway.pid)
         latencies = await load(url, args)
         cpu_s = cpu_seconds(gateway.pid) - cpu_before
@@ -211,6 +278,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--direct", action="store_true")
+    parser.add_argument("--stream", action="store_true", help="measure delay per chunk")
     parser.add_argument("--profile", default="", help="write the gateway's cProfile here")
     parser.add_argument("--rate", type=float, default=0, help="open loop at this rate (req/s)")
     asyncio.run(main(parser.parse_args()))
