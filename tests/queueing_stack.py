@@ -136,22 +136,28 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> GatewayProcess:
+        """Starts the process and returns once /readyz answers 200."""
+        self.process = await asyncio.to_thread(self._spawn)
+        await until(self._ready, START_TIMEOUT_S, f"gateway {self.name} ready\n{self.log_tail()}")
+        return self
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "gateway"], env=self.env, stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
-        await until(self._ready, START_TIMEOUT_S, f"gateway {self.name} ready\n{self.log_tail()}")
-        return self
 
     async def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"gateway exited {self.process.returncode}: {self.log_tail()}")
         try:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{self.url}/readyz") as answer:
-                    return answer.status == 200
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{self.url}/readyz") as answer,
+            ):
+                return answer.status == 200
         except aiohttp.ClientError:
             return False
 
