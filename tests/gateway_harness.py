@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import ResponseError
 
@@ -25,6 +24,7 @@ from gateway.contract import (
     request_stream,
 )
 from gateway.targets import Target
+from scaler.redis_connect import RedisLink
 
 NAMESPACE = "inference"
 LLAMA = Target(namespace=NAMESPACE, name="llama", models=("llama",), queue_limit=5)
@@ -68,8 +68,17 @@ def sample(gateway: Gateway, name: str, **labels: str) -> float:
 class WorkerSide:
     """What a pod's worker does on Redis, step by step, under the test's control."""
 
-    def __init__(self, url: str, target: Target = LLAMA, consumer: str = "pod-0") -> None:
-        self.client = aioredis.Redis.from_url(url)  # bytes, as the worker reads
+    def __init__(
+        self,
+        url: str,
+        target: Target = LLAMA,
+        consumer: str = "pod-0",
+        sentinel_password: str | None = None,
+    ) -> None:
+        # Bytes, as the worker reads; through the project's own link for Sentinel and Cluster.
+        link = RedisLink(url, None, 5.0, sentinel_password, decode_responses=False)
+        self._link = link
+        self.client: Any = link.client
         self.target = target
         self.consumer = consumer
 
@@ -117,7 +126,7 @@ class WorkerSide:
         )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self._link.aclose()
 
 
 async def eventually(check: Any, timeout_s: float = 5.0) -> Any:

@@ -23,7 +23,9 @@ from prometheus_client import CollectorRegistry
 from gateway.app import Gateway
 from gateway.contract import ReplyType, cancelled_key, live_key
 from scaler.local_redis import LocalRedis, free_port
+from tests.conftest import EVERY_DEPLOYMENT
 from tests.gateway_harness import LLAMA, NAMESPACE, WorkerSide, eventually, gateway_config, sample
+from tests.redis_deployments import Deployment
 from tests.test_gateway import INFER_BODY, post
 
 LABEL = "inference/llama"
@@ -250,3 +252,44 @@ def test_after_redis_restarts_empty_the_live_key_is_back_before_the_next_request
         asyncio.run(main())
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
+def test_round_trip_on_every_redis_deployment(
+    deployment: Deployment, redis_client: redis.Redis
+) -> None:
+    """REDIS_URL as the scaler and the sidecar take it: one Redis, Sentinel or Cluster."""
+
+    async def main() -> None:
+        config = gateway_config(
+            deployment.url,
+            redis_sentinel_password=deployment.sentinel_password,
+            redis_timeout_s=2.0,
+        )
+        gateway = Gateway(config, CollectorRegistry())
+        await gateway.start()
+        worker = WorkerSide(deployment.url, sentinel_password=deployment.sentinel_password)
+        async with (
+            aiohttp.ClientSession(f"http://127.0.0.1:{gateway.port}") as http,
+            asyncio.timeout(30),
+        ):
+            assert (await http.get("/readyz")).status == 200
+            stream = post(http, "/v2/models/llama/generate_stream", {}, **{"X-Priority": "high"})
+            request = await worker.take_one("high")
+            await worker.reply(
+                request, ReplyType.HEAD, status=200, content_type="text/event-stream"
+            )
+            await worker.reply(request, ReplyType.CHUNK, data=b"data: 1\n\n", seq=0)
+            await worker.reply(request, ReplyType.END)
+            assert await (await stream).read() == b"data: 1\n\n"
+            gone = post(http, "/v1/completions", {"model": "llama"}, **{"X-Request-Timeout": "0.2"})
+            answer = await gone
+            assert answer.status == 504
+            rid = answer.headers["X-Request-Id"]
+            key = cancelled_key(NAMESPACE, LLAMA.name)
+            assert await eventually(lambda: worker.client.zscore(key, rid))
+        await worker.aclose()
+        await gateway.stop(0, 0)
+        assert redis_client.get(live_key("gw-test")) is None
+
+    asyncio.run(main())
