@@ -1,0 +1,147 @@
+"""Queueing through a Redis Sentinel failover under load, with real processes throughout.
+
+Sentinel (tests/redis_deployments.py: 1 master, 2 replicas, 3 sentinels), `python -m
+gateway` and one pod (`python -m sidecar` with WORKER=on beside a real tritonserver) on its
+redis+sentinel:// URL, and closed-loop HTTP clients of the gateway. The master is killed
+mid-load: every call must end, with the right answer or a named error status (a request or
+reply lost with the old master ends in the gateway's 504 at its deadline), and the gateway's
+books must account for every call. The rest of issue 23's end-to-end cases are in
+tests/test_queueing_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.queueing_stack import (
+    SLEEPER,
+    GatewayBooks,
+    GatewayProcess,
+    Outcome,
+    WorkerPod,
+    client_session,
+    infer,
+    slept_s,
+    until,
+)
+from tests.real_triton import Repository, TritonServer
+from tests.redis_deployments import SentinelDeployment
+
+CLIENTS = 8
+REQUEST_S = 0.05
+DEADLINE_S = 8  # X-Request-Timeout: a request lost with the old master ends in 504 by then
+NAMED_ERRORS = (502, 503, 504)
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    root = tmp_path_factory.mktemp("queueing_failover")
+    Repository(root / "models").sleeper(SLEEPER, instances=CLIENTS)
+    server = TritonServer(root / "models", root).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_every_request_completes_or_gets_a_named_error_through_a_sentinel_failover(
+    sentinel_deployment: SentinelDeployment, triton: TritonServer, tmp_path: Path
+) -> None:
+    deployment = sentinel_deployment
+    with deployment.client() as client:
+        client.flushall()
+    auth = {"REDIS_SENTINEL_PASSWORD": deployment.sentinel_password or ""}
+    gateway = GatewayProcess(tmp_path, deployment.url, name="gw-failover", **auth)
+    pod = WorkerPod(tmp_path, triton, deployment.url, "failover-0", slots=CLIENTS, **auth)
+    results: list[tuple[float, float, Outcome]] = []  # (sent, ended, outcome)
+
+    async def body() -> tuple[GatewayBooks, float, float]:
+        """The gateway's books, when the master was killed, seconds to elect a new one."""
+        await gateway.start()
+        pod.start()
+        stop = asyncio.Event()
+
+        async def client_loop(index: int) -> None:
+            async with client_session() as session:
+                n = 0
+                while not stop.is_set():
+                    seconds = REQUEST_S + (index * 1000 + n) / 1e6  # distinct per call
+                    n += 1
+                    sent = time.monotonic()
+                    headers = {"X-Request-Timeout": str(DEADLINE_S)}
+                    outcome = await infer(session, gateway.url, seconds, headers)
+                    outcome.elapsed_s = seconds  # kept to check the answer's output
+                    results.append((sent, time.monotonic(), outcome))
+
+        def answered_since(moment: float) -> int:
+            return sum(1 for _, end, o in results if end > moment and o.status == 200)
+
+        loops = [asyncio.create_task(client_loop(i)) for i in range(CLIENTS)]
+        try:
+            began = time.monotonic()
+
+            async def warmed_up() -> bool:
+                return answered_since(began) >= 40
+
+            await until(warmed_up, 30, "40 answers before the failover")
+            old = deployment.master_of("")
+            killed_at = time.monotonic()
+            deployment.kill(old)
+
+            async def new_master() -> bool:
+                try:
+                    now = await asyncio.to_thread(deployment.master_of, "")
+                except Exception:  # the sentinels are electing
+                    return False
+                return now.port != old.port
+
+            elected_s = await until(new_master, 30, "a new master elected")
+
+            async def recovered() -> bool:
+                return answered_since(killed_at + elected_s) >= 40
+
+            await until(recovered, 30, "40 answers after the failover")
+        finally:
+            stop.set()
+            async with asyncio.timeout(DEADLINE_S + 10):  # every call ends by its deadline
+                await asyncio.gather(*loops)
+        return await gateway.books(), killed_at, elected_s
+
+    try:
+        books, killed_at, elected_s = asyncio.run(body())
+    finally:
+        pod_status = pod.stop()
+        gateway.stop()
+        deployment.heal()
+    ok = [o for _, _, o in results if o.status == 200]
+    errors = [o for _, _, o in results if o.status != 200]
+    for outcome in ok:  # each answer is its own request's
+        assert abs(slept_s(outcome) - outcome.elapsed_s) < 1e-5, outcome
+    # None vanished: every call ended with an HTTP answer, 200 or a named error.
+    assert not [o for o in errors if o.status not in NAMED_ERRORS or not o.error_reason()], errors
+    reasons = Counter(f"{o.status} {o.error_reason()}" for o in errors)
+    gap = _longest_gap_s(results, killed_at)
+    print(
+        f"\nsentinel failover: {len(results)} calls, {len(ok)} answered, {len(errors)} named "
+        f"errors; new master after {elected_s:.1f} s, longest stretch without an "
+        f"answer {gap:.1f} s; errors: {dict(reasons)}"
+    )
+    # The gateway's books hold every call: answered, failed after acceptance, or refused.
+    assert books.inflight == 0 and books.balanced, books
+    assert books.accepted + sum(books.refused.values()) == len(results), (books, len(results))
+    assert books.answered == {"2xx": len(ok)}, books
+    assert pod_status == 0, pod.log_tail()
+
+
+def _longest_gap_s(results: list[tuple[float, float, Outcome]], after: float) -> float:
+    ends = sorted(end for _, end, o in results if o.status == 200 and end > after)
+    marks = [after, *ends]
+    return max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
