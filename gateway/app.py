@@ -284,7 +284,8 @@ class Gateway:
         try:
             if self.closing:
                 refusal = Refusal(503, "shutting_down", "the gateway is shutting down: retry")
-                refusal.headers["Connection"] = "close"
+                # Another replica takes the retry: this one is out of the Service by now.
+                refusal.headers |= {"Connection": "close", "Retry-After": "1"}
                 raise refusal
             content_type = check_head(
                 request.headers, request.content_length, self.config.max_body_bytes

@@ -7,7 +7,8 @@ The file (`--targets FILE`, env GATEWAY_TARGETS_FILE) is JSON:
                   "maxDeliveries": 3}]}
 
 `namespace`/`name` are the ScaledObject's (its target's streams are named after them); every
-other key may be left out and then takes its default from `DEFAULTS`, the one place they live.
+other key may be left out and then takes its default from `Target`'s fields, the one place
+they live.
 A request goes to, in this order (the most specific intent first, as an ingress routes):
 
 1. the target one of whose `hosts` is the request's Host header (port dropped, any case);
@@ -53,8 +54,6 @@ class Target:
         """The metrics label: one per configured target, so bounded."""
         return f"{self.namespace}/{self.name}"
 
-
-DEFAULTS = Target(namespace="-", name="-")
 
 # JSON key -> (field, kind, low, high); kinds: int, number (low open), names, paths, hosts.
 _KEYS: dict[str, tuple[str, str, float, float]] = {
