@@ -229,7 +229,8 @@ def test_the_service_time_the_pods_taught_sizes_the_backlog(
     scaler: RunningScaler, publisher: ReportPublisher, redis_client: redis.Redis, clock: FakeClock
 ) -> None:
     """One full ready pod with 40 requests waiting: the need is the 8 in flight plus the
-    backlog's 40 x s / 60 s, s the longer of serviceSeconds (5) and what the pods taught."""
+    backlog's 40 x s / 60 s, s the longer of serviceSeconds' default (5: the key is absent)
+    and what the pods taught; written, serviceSeconds would be obeyed as written."""
     taught = {"slow": Served(100, 1000.0), "fast": Served(100, 200.0), "untaught": None}
     for target, served in taught.items():
         report = pod_report("p", inflight=8, waiting=40)
@@ -238,7 +239,7 @@ def test_the_service_time_the_pods_taught_sizes_the_backlog(
     publisher.publish("garbled", pod_report("p", inflight=8, waiting=40), at=clock())
 
     def metric(target: str) -> float:
-        so = ref(target, coldStartSeconds="60", serviceSeconds="5")
+        so = ref(target, coldStartSeconds="60")
         return scaler.keda.poll(so).value_float
 
     assert metric("slow") == pytest.approx(8 + 40 * 10 / 60, abs=0.01)

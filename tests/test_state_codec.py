@@ -85,8 +85,8 @@ def test_slo_horizon_buckets_survive_a_save_and_merge_across_replicas(
     redis_client: redis.Redis,
 ) -> None:
     # SLO-aware mode keeps 60 buckets of the horizon's width (3600 s / 60 = 60 s) of burst
-    # sizes (h:<i>, here 70 at once): a save keeps them for the whole horizon, not just the
-    # 120 s scale-down delay of the other windows.
+    # sizes (h:<i>, here 70 at once, twice: a size the hold keeps once it recurs): a save
+    # keeps them for the whole horizon, not just the 120 s scale-down delay of the others.
     from scaler.policy import decide
     from scaler.signals import Signals
     from scaler.target_config import parse_target_config
@@ -96,7 +96,8 @@ def test_slo_horizon_buckets_survive_a_save_and_merge_across_replicas(
     ).config
     quiet = Signals(5, 0, 0, 0, 0, 0.0, 0.0)
     first = decide(Signals(70, 0, 0, 1, 1, 8.0, 0.0), PolicyState(), cfg, 1_000_000.0).new_state
-    later = decide(quiet, PolicyState(), cfg, 1_000_600.0).new_state  # another replica
+    burst = Signals(70, 0, 0, 1, 1, 8.0, 0.0)
+    later = decide(burst, PolicyState(), cfg, 1_000_600.0).new_state  # another replica
     client = redis_client
     merge = client.register_script(MERGE_STATE_LUA)
     client.delete("state")
@@ -105,7 +106,7 @@ def test_slo_horizon_buckets_survive_a_save_and_merge_across_replicas(
     merged = decode_state(client.hgetall("state"))
     twin = merge_states(merge_states(PolicyState(), first), later)
     assert merged.peak_buckets == twin.peak_buckets  # the twin leaves trimming to decide
-    assert merged.peak_bucket_s == 60.0 and merged.peak_buckets == ((16_666, 70.0), (16_676, 5.0))
+    assert merged.peak_bucket_s == 60.0 and merged.peak_buckets == ((16_666, 70.0), (16_676, 70.0))
     assert merged.needed == ((500_300, later.needed[0][1]),)  # first's left the 120 s window
     held = decide(quiet, merged, cfg, 1_000_800.0)
     assert held.metric_value == pytest.approx(40.0)  # 70 / (1 + 2 / 5) x 0.8
