@@ -56,10 +56,12 @@ def recurring(peaks: list[tuple[float, float]], apart_s: float) -> list[float]:
     40, 180; at 0, 60, 240, 360 s -> 0, 0, 40, 180 (the 200 came too soon after the 30 to
     tell it from it, and nothing earlier reached it)."""
     ordered = sorted(peaks)
-    counted = []
+    counted, highest, seen = [], 0.0, 0
     for time_s, size in ordered:
-        earlier = [v for t, v in ordered if t <= time_s - apart_s]
-        counted.append(min(size, max(earlier, default=0.0)))
+        while seen < len(ordered) and ordered[seen][0] <= time_s - apart_s:
+            highest = max(highest, ordered[seen][1])
+            seen += 1
+        counted.append(min(size, highest))
     return counted
 
 
