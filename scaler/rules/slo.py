@@ -11,8 +11,8 @@ Capacity ordered when a burst shows arrives a cold start C later, after any
 burst shorter than C is over, so it must already be warm: the mode holds the
 slots for the bursts seen over a horizon H (`sloHorizonSeconds`, default an hour,
 never shorter than `scaleDownDelaySeconds`), at the level `sloTarget` asks for
-(`level`). With sloTarget 1 that is the largest burst, an extreme value that grows
-with the horizon and jumps as single bursts enter and leave it; below 1 it is a
+(`level`). With sloTarget 1 that is the largest burst that recurred, an extreme value
+that grows with the horizon and jumps as single bursts enter and leave it; below 1 it is a
 level that leaves out only a share of the requests, which settles as the horizon
 holds more bursts. So the horizon can be long against the bursts (an hour holds
 dozens a few minutes apart) and short against a day's changes, and the held level
