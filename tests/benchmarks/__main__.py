@@ -12,6 +12,7 @@ from tests.benchmarks import (
     ingestion,
     install_size,
     polling,
+    queueing,
     series_churn,
     sidecar_resources,
 )
@@ -34,6 +35,8 @@ def main() -> int:
     ingest = ingestion.run()
     print("sidecar resources...", flush=True)
     sides = sidecar_resources.run_both()
+    print("the queueing path (gateway, Redis, worker)...", flush=True)
+    queue = queueing.run()
     print("ScaledObject churn...", flush=True)
     churn = series_churn.run_both()
     churn_in_process = series_churn.run_in_process()
@@ -123,6 +126,7 @@ def main() -> int:
         "",
         "HTTP is the default (`TRITON_READINESS`); over gRPC, the sidecar imports grpc.",
         "",
+        *queueing.section(queue),
         *series_churn.section(churn, churn_in_process),
         "",
         *install_size.section(installs),

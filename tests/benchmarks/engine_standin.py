@@ -160,9 +160,7 @@ def main() -> None:
     parser.add_argument("--not-ready", action="store_true", help="start not ready")
     args = parser.parse_args()
     standin = EngineStandIn(ready=not args.not_ready)
-    web.run_app(
-        standin.app(), host="127.0.0.1", port=args.port, print=None, access_log=None
-    )
+    web.run_app(standin.app(), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -63,10 +63,13 @@ async def waiting(r: aioredis.Redis) -> int:
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    async with asyncio.timeout(WAIT_TIMEOUT_S):
-        while not await check():
-            await asyncio.sleep(0.005)
-    del what
+    """Polls `check`: the state is in other processes (Redis, a stand-in), no event to await."""
+    try:
+        async with asyncio.timeout(WAIT_TIMEOUT_S):
+            while not await check():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise TimeoutError(f"waited {WAIT_TIMEOUT_S:g} s for {what}") from None
 
 
 def _times(state: Any, count: int) -> tuple[float, float]:

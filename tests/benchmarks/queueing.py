@@ -1,0 +1,399 @@
+"""The queueing path's figures for BENCHMARKS.md (issue 23's "Done when"): what the gateway,
+Redis and the worker add in front of an engine that answers at once, and how soon a pod that
+becomes ready takes queued work (tests.benchmarks.queueing_wake).
+
+Real processes on loopback: redis-server, `python -m gateway`, `python -m sidecar` with
+WORKER=on, the engine stand-in (tests.benchmarks.engine_standin); the clients run in this
+process and share the machine's cores with all of them. "Direct" is the same client calling
+the stand-in itself. Each process's CPU is read from /proc over the measured time, per request,
+so the figures can be read as ratios whatever else shares the cores. Where a target is not
+reached, the gateway and the worker are run again under cProfile and their top entries shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pstats
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scaler.local_redis import LocalRedis
+from tests.benchmarks.common import cpu_seconds, percentile
+from tests.benchmarks.queueing_load import closed_loop, open_loop, streams
+from tests.benchmarks.queueing_procs import Gateway, Pod, StandIn
+from tests.benchmarks.queueing_wake import WakeRun, feed_at_once, from_zero
+
+RATE_PER_S = 500
+OPEN_S = 10.0
+WARM_UP_S = 1.0
+CLOSED_CLIENTS = 64  # the headline: its CPU is measured, and profiled
+CLOSED_SWEEP = (16, CLOSED_CLIENTS, 256)
+CLOSED_S = 8.0
+PROFILE_S = 5.0
+SLOTS = 512  # more than any closed loop keeps in flight: the worker never holds one back
+STREAMS = 8
+STREAM_ROUNDS = 4
+CHUNKS = 50
+CHUNK_INTERVAL_MS = 20.0
+PROFILE_TOP = 12
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU ms per request of each process over one measured run."""
+
+    per_request_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Closed:
+    clients: int
+    per_s: float
+    errors: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Self time (cProfile's tottime) as shares of the time the process was busy, that is
+    not waiting in epoll; `waiting`: the share of all its profiled time spent waiting."""
+
+    waiting: float
+    top: list[ProfileEntry]
+    kinds: list[ProfileEntry]
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    where: str
+    share: float  # of the process's profiled time (self time, tottime)
+
+
+@dataclass(frozen=True)
+class QueueingFigures:
+    direct: Latency
+    gateway: Latency
+    # What the open loop got instead of a correct answer, by path, then kind: counted, shown.
+    open_errors: dict[str, dict[str, int]]
+    open_cpu: Cpu
+    closed: list[Closed]
+    closed_cpu: Cpu
+    stream_direct: Latency
+    stream_gateway: Latency
+    profiles: dict[str, Profile]  # by process
+    zero: list[WakeRun]
+    feed: list[WakeRun]
+    load_average: tuple[float, float]  # 1-minute, at the start and at the end
+
+
+def latency(values_s: list[float]) -> Latency:
+    values_ms = [v * 1000 for v in values_s]
+    return Latency(percentile(values_ms, 50), percentile(values_ms, 99), len(values_ms))
+
+
+def measured(pids: dict[str, int], work: Coroutine[Any, Any, T]) -> tuple[T, dict[str, float]]:
+    """Runs `work`; also the CPU seconds each process of `pids` used meanwhile."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = asyncio.run(work)
+    return result, {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+
+
+def run() -> QueueingFigures:
+    load_before = os.getloadavg()[0]
+    redis = LocalRedis()
+    redis.start()
+    try:
+        figures = _overhead(redis)
+        profiles = _profiles(redis)
+        zero = asyncio.run(from_zero(redis.url))
+        feed = asyncio.run(feed_at_once(redis.url))
+    finally:
+        redis.close()
+    load = (load_before, os.getloadavg()[0])
+    return QueueingFigures(**figures, profiles=profiles, zero=zero, feed=feed, load_average=load)
+
+
+def _overhead(redis: LocalRedis) -> dict[str, Any]:
+    standin = StandIn()
+    gateway = Gateway(redis.url)
+    pod = Pod(redis.url, "echo-0", standin, SLOTS)
+    try:
+        pod.wait_reported(True)
+        assert redis.pid is not None
+        pids = {
+            "gateway": gateway.pid,
+            "worker (sidecar)": pod.pid,
+            "redis-server": redis.pid,
+            "engine stand-in": standin.pid,
+            "clients": os.getpid(),
+        }
+        direct, _ = measured(pids, open_loop(standin.url, RATE_PER_S, OPEN_S, WARM_UP_S))
+        via, used = measured(pids, open_loop(gateway.url, RATE_PER_S, OPEN_S, WARM_UP_S))
+        sent = RATE_PER_S * (OPEN_S + WARM_UP_S)
+        closed = []
+        for clients in CLOSED_SWEEP:
+            result, used_by = measured(pids, closed_loop(gateway.url, clients, CLOSED_S, WARM_UP_S))
+            closed.append(Closed(clients, result.per_s, result.errors))
+            if clients == CLOSED_CLIENTS:
+                answered = max(1, result.answered)
+                closed_used = {k: v * 1000 / answered for k, v in used_by.items()}
+        stream_direct = asyncio.run(
+            streams(standin.url, STREAMS, STREAM_ROUNDS, CHUNKS, CHUNK_INTERVAL_MS)
+        )
+        stream_via = asyncio.run(
+            streams(gateway.url, STREAMS, STREAM_ROUNDS, CHUNKS, CHUNK_INTERVAL_MS)
+        )
+    finally:
+        pod.stop()
+        gateway.stop()
+        standin.stop()
+    return {
+        "direct": latency(direct.latencies_s),
+        "gateway": latency(via.latencies_s),
+        "open_errors": {"direct": direct.errors, "gateway": via.errors},
+        "open_cpu": Cpu({k: v * 1000 / sent for k, v in used.items()}),
+        "closed": closed,
+        "closed_cpu": Cpu(closed_used),
+        "stream_direct": latency(stream_direct),
+        "stream_gateway": latency(stream_via),
+    }
+
+
+def _profiles(redis: LocalRedis) -> dict[str, Profile]:
+    """The closed loop again, gateway and worker under cProfile (written at their SIGTERM)."""
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as where:
+        gateway_out, worker_out = Path(where) / "gateway.prof", Path(where) / "worker.prof"
+        standin = StandIn()
+        gateway = Gateway(redis.url, profile_to=gateway_out)
+        pod = Pod(redis.url, "echo-profiled", standin, SLOTS, profile_to=worker_out)
+        try:
+            pod.wait_reported(True)
+            asyncio.run(closed_loop(gateway.url, CLOSED_CLIENTS, PROFILE_S, 0.5))
+        finally:
+            pod.stop()
+            gateway.stop()
+            standin.stop()
+        return {"gateway": _read_profile(gateway_out), "worker": _read_profile(worker_out)}
+
+
+def _read_profile(path: Path) -> Profile:
+    """The top functions by self time, and self time by kind (package, or built-in I/O)."""
+    stats = pstats.Stats(str(path))
+    rows: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in rows.values()) or 1.0
+    waiting = sum(row[2] for key, row in rows.items() if _kind(key) == WAITING)
+    busy = (total - waiting) or 1.0
+    working = {key: row for key, row in rows.items() if _kind(key) != WAITING}
+    top = sorted(working.items(), key=lambda item: item[1][2], reverse=True)[:PROFILE_TOP]
+    kinds: dict[str, float] = {}
+    for key, row in working.items():
+        kinds[_kind(key)] = kinds.get(_kind(key), 0.0) + row[2]
+    ranked = sorted(kinds.items(), key=lambda kv: kv[1], reverse=True)[:PROFILE_TOP]
+    return Profile(
+        waiting / total,
+        [ProfileEntry(_where(key), row[2] / busy) for key, row in top],
+        [ProfileEntry(kind, spent / busy) for kind, spent in ranked],
+    )
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    filename, line, function = key
+    if filename == "~":
+        return function.replace("|", "/")
+    parts = Path(filename).parts
+    short = "/".join(parts[-2:])
+    return f"{function} ({short}:{line})"
+
+
+WAITING = "waiting for events (epoll)"
+_KINDS: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+    (WAITING, lambda f, fn: f == "~" and "poll" in fn and "epoll" in fn),
+    (
+        "socket calls (send/recv in the kernel)",
+        lambda f, fn: f == "~" and any(w in fn for w in ("send", "recv", "socket", "sock_")),
+    ),
+    ("other built-ins (C)", lambda f, _: f == "~"),
+)
+
+
+def _kind(key: tuple[str, int, str]) -> str:
+    filename, _, function = key
+    for name, matches in _KINDS:
+        if matches(filename, function):
+            return name
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    for ours in ("gateway", "sidecar", "scaler"):
+        if ours in parts:
+            return f"{ours} (ours)"
+    if "asyncio" in parts:
+        return "asyncio"
+    if filename.startswith("<frozen "):
+        return "stdlib: " + filename.removeprefix("<frozen ").rstrip(">")  # imports at start
+    return "stdlib: " + Path(filename).stem
+
+
+def section(f: QueueingFigures) -> list[str]:
+    """BENCHMARKS.md's section on the queueing path."""
+    added_p50 = f.gateway.p50_ms - f.direct.p50_ms
+    added_p99 = f.gateway.p99_ms - f.direct.p99_ms
+    added_chunk_p99 = f.stream_gateway.p99_ms - f.stream_direct.p99_ms
+    gateway_ms = f.closed_cpu.per_request_ms["gateway"]
+    path_ms = sum(f.closed_cpu.per_request_ms.values())
+    lines = [
+        "## The queueing path: gateway, Redis and the worker",
+        "",
+        "Real processes on loopback: redis-server, `python -m gateway`, one pod's "
+        f"`python -m sidecar` with WORKER=on ({SLOTS} slots), and an engine stand-in "
+        "(`tests/benchmarks/engine_standin.py`: Triton's HTTP API on aiohttp, answering "
+        "KServe v2 infer and generate_stream at once). Direct: the same client calling the "
+        "stand-in itself. The clients (asyncio + aiohttp, in the benchmark's process) share "
+        "the 2 cores with every other process, so CPU per request of each process is given "
+        "too: read the figures as ratios. The machine's 1-minute load average was "
+        f"{f.load_average[0]:.1f} when this section's runs began and {f.load_average[1]:.1f} "
+        "when they ended.",
+        "",
+        f"Open loop at {RATE_PER_S} requests/s for {OPEN_S:g} s after {WARM_UP_S:g} s of "
+        "warm-up, KServe v2 infer, each latency from the moment its request was due. "
+        "Targets: added p50 <= 2 ms, added p99 <= 10 ms.",
+        "",
+        "| path | answered | errors | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+        f"| direct | {f.direct.count} | {_errors(f.open_errors['direct'])} "
+        f"| {f.direct.p50_ms:.2f} | {f.direct.p99_ms:.2f} |",
+        f"| gateway, Redis, worker | {f.gateway.count} | {_errors(f.open_errors['gateway'])} "
+        f"| {f.gateway.p50_ms:.2f} | {f.gateway.p99_ms:.2f} |",
+        f"| **added** | | | **{added_p50:.2f}** | **{added_p99:.2f}** |",
+        "",
+        "Percentiles are of the requests answered correctly (after the warm-up); errors are "
+        "counted over the whole run.",
+        "",
+        f"Closed loop for {CLOSED_S:g} s after {WARM_UP_S:g} s of warm-up: one gateway "
+        "process, one worker, on the same 2 cores as Redis, the stand-in and the clients. "
+        "Target: 2,000 requests/s.",
+        "",
+        "| clients | requests/s | errors |",
+        "|---|---|---|",
+        *(f"| {c.clients} | {c.per_s:,.0f} | {_errors(c.errors)} |" for c in f.closed),
+        "",
+        f"At {CLOSED_CLIENTS} clients the gateway's own CPU is {gateway_ms:.3f} ms a request: "
+        f"one core of gateway serves about {1000 / gateway_ms:,.0f} requests/s. The whole "
+        f"path costs {path_ms:.2f} ms of CPU a request over all processes, the clients "
+        f"included: these 2 cores top out near {2000 / path_ms:,.0f} requests/s whatever the "
+        "gateway does.",
+        "",
+        "CPU ms per request, each process:",
+        "",
+        "| process | open loop, 500/s | closed loop |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {f.open_cpu.per_request_ms[name]:.3f} "
+            f"| {f.closed_cpu.per_request_ms[name]:.3f} |"
+            for name in f.open_cpu.per_request_ms
+        ),
+        "",
+        f"Streaming: {STREAMS} concurrent generate_stream clients, {STREAM_ROUNDS} streams "
+        f"each of {CHUNKS} chunks {CHUNK_INTERVAL_MS:g} ms apart; delay of each chunk from "
+        "the stand-in's write to its arrival at the client (one clock). Target: added p99 "
+        "<= 5 ms.",
+        "",
+        "| path | chunks | p50 ms | p99 ms |",
+        "|---|---|---|---|",
+        f"| direct | {f.stream_direct.count} | {f.stream_direct.p50_ms:.2f} "
+        f"| {f.stream_direct.p99_ms:.2f} |",
+        f"| gateway, Redis, worker | {f.stream_gateway.count} | {f.stream_gateway.p50_ms:.2f} "
+        f"| {f.stream_gateway.p99_ms:.2f} |",
+        f"| **added** | | **{f.stream_gateway.p50_ms - f.stream_direct.p50_ms:.2f}** "
+        f"| **{added_chunk_p99:.2f}** |",
+        "",
+        *_profile_lines(f),
+        *_wake_lines(f),
+    ]
+    return lines
+
+
+def _errors(errors: dict[str, int]) -> str:
+    if not errors:
+        return "0"
+    return "; ".join(f"{count} x {what.replace('|', '/')}" for what, count in errors.items())
+
+
+def _profile_lines(f: QueueingFigures) -> list[str]:
+    lines = [
+        f"Where the time goes: the closed loop again, {CLOSED_CLIENTS} clients for "
+        f"{PROFILE_S:g} s, with the gateway and the worker under cProfile (which slows both: "
+        "shares, not times, are the point; start-up is included). Self time as a share of "
+        "the time each process was busy (not waiting in epoll), by kind, then the top "
+        "functions:",
+        "",
+    ]
+    for name, profile in f.profiles.items():
+        top, kinds = profile.top, profile.kinds
+        lines += [
+            f"{name}: waiting in epoll {profile.waiting:.0%} of its profiled time.",
+            "",
+            f"| {name}: kind | share | {name}: function | share |",
+            "|---|---|---|---|",
+        ]
+        for i in range(max(len(top), len(kinds))):
+            kind = f"{kinds[i].where} | {kinds[i].share:.1%}" if i < len(kinds) else " | "
+            fn = f"`{top[i].where}` | {top[i].share:.1%}" if i < len(top) else " | "
+            lines.append(f"| {kind} | {fn} |")
+        lines.append("")
+    return lines
+
+
+def _wake_lines(f: QueueingFigures) -> list[str]:
+    def row(name: str, runs: list[WakeRun], which: str) -> str:
+        values = [getattr(r, which) for r in runs]
+        return (
+            f"| {name} | {len(runs)} | {percentile(values, 50):.1f} | "
+            f"{percentile(values, 99):.1f} | {max(values):.1f} |"
+        )
+
+    answered = sum(r.answered for r in f.zero + f.feed)
+    sent = sum(r.sent for r in f.zero + f.feed)
+    return [
+        "### From zero and feed at once",
+        "",
+        "The engine stand-in turning ready stands for Triton becoming ready (its readiness "
+        "toggled, not a real tritonserver starting): both ends of each figure are stamped "
+        "inside the stand-in on one clock, the moment it turned ready and each request's "
+        "arrival. Target: 100 ms (p99 over runs; with this few runs p99 is the worst run).",
+        "",
+        "- From zero: 50 requests wait in the gateway while no pod exists; a pod starts "
+        "(sidecar and worker running, 8 slots, its engine not ready), then its engine turns "
+        "ready.",
+        "- Feed at once: two pods hold their 8 slots each (requests held by their engines) "
+        "and 40 wait; a third pod's engine turns ready.",
+        "",
+        "| ready -> | runs | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|",
+        row("from zero: the first request starts on the pod", f.zero, "first_ms"),
+        row("from zero: all 50 started (8 slots, answered at once)", f.zero, "full_ms"),
+        row("feed at once: the third pod's first request", f.feed, "first_ms"),
+        row("feed at once: the third pod holds its 8 slots", f.feed, "full_ms"),
+        "",
+        f"Every request answered with its own value: {answered} of {sent}.",
+        "",
+    ]
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    print("\n".join(section(run())))
+    print(f"({time.monotonic() - started:.0f} s)")
