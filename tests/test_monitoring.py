@@ -6,9 +6,10 @@
 - Every alert has summary, description and a runbook_url whose anchor is a heading of
   docs/operating.md.
 - Every metric name the rules and the dashboard use is one the code exports: a real
-  Prometheus scrapes a running scaler and a running sidecar put through the cases that
-  create their labelled series, and knows each name; the few whose series need the
-  Kubernetes API (pod watch, deletion cost) are checked in the scrape's own HELP/TYPE.
+  Prometheus scrapes a running scaler, a running sidecar with its worker and a running
+  gateway put through the cases that create their labelled series, and knows each name;
+  the few whose series need the Kubernetes API (pod watch, deletion cost) are checked in
+  the scrape's own HELP/TYPE.
 
 promtool and Prometheus come from Debian's `prometheus` package (`make test` unpacks it
 under .venv/prometheus when the machine has none); without them these tests skip and say so.
@@ -21,6 +22,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -44,7 +46,7 @@ RULES = MONITORING / "prometheusrule.yaml"
 DASHBOARD = MONITORING / "dashboards" / "llm-keda-scaler.json"
 ALERT_TESTS = ROOT / "tests" / "monitoring" / "alerts.test.yaml"
 OPERATING = ROOT / "docs" / "operating.md"
-METRIC = re.compile(r"\bllm_(?:scaler|sidecar)_[a-z0-9_]+")
+METRIC = re.compile(r"\bllm_(?:scaler|sidecar|gateway)_[a-z0-9_]+")
 # Series that only the Kubernetes API brings: the pod watch's cold starts and errors,
 # the sidecar's pod-deletion-cost patches.
 NEEDS_KUBERNETES = {
@@ -225,6 +227,41 @@ def _exercise(scaler: RunningScaler, client: redis.Redis, publisher: ReportPubli
     stream.cancel()
 
 
+@contextlib.contextmanager
+def _gateway_process(workdir: Path, redis_url: str) -> Iterator[int]:
+    """`python -m gateway` for one target; yields its metrics port once it is ready."""
+    targets = workdir / "targets.json"
+    targets.write_text(
+        json.dumps({"targets": [{"namespace": "inference", "name": "llama", "models": ["llama"]}]})
+    )
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "gateway", "--targets", str(targets), "--name", "gw-0",
+            "--redis-url", redis_url, "--bind-address", "127.0.0.1", "--port", str(port),
+            "--metrics-port", str(metrics_port), "--shutdown-delay", "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    try:
+        assert eventually(ready, bool, timeout_s=20), "the gateway did not become ready"
+        yield metrics_port
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=15)
+        assert process.returncode == 0, errors[-2000:]
+
+
 def test_every_metric_the_rules_and_dashboard_use_is_exported(
     tmp_path: Path,
     prometheus_binary: str,
@@ -237,7 +274,12 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(
     used |= {name for expr in dashboard_exprs() for name in METRIC.findall(expr)}
     assert all(METRIC.search(rule["expr"]) for rule in alert_rules())
 
-    with pods("llama-0", target="llama", redis_url=redis_server.url) as (pod,):
+    with (
+        pods(
+            "llama-0", target="llama", redis_url=redis_server.url, WORKER="on", WORKER_SLOTS="8"
+        ) as (pod,),
+        _gateway_process(tmp_path, redis_server.url) as gateway_metrics_port,
+    ):
         pod.load(active=3)
         eventually(lambda: pod.report(redis_client), lambda r: r is not None)
         _exercise(running_scaler, redis_client, publisher)
@@ -247,10 +289,16 @@ def test_every_metric_the_rules_and_dashboard_use_is_exported(
             {
                 "llm-scaler": f"127.0.0.1:{running_scaler.server.metrics_port}",
                 "llm-sidecar": f"127.0.0.1:{pod.metrics_port}",
+                "llm-gateway": f"127.0.0.1:{gateway_metrics_port}",
             },
         )
         try:
-            wanted = {"llm_scaler_decision_reason", "llm_sidecar_reports_written_total"}
+            wanted = {
+                "llm_scaler_decision_reason",
+                "llm_sidecar_reports_written_total",
+                "llm_sidecar_worker_taken_total",
+                "llm_gateway_requests_accepted_total",
+            }
             names = eventually(prometheus.names, lambda n: wanted <= n, timeout_s=30)
             up = prometheus.api("query", query="up")
         finally:
