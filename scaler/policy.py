@@ -370,6 +370,10 @@ def derived(config: TargetConfig) -> list[str]:
             f"{COLD_START_KEY}: the longest cold start a pod measured, "
             f"at least {config.cold_start_s:g} s"
         )
+    if config.queue_key is None and config.queue_keys:
+        found.append(
+            f"queueKey: the gateway's stream of each priority, {','.join(config.queue_keys)}"
+        )
     return found
 
 

@@ -7,6 +7,7 @@ import asyncio
 import grpc
 import pytest
 
+from gateway.contract import PRIORITIES
 from scaler.local_redis import LocalRedis
 from scaler.redis_connect import RedisLink
 from scaler.store import TargetStore
@@ -104,3 +105,16 @@ def test_get_metric_spec_logs_the_derived_values_and_from_what(
     assert line == (
         "inference/written: derived values: none (every key with a derived default is written)"
     )
+
+
+def test_get_metric_spec_logs_the_gateway_streams_derived_for_a_missing_queue_key(
+    scaler: RunningScaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="scaler")
+    scaler.keda.poll(ref("fed", queueType="gateway"))
+    line = next(r.getMessage() for r in caplog.records if "inference/fed" in r.getMessage())
+    streams = ",".join(f"llm-scaler:{{inference/fed}}:requests:{p}" for p in PRIORITIES)
+    assert f"queueKey: the gateway's stream of each priority, {streams}" in line
+    scaler.keda.poll(ref("named", queueType="gateway", queueKey="mine"))
+    line = next(r.getMessage() for r in caplog.records if "inference/named" in r.getMessage())
+    assert "queueKey" not in line
