@@ -194,7 +194,7 @@ def test_replies_computed_while_the_master_fails_over_reach_their_clients(
 
                 await until(all_running, 30, "every request taken by the pod")
                 # A replica has it all (after an earlier failover the master may have one).
-                assert await direct.execute_command("WAIT", 1, 300) >= 1
+                assert await direct.wait(1, 300) >= 1
                 assert not any(c.done() for c in calls), "ended before the kill: no case shown"
                 killed_at = time.monotonic()
                 deployment.kill(master)
