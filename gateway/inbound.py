@@ -1,7 +1,8 @@
 """What a client's request asks for, checked before anything is queued.
 
 Everything here refuses with `Refusal` (status, metrics reason, a message naming the problem),
-so the queue never holds a request that cannot be served: a wrong content type (415), KServe's
+so the queue never holds a request that cannot be served: a wrong content type (415; curl's
+default form type is read as JSON, as Triton reads it), KServe's
 binary tensor extension (415: the worker forwards JSON tensors only), a body over the limit
 (413), malformed JSON (400, where it breaks), a body that is not a JSON object (400), the
 OpenAI body's `model` or `stream` of the wrong type (400 naming the field), and a bad
@@ -23,6 +24,7 @@ from gateway.contract import DEFAULT_PRIORITY, PRIORITIES
 PRIORITY_HEADER = "X-Priority"
 TIMEOUT_HEADER = "X-Request-Timeout"
 BINARY_HEADER = "Inference-Header-Content-Length"
+CURL_DEFAULT = "application/x-www-form-urlencoded"
 MAX_TIMEOUT_S = 86_400.0
 
 # Not forwarded to the engine: hop-by-hop (RFC 9110 7.6.1), the gateway's own, and what the
@@ -62,6 +64,10 @@ def check_head(headers: CIMultiDictProxy[str], content_length: int | None, limit
         )
     content_type = headers.get("Content-Type", "").strip()
     mime = content_type.split(";", 1)[0].strip().lower()
+    if mime == CURL_DEFAULT:
+        # What `curl -d` sends unless told otherwise; Triton reads such a body as JSON, and
+        # so does the gateway (the body is still checked to be JSON).
+        content_type = mime = ""
     if mime and mime != "application/json" and not mime.endswith("+json"):
         raise Refusal(
             415,

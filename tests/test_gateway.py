@@ -85,6 +85,26 @@ def test_kserve_infer_round_trip(redis_server: LocalRedis, redis_client: redis.R
     run(redis_server, scenario)
 
 
+def test_curl_default_content_type_is_read_as_json_as_triton_does(
+    redis_server: LocalRedis,
+) -> None:
+    """`curl -d '{...}' URL` sends application/x-www-form-urlencoded; Triton serves it."""
+
+    async def scenario(gateway: Gateway, worker: WorkerSide, http: aiohttp.ClientSession) -> None:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        call = asyncio.ensure_future(
+            http.post("/v2/models/llama/generate", data=b'{"text_input": "hi"}', headers=form)
+        )
+        request = await worker.take_one()
+        assert request.content_type == "application/json"
+        await worker.full(request, b'{"text_output": "hello"}', status=200)
+        assert (await call).status == 200
+        broken = await http.post("/v2/models/llama/generate", data=b"a=1", headers=form)
+        assert broken.status == 400  # still checked to be JSON
+
+    run(redis_server, scenario)
+
+
 def post(
     http: aiohttp.ClientSession, path: str, body: object, **headers: str
 ) -> asyncio.Future[aiohttp.ClientResponse]:
