@@ -4,7 +4,7 @@ redis-server, `python -m gateway`, `python -m sidecar` with WORKER=on beside a r
 tritonserver (nvidia-pytriton) per pod, `python -m scaler serve` polled as KEDA polls it, and
 clients that are real HTTP clients of the gateway. Covered here, and not at unit level:
 from zero, feeding a new pod at once, a pod SIGKILLed mid-request and mid-stream, the
-gateway SIGKILLed and restarted. Redis Sentinel failover under load is in
+gateway SIGKILLed and restarted, clients gone or past their deadline never started. Redis Sentinel failover under load is in
 tests/test_queueing_failover.py. Timing figures are printed (the benchmark asserts them),
 and asserted here only loosely.
 """
@@ -381,6 +381,69 @@ def test_a_killed_gateways_clients_get_errors_and_their_requests_never_start(
         assert _answered_correctly(fresh_call, 0.05), fresh_call
         assert ran_after == 3
         assert (books.accepted, books.answered, books.failed) == (1, {"2xx": 1}, {}), books
+        assert pod_status == 0, pod.log_tail()
+
+    scenario(redis_server, body)
+
+
+def test_requests_whose_client_left_or_whose_deadline_passed_are_never_started(
+    redis_server: LocalRedis, workdir: Path, triton: TritonServer
+) -> None:
+    """Issue 23's deadlines, end to end: three clients hang up while their requests wait, three
+    get the gateway's 504 at their 1 s deadline; the pod, once free, runs none of the six."""
+
+    async def body(client: Redis) -> None:
+        gateway = await GatewayProcess(workdir, redis_server.url, name="gw-gone").start()
+        pod = WorkerPod(workdir, triton, redis_server.url, "gone-0", slots=2).start()
+        try:
+            before = await asyncio.to_thread(executions, triton)
+            async with client_session() as session:
+                running = [RUNNING_S, RUNNING_S + 0.001]
+                calls = [asyncio.create_task(infer(session, gateway.url, s)) for s in running]
+
+                async def pod_full() -> bool:
+                    return (await queue_state(client)).held == {pod.name: 2}
+
+                await until(pod_full, 20, "the pod full")
+                hang_up = [asyncio.create_task(infer(session, gateway.url, 0.1)) for _ in range(3)]
+                short = {"X-Request-Timeout": "1"}
+                late = [
+                    asyncio.create_task(infer(session, gateway.url, 0.1, short)) for _ in range(3)
+                ]
+
+                async def six_wait() -> bool:
+                    return (await queue_state(client)).waiting == 6
+
+                await until(six_wait, 10, "six requests waiting")
+                for call in hang_up:
+                    call.cancel()  # the client closes its connection
+                async with asyncio.timeout(RUNNING_S + 10):
+                    timed_out = await asyncio.gather(*late)
+                    done = await asyncio.gather(*calls)
+
+                async def queue_empty() -> bool:
+                    return (await queue_state(client)).queued == 0
+
+                await until(queue_empty, 10, "every waiting entry handled by the pod")
+            ran = await asyncio.to_thread(executions, triton) - before
+            worker = await pod.metrics()
+            books = await gateway.books()
+        finally:
+            pod_status = pod.stop()
+            gateway.stop()
+        assert all(_answered_correctly(o, s) for o, s in zip(done, running, strict=True)), done
+        for outcome in timed_out:
+            assert outcome.status == 504 and "deadline" in outcome.error_reason(), outcome
+        assert ran == 2, ran  # only the two running before; none of the six started
+        skipped = {
+            reason: sample(worker, "llm_sidecar_worker_skipped_total", reason=reason)
+            for reason in ("cancelled", "deadline")
+        }
+        # The three hung up are cancelled; the three late, cancelled too (the gateway marks a
+        # request it answered 504) or past their deadline: none runs either way.
+        assert sum(skipped.values()) == 6 and skipped["cancelled"] >= 3, skipped
+        assert books.failed == {"client_gone": 3, "deadline": 3}, books
+        assert books.balanced and books.inflight == 0, books
         assert pod_status == 0, pod.log_tail()
 
     scenario(redis_server, body)
