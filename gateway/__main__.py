@@ -42,7 +42,11 @@ async def serve(config: GatewayConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config, CollectorRegistry())
-    await gateway.start()
+    try:
+        await gateway.start()
+    except OSError as exc:  # a port taken: say which, not a traceback
+        await gateway.link.aclose()
+        raise SystemExit(f"gateway: cannot listen: {exc.strerror or exc}") from None
     log.info(
         "gateway %s (incarnation %s) serving %s on %s:%d, /metrics on %s:%d; Redis %s",
         config.name,
