@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,10 @@ STREAMER_CONFIG = (
     "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
 )
 START_TIMEOUT_S = 30.0  # a Python process's start on a loaded 2-core machine
+STOP_TIMEOUT_S = 20.0  # SIGTERM to exit: the processes' grace here is 5 s
+# faulthandler on: a process that does not stop is sent SIGABRT and dumps its threads' stacks
+# into its log, for the failure message.
+DIAGNOSABLE = {"PYTHONFAULTHANDLER": "1"}
 
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
@@ -67,8 +72,6 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float, what
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of a /metrics page, keyed by name and sorted labels (blocking)."""
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=5) as answer:
         text = answer.read().decode()
     samples = {}
@@ -76,6 +79,25 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             samples[s.name, tuple(sorted(s.labels.items()))] = s.value
     return samples
+
+
+def terminate(process: subprocess.Popen[bytes] | None) -> int | None:
+    """SIGTERM and wait (blocking); past STOP_TIMEOUT_S, SIGABRT (a stack dump), then SIGKILL.
+    The exit status: 0 for a graceful stop, -6 for a process that hung; None: never started."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+    return process.returncode
 
 
 def sample(
@@ -126,6 +148,7 @@ class GatewayProcess:
             "METRICS_PORT": str(self.metrics_port),
             "SHUTDOWN_DELAY_SECONDS": "0",
             "SHUTDOWN_GRACE_SECONDS": "5",
+            **DIAGNOSABLE,
             **env,
         }
         self.log_path = workdir / f"gateway-{name}.log"
@@ -168,17 +191,8 @@ class GatewayProcess:
         self.process.wait(10)
 
     def stop(self) -> int | None:
-        """SIGTERM and wait; the exit status (None if it was never started)."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        """SIGTERM and wait; the exit status (see `terminate`)."""
+        return terminate(self.process)
 
     async def books(self) -> GatewayBooks:
         s = await asyncio.to_thread(scrape, f"http://127.0.0.1:{self.metrics_port}/metrics")
@@ -230,6 +244,7 @@ class WorkerPod:
             "WORKER": "on",
             "WORKER_SLOTS": str(slots),
             "WORKER_GRACE_SECONDS": "5",
+            **DIAGNOSABLE,
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -264,16 +279,8 @@ class WorkerPod:
         self.process.wait(10)
 
     def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        """SIGTERM and wait; the exit status (see `terminate`)."""
+        return terminate(self.process)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

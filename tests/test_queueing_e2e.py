@@ -4,9 +4,9 @@ redis-server, `python -m gateway`, `python -m sidecar` with WORKER=on beside a r
 tritonserver (nvidia-pytriton) per pod, `python -m scaler serve` polled as KEDA polls it, and
 clients that are real HTTP clients of the gateway. Covered here, and not at unit level:
 from zero, feeding a new pod at once, a pod SIGKILLed mid-request and mid-stream, the
-gateway SIGKILLed and restarted, clients gone or past their deadline never started. Redis Sentinel failover under load is in
-tests/test_queueing_failover.py. Timing figures are printed (the benchmark asserts them),
-and asserted here only loosely.
+gateway SIGKILLed and restarted, clients gone or past their deadline never started. Redis
+Sentinel failover under load is in tests/test_queueing_failover.py. Timing figures are
+printed (the benchmark asserts them), and asserted here only loosely.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def test_from_zero_every_request_held_until_the_pod_starts_then_answered(
             books = await gateway.books()
         finally:
             pod_status = pod.stop()
-            gateway.stop()
+            gateway_status = gateway.stop()
         assert first_ms is not None
         start_after_ready_ms = first_ms - ready_ms
         print(
@@ -176,6 +176,7 @@ def test_from_zero_every_request_held_until_the_pod_starts_then_answered(
         assert -100 < start_after_ready_ms < 2000, start_after_ready_ms
         assert (await queue_state(client)).queued == 0
         assert pod_status == 0, pod.log_tail()
+        assert gateway_status == 0, gateway.log_tail()
 
     scenario(redis_server, body)
 
@@ -234,7 +235,7 @@ def test_a_pod_that_becomes_ready_takes_its_full_slots_while_requests_wait(
             books = await gateway.books()
         finally:
             statuses = [p.stop() for p in [*full, third]]
-            gateway.stop()
+            gateway_status = gateway.stop()
         print(
             f"\nfeed at once: the third pod held its {SLOTS} slots {took_s * 1000:.0f} ms after "
             f"its Triton's readiness was seen ({ready_at - filled_at:.1f} s after 40 waited)"
@@ -248,6 +249,7 @@ def test_a_pod_that_becomes_ready_takes_its_full_slots_while_requests_wait(
             assert _answered_correctly(outcome, s), (s, outcome)
         assert (books.accepted, books.answered, books.failed) == (48, {"2xx": 48}, {}), books
         assert statuses == [0, 0, 0], [p.log_tail() for p in [*full, third]]
+        assert gateway_status == 0, gateway.log_tail()
 
     scenario(redis_server, body)
 
@@ -294,7 +296,7 @@ def test_a_killed_pods_plain_requests_are_answered_elsewhere_and_its_streams_end
         finally:
             doomed.stop()
             survivor_status = survivor.stop()
-            gateway.stop()
+            gateway_status = gateway.stop()
         answered = [o for s, o in zip(plain, outcomes, strict=False) if _answered_correctly(o, s)]
         streams = outcomes[8:]
         errors = [o for o in streams if o.status == 200 and o.stream_error]
@@ -317,6 +319,7 @@ def test_a_killed_pods_plain_requests_are_answered_elsewhere_and_its_streams_end
         assert left.queued == 0, left
         assert await client.scard(streamed_key(NAMESPACE, TARGET)) == 0
         assert survivor_status == 0, survivor.log_tail()
+        assert gateway_status == 0, gateway.log_tail()
 
     scenario(redis_server, body)
 
@@ -371,7 +374,7 @@ def test_a_killed_gateways_clients_get_errors_and_their_requests_never_start(
             books = await gateway.books()
         finally:
             pod_status = pod.stop()
-            gateway.stop()
+            gateway_status = gateway.stop()
         assert all(o.connection_error and not o.status for o in outcomes), outcomes
         # The pod had no free slot before the restart: what it took next, it took after.
         assert restarted_s < RUNNING_S, f"restarted {restarted_s:.1f} s in: too late to show"
@@ -382,6 +385,7 @@ def test_a_killed_gateways_clients_get_errors_and_their_requests_never_start(
         assert ran_after == 3
         assert (books.accepted, books.answered, books.failed) == (1, {"2xx": 1}, {}), books
         assert pod_status == 0, pod.log_tail()
+        assert gateway_status == 0, gateway.log_tail()
 
     scenario(redis_server, body)
 
@@ -430,7 +434,7 @@ def test_requests_whose_client_left_or_whose_deadline_passed_are_never_started(
             books = await gateway.books()
         finally:
             pod_status = pod.stop()
-            gateway.stop()
+            gateway_status = gateway.stop()
         assert all(_answered_correctly(o, s) for o, s in zip(done, running, strict=True)), done
         for outcome in timed_out:
             assert outcome.status == 504 and "deadline" in outcome.error_reason(), outcome
@@ -445,5 +449,6 @@ def test_requests_whose_client_left_or_whose_deadline_passed_are_never_started(
         assert books.failed == {"client_gone": 3, "deadline": 3}, books
         assert books.balanced and books.inflight == 0, books
         assert pod_status == 0, pod.log_tail()
+        assert gateway_status == 0, gateway.log_tail()
 
     scenario(redis_server, body)
