@@ -127,16 +127,19 @@ class Gateway(Process):
 
 
 class Pod(Process):
-    """`python -m sidecar` with WORKER=on for pod `name`, in front of `standin`."""
+    """`python -m sidecar` with WORKER=on for pod `name`, in front of its engine."""
 
     def __init__(
         self,
         redis_url: str,
         name: str,
-        standin: StandIn,
+        engine: StandIn | tuple[str, str],
         slots: int,
         profile_to: Path | None = None,
     ) -> None:
+        """`engine`: the stand-in, or a Triton's HTTP URL and metrics URL."""
+        if isinstance(engine, StandIn):
+            engine = (engine.url, f"{engine.url}/metrics")
         self.name = name
         self._redis_url = redis_url
         env = {
@@ -144,8 +147,8 @@ class Pod(Process):
             "POD_NAMESPACE": NAMESPACE,
             "TARGET_NAME": TARGET,
             "REDIS_URL": redis_url,
-            "TRITON_HTTP_URL": standin.url,
-            "TRITON_METRICS_URL": f"{standin.url}/metrics",
+            "TRITON_HTTP_URL": engine[0],
+            "TRITON_METRICS_URL": engine[1],
             "BIND_ADDRESS": "127.0.0.1",
             "METRICS_PORT": str(free_port()),
             "DELETION_COST": "off",
