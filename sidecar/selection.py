@@ -34,7 +34,7 @@ so a vLLM or streaming TensorRT-LLM engine named alone teaches no service time
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TRT_LLM = "nv_trt_llm_request_metrics"
@@ -54,6 +54,13 @@ class Selection:
     counted: frozenset[str]  # in flight from their completion counters
     queued: frozenset[str]  # Triton's pending count adds to waiting
     served: frozenset[str] = frozenset()  # their completions tell the service time
+    # Of `queued`: the queues whose requests a counted model's completions already count
+    # (the counted model's own, its ensemble steps'). Their live pending count is a floor
+    # under the rebuilt figure, never added to it (sidecar.completions).
+    behind_counted: frozenset[str] = frozenset()
+    # Requests a model surely executes while any waits in its queue: its instances (each
+    # takes a request or a batch when free); 0 where that does not hold (decoupled).
+    busy_while_queued: Mapping[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def models(self) -> frozenset[str]:
@@ -67,6 +74,7 @@ class ModelConfig:
     name: str
     ensemble_steps: tuple[str, ...] = ()
     decoupled: bool = False
+    instances: int = 0  # instance_group: count x GPUs, summed; 0 when not said
 
     @property
     def is_ensemble(self) -> bool:
@@ -88,7 +96,20 @@ class ModelConfig:
                 raise ValueError(f"model {name}: an ensemble step without model_name")
         policy = config.get("model_transaction_policy") or {}
         decoupled = bool(policy.get("decoupled")) if isinstance(policy, Mapping) else False
-        return ModelConfig(name, tuple(dict.fromkeys(steps)), decoupled)
+        return ModelConfig(name, tuple(dict.fromkeys(steps)), decoupled, _instances(config))
+
+
+def _instances(config: Mapping[str, Any]) -> int:
+    """Instances Triton runs: each group's `count`, once per GPU it lists (Triton fills
+    the list in the configuration it serves). Anything else unreadable counts 0."""
+    groups = config.get("instance_group")
+    total = 0
+    for group in groups if isinstance(groups, list) else ():
+        count = group.get("count", 1) if isinstance(group, Mapping) else 0
+        gpus = group.get("gpus") if isinstance(group, Mapping) else None
+        if isinstance(count, int) and count > 0:
+            total += count * max(1, len(gpus) if isinstance(gpus, list) else 0)
+    return total
 
 
 def steps_of(model: str, configs: Mapping[str, ModelConfig]) -> tuple[str, ...]:
@@ -126,6 +147,7 @@ def select(
     counted: set[str] = set()
     queued: set[str] = set()
     served: set[str] = set()
+    behind: set[str] = set()
     refused: list[str] = []
     for model in names:
         config = configs[model]
@@ -141,6 +163,7 @@ def select(
             queued.update(steps)
             if not inner:
                 counted.add(model)
+                behind.update(steps)  # its duration runs from arrival: their queues too
         elif model in covered:
             queued.add(model)  # its requests are counted through its ensemble
         elif config.decoupled:
@@ -151,6 +174,7 @@ def select(
         else:
             counted.add(model)
             queued.add(model)
+            behind.add(model)
     if refused:
         raise SelectionError(
             f"cannot measure the load of {', '.join(refused)}: decoupled, and no in-flight "
@@ -159,7 +183,19 @@ def select(
             "Name the ensemble or engine that publishes the gauges instead. "
             f"What each model offers: {describe(configs, gauges)}"
         )
-    return Selection(frozenset(engines), frozenset(counted), frozenset(queued), frozenset(served))
+    busy = {
+        m: configs[m].instances
+        for m in behind
+        if m in configs and not configs[m].decoupled and not configs[m].is_ensemble
+    }
+    return Selection(
+        frozenset(engines),
+        frozenset(counted),
+        frozenset(queued),
+        frozenset(served),
+        frozenset(behind),
+        busy,
+    )
 
 
 def describe(configs: Mapping[str, ModelConfig], gauges: Mapping[str, str]) -> str:

@@ -45,11 +45,14 @@ vLLM backend `src/utils/metrics.py`, labels model/version):
       Triton's pending count, kv = vllm:gpu_cache_usage_perc (0-1; newer vLLM
       names it vllm:kv_cache_usage_perc), capacity = None (not published).
 
-Plain Triton (no engine gauges): waiting = pending count (queued, not executing:
-  checked on Triton 2.51); inflight = rebuilt from the completion counters
-  `nv_inference_request_success`, `nv_inference_request_duration_us` -
-  `nv_inference_queue_duration_us` by sidecar.completions, with a lag of one to
-  two request durations; capacity = None (the caller uses its configured capacity).
+Plain Triton (no engine gauges): in flight and waiting rebuilt together for one
+  past window by sidecar.completions, from the completion counters
+  `nv_inference_request_success`, `nv_inference_request_duration_us`,
+  `nv_inference_queue_duration_us` and the pending count (queued, not executing:
+  checked on Triton 2.51) recorded at each poll, with a lag of one to two request
+  durations. The pending count of now (with the instances it keeps busy) is a
+  floor under that figure, never added to it; capacity = None (the caller uses its
+  configured capacity).
 
 Which model counts for what (an ensemble over an engine, say) is a
 sidecar.selection.Selection.
@@ -57,12 +60,12 @@ sidecar.selection.Selection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.completions import CompletionTimeline, Counters
+from sidecar.completions import CompletionTimeline, Counters, Frame, with_live_floor
 from sidecar.selection import TRT_LLM, VLLM, Selection
 
 PENDING = "nv_inference_pending_request_count"
@@ -190,7 +193,7 @@ def parse_exposition(text: str, models: Iterable[str] = ()) -> TritonSample:
         )
     success, requests, queued = (counters[name] for name in _COUNTERS)
     completed = {
-        key: Counters(success[key], requests[key] - queued.get(key, 0.0))
+        key: Counters(success[key], requests[key] - queued.get(key, 0.0), queued.get(key, 0.0))
         for key in success.keys() & requests.keys()
     }
     return TritonSample(pending, completed, trt_models, vllm_models)
@@ -238,7 +241,8 @@ def page_selection(sample: TritonSample) -> Selection:
     not a step of an ensemble) is in the configurations only."""
     engines = frozenset(sample.engine_gauges())
     names = sample.model_names()
-    return Selection(engines, frozenset() if engines else names, names)
+    counted = frozenset() if engines else names
+    return Selection(engines, counted, names, behind_counted=counted)
 
 
 @dataclass
@@ -280,10 +284,16 @@ class LoadEstimator:
 
     def observe(self, sample: TritonSample, now: float) -> Load | None:
         selection = self.selection or page_selection(sample)
-        waiting = sum(v for (m, _), v in sample.pending.items() if m in selection.queued)
-        inflight = self._counted(sample, selection.counted, now)
-        if inflight is None:
+        # Queues whose requests the counted models' completions already count: their
+        # pending count is part of the rebuilt frame, and only a floor under it now.
+        behind = selection.behind_counted if selection.counted else frozenset()
+        waiting = sum(v for (m, _), v in sample.pending.items() if m in selection.queued - behind)
+        past = self._counted(sample, selection.counted, now)
+        if past is None:
             return None
+        counted = with_live_floor(past, _live(sample, behind, selection.busy_while_queued))
+        inflight = counted.inflight
+        waiting += counted.waiting
         capacity: float | None = None
         kv_used = kv_max = 0.0
         fractions: list[float] = []
@@ -312,18 +322,22 @@ class LoadEstimator:
             kv = min(max(kv, 0.0), 1.0)
         return Load(inflight, waiting, capacity, kv)
 
-    def _counted(self, sample: TritonSample, counted: frozenset[str], now: float) -> float | None:
-        """Sum of the counted models' in-flight averages; None until each has one."""
-        total: float | None = 0.0
+    def _counted(self, sample: TritonSample, counted: frozenset[str], now: float) -> Frame | None:
+        """Sum of the counted models' rebuilt frames; None until each has one."""
+        inflight = waiting = 0.0
+        complete = True
         for key, counters in sample.counters.items():
             if key[0] not in counted:
                 continue
             timeline = self._timelines.get(key)
             if timeline is None:
                 timeline = self._timelines[key] = CompletionTimeline(self._origin_idle)
-            average = timeline.observe(counters, now)
-            total = None if average is None or total is None else total + average
-        return total
+            frame = timeline.observe(counters, now, sample.pending.get(key, 0.0))
+            if frame is None:
+                complete = False
+            else:
+                inflight, waiting = inflight + frame.inflight, waiting + frame.waiting
+        return Frame(inflight, waiting) if complete else None
 
     def _idle(self, key: ModelKey, counter: float | None, now: float) -> bool:
         if counter is None:
@@ -333,3 +347,14 @@ class LoadEstimator:
             self._iterations[key] = _Iterations(counter, now)
             return False
         return now - seen.changed_at >= self._idle_after_s
+
+
+def _live(sample: TritonSample, behind: frozenset[str], busy: Mapping[str, int]) -> Frame:
+    """What the counted models' queues show now: requests waiting, and the instances
+    they keep busy (a model whose queue holds a request has no instance idle)."""
+    waiting = executing = 0.0
+    for (model, _), pending in sample.pending.items():
+        if model in behind:
+            waiting += pending
+            executing += busy.get(model, 0) if pending > 0 else 0
+    return Frame(executing, waiting)

@@ -67,6 +67,31 @@ class Repository:
         """Plain model: `instances` requests execute at once, each DURATION_S seconds."""
         self._model(name, _python_config(instances, decoupled=False), "sleeper.py")
 
+    def batcher(
+        self,
+        name: str,
+        instances: int,
+        max_batch_size: int,
+        max_queue_delay_us: int = 0,
+        preferred_batch_sizes: tuple[int, ...] = (),
+    ) -> None:
+        """Plain model with Triton's dynamic batcher (PyTriton's `@batch` default):
+        `instances` batches execute at once, each of up to `max_batch_size` requests
+        that all take the batch's DURATION_S; requests send shape [1, 1]."""
+        preferred = (
+            f"preferred_batch_size: [ {', '.join(map(str, preferred_batch_sizes))} ] "
+            if preferred_batch_sizes
+            else ""
+        )
+        config = (
+            f'backend: "python"\nmax_batch_size: {max_batch_size}\n'
+            + _IO
+            + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
+            + f"dynamic_batching {{ {preferred}"
+            + f"max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
+        )
+        self._model(name, config, "batcher.py")
+
     def engine(self, name: str, max_running: int, gauges: str = "vllm") -> None:
         """Decoupled model with the vLLM backend's gauges (`gauges="none"`: without)."""
         parameters = (
@@ -231,9 +256,16 @@ class ClosedLoop:
     """`clients` threads, each sending its next request of `duration_s` when the last ends."""
 
     def __init__(
-        self, server: TritonServer, model: str, duration_s: float, *, generate: bool = False
+        self,
+        server: TritonServer,
+        model: str,
+        duration_s: float,
+        *,
+        generate: bool = False,
+        batched: bool = False,
     ) -> None:
         self._server = server
+        self._shape = [1, 1] if batched else [1]  # a batched model's inputs lead with the batch
         self._model = model
         self._duration_s = duration_s
         self._generate = generate  # decoupled models answer on /generate
@@ -268,7 +300,7 @@ class ClosedLoop:
             path = "infer"
             body = {
                 "inputs": [
-                    {"name": "DURATION_S", "shape": [1], "datatype": "FP32",
+                    {"name": "DURATION_S", "shape": self._shape, "datatype": "FP32",
                      "data": [self._duration_s]}
                 ]
             }  # fmt: skip

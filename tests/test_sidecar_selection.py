@@ -23,8 +23,16 @@ TRT_GAUGES = {"tensorrt_llm": TRT_LLM}
 STAGES = frozenset({"preprocessing", "tensorrt_llm", "postprocessing"})
 
 
-def roles(engines: set[str], counted: set[str], queued: set[str], served: set[str]) -> Selection:
-    return Selection(frozenset(engines), frozenset(counted), frozenset(queued), frozenset(served))
+def roles(
+    engines: set[str],
+    counted: set[str],
+    queued: set[str],
+    served: set[str],
+    behind: frozenset[str] = frozenset(),  # queues a counted model's completions count
+) -> Selection:
+    return Selection(
+        frozenset(engines), frozenset(counted), frozenset(queued), frozenset(served), behind
+    )
 
 
 CASES = [
@@ -65,14 +73,14 @@ CASES = [
             "resnet": ModelConfig("resnet"),
         },
         {},
-        roles(set(), {"pipeline"}, {"resnet"}, {"pipeline"}),
+        roles(set(), {"pipeline"}, {"resnet"}, {"pipeline"}, frozenset({"resnet"})),
     ),
     (
         "ensemble-over-a-decoupled-model-counts-its-own-completions",
         ("llm",),
         {"llm": ModelConfig("llm", ("streamer",)), "streamer": ModelConfig("streamer", (), True)},
         {},
-        roles(set(), {"llm"}, {"streamer"}, {"llm"}),
+        roles(set(), {"llm"}, {"streamer"}, {"llm"}, frozenset({"streamer"})),
     ),
     (
         "nested-ensembles-reach-the-engine",
@@ -90,7 +98,13 @@ CASES = [
         ("resnet", "bert"),
         {"resnet": ModelConfig("resnet"), "bert": ModelConfig("bert")},
         {},
-        roles(set(), {"resnet", "bert"}, {"resnet", "bert"}, {"resnet", "bert"}),
+        roles(
+            set(),
+            {"resnet", "bert"},
+            {"resnet", "bert"},
+            {"resnet", "bert"},
+            frozenset({"resnet", "bert"}),
+        ),
     ),
 ]
 
