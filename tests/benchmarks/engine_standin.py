@@ -14,8 +14,9 @@ What it answers, as Triton's HTTP server does:
 
 Control, for the benchmark (not Triton's): `POST /control?ready=0|1&hold=0|1` sets the state
 (readiness turned on stamps `ready_at`, unix seconds, taken here at that moment);
-`POST /control?reset=1` forgets the arrivals; `GET /control` gives the state and the arrival
-time (unix seconds) of every infer request since, in order, and how many are held.
+`POST /control?reset=1` forgets the arrivals; `GET /control` gives the state, the arrival
+time (unix seconds) of every infer request since, in order, and how many are held, and by
+each request's first input value when it arrived and when it was answered.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class EngineStandIn:
         self.ready = ready
         self.ready_at = time.time() if ready else 0.0
         self.arrivals: list[float] = []
+        # The first input's first value -> [arrived, answered] (unix seconds): the client
+        # splits each latency into the way in, the engine, and the way back.
+        self.by_value: dict[str, list[float]] = {}
         self.held = 0
         self.answered = 0
         self._release = asyncio.Event()
@@ -72,7 +76,8 @@ class EngineStandIn:
         return web.Response(text=page, content_type="text/plain")
 
     async def _infer(self, request: web.Request) -> web.Response:
-        self.arrivals.append(time.time())
+        arrived = time.time()
+        self.arrivals.append(arrived)
         model = request.match_info["model"]
         if not self.ready:
             return web.json_response({"error": f"Request for unknown model: '{model}'"}, status=400)
@@ -96,6 +101,9 @@ class EngineStandIn:
             finally:
                 self.held -= 1
         self.answered += 1
+        first = outputs[0]["data"] if outputs else None
+        if isinstance(first, list) and first:
+            self.by_value[str(first[0])] = [arrived, time.time()]
         answer = {
             "model_name": model,
             "model_version": request.match_info.get("version", "1"),
@@ -140,6 +148,7 @@ class EngineStandIn:
                 self._release.set()
         if query.get("reset") == "1":
             self.arrivals.clear()
+            self.by_value.clear()
         return await self._state(request)
 
     async def _state(self, _: web.Request) -> web.Response:
@@ -148,6 +157,7 @@ class EngineStandIn:
                 "ready": self.ready,
                 "ready_at": self.ready_at,
                 "arrivals": self.arrivals,
+                "by_value": self.by_value,
                 "held": self.held,
                 "answered": self.answered,
             }

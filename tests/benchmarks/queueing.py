@@ -13,10 +13,12 @@ reached, the gateway and the worker are run again under cProfile and their top e
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pstats
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,14 +29,16 @@ from redis import Redis
 
 from scaler.local_redis import LocalRedis
 from tests.benchmarks.common import cpu_seconds, percentile
-from tests.benchmarks.queueing_load import closed_loop, open_loop, streams
+from tests.benchmarks.queueing_load import Tally, closed_loop, open_loop, streams
 from tests.benchmarks.queueing_procs import Gateway, Pod, StandIn
 from tests.benchmarks.queueing_triton import POD_AFTER_S, PROBE_S, REQUESTS, from_zero_on_triton
 from tests.benchmarks.queueing_triton import SLOTS as TRITON_SLOTS
 from tests.benchmarks.queueing_wake import ZERO_REQUESTS, WakeRun, feed_at_once, from_zero
 
 RATE_PER_S = 500
-OPEN_S = 10.0
+OPEN_ROUNDS = 5  # each path this many times, in turns
+OPEN_ROUND_S = 2.0
+ROUND_WARM_UP_S = 0.2  # each turn's own client opens its connections
 WARM_UP_S = 1.0
 CLOSED_CLIENTS = 64  # the headline: its CPU is measured, and profiled
 CLOSED_SWEEP = (16, CLOSED_CLIENTS, 256)
@@ -98,6 +102,8 @@ class QueueingFigures:
     open_cpu: Cpu
     closed: list[Closed]
     closed_cpu: Cpu
+    # Per segment of each latency: (direct, through the gateway).
+    open_split: dict[str, tuple[Latency, Latency]]
     # Redis commands per request (open loop, closed loop), Lua's own calls included.
     redis_calls: tuple[dict[str, float], dict[str, float]]
     stream_direct: Latency
@@ -169,11 +175,33 @@ def _overhead(redis: LocalRedis) -> dict[str, Any]:
             "engine stand-in": standin.pid,
             "clients": os.getpid(),
         }
-        direct, _ = measured(pids, open_loop(standin.url, RATE_PER_S, OPEN_S, WARM_UP_S))
-        calls_before = commands(redis.url)
-        via, used = measured(pids, open_loop(gateway.url, RATE_PER_S, OPEN_S, WARM_UP_S))
-        sent = RATE_PER_S * (OPEN_S + WARM_UP_S)
-        open_calls = per_request(calls_before, commands(redis.url), sent)
+        asyncio.run(open_loop(standin.url, RATE_PER_S, 0, WARM_UP_S))
+        asyncio.run(open_loop(gateway.url, RATE_PER_S, 0, WARM_UP_S))
+        # In turns, so what else loads the machine meanwhile falls on both paths alike.
+        direct, via = Tally(), Tally()
+        direct_split: dict[str, list[float]] = {}
+        via_split: dict[str, list[float]] = {}
+        used = dict.fromkeys(pids, 0.0)
+        calls: dict[str, int] = {}
+        for turn in range(OPEN_ROUNDS):
+            for url, tally, split in (
+                (standin.url, direct, direct_split),
+                (gateway.url, via, via_split),
+            ):
+                standin_state(standin, reset=True)
+                first = (2 * turn + (url == gateway.url)) * 1_000_000
+                before = commands(redis.url)
+                got, cpu = measured(
+                    pids, open_loop(url, RATE_PER_S, OPEN_ROUND_S, ROUND_WARM_UP_S, first)
+                )
+                _merge(tally, got)
+                _split(got, standin_state(standin), split)
+                if url == gateway.url:
+                    used = {k: used[k] + v for k, v in cpu.items()}
+                    after = commands(redis.url)
+                    calls = {k: calls.get(k, 0) + n - before.get(k, 0) for k, n in after.items()}
+        sent = RATE_PER_S * (OPEN_ROUND_S + ROUND_WARM_UP_S) * OPEN_ROUNDS
+        open_calls = per_request({}, calls, sent)
         closed = []
         for clients in CLOSED_SWEEP:
             calls_before = commands(redis.url)
@@ -203,7 +231,39 @@ def _overhead(redis: LocalRedis) -> dict[str, Any]:
         "redis_calls": (open_calls, closed_calls),
         "stream_direct": latency(stream_direct),
         "stream_gateway": latency(stream_via),
+        "open_split": {
+            name: (latency(direct_split[name]), latency(via_split[name])) for name in SEGMENTS
+        },
     }
+
+
+SEGMENTS = ("way in", "engine", "way back")
+
+
+def standin_state(standin: StandIn, reset: bool = False) -> Any:
+    url = f"{standin.url}/control" + ("?reset=1" if reset else "")
+    request = urllib.request.Request(url, method="POST" if reset else "GET")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def _merge(into: Tally, tally: Tally) -> None:
+    into.latencies_s += tally.latencies_s
+    into.records += tally.records
+    for what, count in tally.errors.items():
+        into.errors[what] = into.errors.get(what, 0) + count
+
+
+def _split(tally: Tally, state: Any, into: dict[str, list[float]]) -> None:
+    """Each latency in three: due -> the engine has it, the engine, answered -> the client."""
+    for value, due, done in tally.records:
+        seen = state["by_value"].get(str(value))
+        if seen is not None:
+            arrived, answered = seen
+            for name, span in zip(
+                SEGMENTS, (arrived - due, answered - arrived, done - answered), strict=True
+            ):
+                into.setdefault(name, []).append(span)
 
 
 def commands(redis_url: str) -> dict[str, int]:
@@ -314,8 +374,10 @@ def section(f: QueueingFigures) -> list[str]:
         f"{f.load_average[0]:.1f} when this section's runs began and {f.load_average[1]:.1f} "
         "when they ended.",
         "",
-        f"Open loop at {RATE_PER_S} requests/s for {OPEN_S:g} s after {WARM_UP_S:g} s of "
-        "warm-up, KServe v2 infer, each latency from the moment its request was due. "
+        f"Open loop at {RATE_PER_S} requests/s, KServe v2 infer, each latency from the moment "
+        f"its request was due: {OPEN_ROUNDS} turns of {OPEN_ROUND_S:g} s on each path, "
+        "direct and through the gateway in turns (so what else loads the machine falls on "
+        f"both alike), each turn after {ROUND_WARM_UP_S:g} s of its own warm-up. "
         "Targets: added p50 <= 2 ms, added p99 <= 10 ms.",
         "",
         "| path | answered | errors | p50 ms | p99 ms |",
@@ -327,7 +389,17 @@ def section(f: QueueingFigures) -> list[str]:
         f"| **added** | | | **{added_p50:.2f}** | **{added_p99:.2f}** |",
         "",
         "Percentiles are of the requests answered correctly (after the warm-up); errors are "
-        "counted over the whole run.",
+        "counted over the whole run. Each latency split in three with the stand-in's own "
+        "stamps: the way in (due -> the engine has it: client, gateway, Redis, the worker's "
+        "take and checks, tritonclient), the engine, the way back (answered -> the client "
+        "has it: the worker's reply, Redis, the gateway's reply reader):",
+        "",
+        "| segment | direct p50 ms | direct p99 ms | gateway p50 ms | gateway p99 ms |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {d.p50_ms:.2f} | {d.p99_ms:.2f} | {g.p50_ms:.2f} | {g.p99_ms:.2f} |"
+            for name, (d, g) in f.open_split.items()
+        ),
         "",
         f"Closed loop for {CLOSED_S:g} s after {WARM_UP_S:g} s of warm-up: one gateway "
         "process, one worker, on the same 2 cores as Redis, the stand-in and the clients. "

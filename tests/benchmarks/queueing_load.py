@@ -36,6 +36,8 @@ class Tally:
 
     latencies_s: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    # Of the counted requests: (value, due, answered), unix seconds.
+    records: list[tuple[int, float, float]] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -62,16 +64,22 @@ async def infer(client: aiohttp.ClientSession, base_url: str, value: int, tally:
     return True
 
 
-async def open_loop(base_url: str, rate_per_s: float, duration_s: float, warm_up_s: float) -> Tally:
+async def open_loop(
+    base_url: str, rate_per_s: float, duration_s: float, warm_up_s: float, first: int = 0
+) -> Tally:
     """Requests sent at `rate_per_s` whatever the answers (open loop); each latency is taken
-    from the moment it was due, so a late sender counts against the figure, not for it."""
+    from the moment it was due, so a late sender counts against the figure, not for it.
+    Values from `first` on: each request's own."""
     tally = Tally()
     loop = asyncio.get_running_loop()
+    wall_offset = time.time() - loop.time()
     async with session() as client:
 
         async def one(value: int, due: float, counted: bool) -> None:
             if await infer(client, base_url, value, tally) and counted:
-                tally.latencies_s.append(loop.time() - due)
+                done = loop.time()
+                tally.latencies_s.append(done - due)
+                tally.records.append((value, due + wall_offset, done + wall_offset))
 
         tasks: list[asyncio.Task[None]] = []
         total = int(rate_per_s * (warm_up_s + duration_s))
@@ -82,7 +90,7 @@ async def open_loop(base_url: str, rate_per_s: float, duration_s: float, warm_up
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due, i >= warm)))
+            tasks.append(asyncio.create_task(one(first + i, due, i >= warm)))
         await asyncio.gather(*tasks)
     return tally
 
