@@ -9,14 +9,13 @@ REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD come from the environment only (a Sec
 
 from __future__ import annotations
 
-import argparse
 import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.targets import Target, TargetsError, load_targets
-from scaler.parsing import int_in_range, number_in_range, shown
+from scaler.parsing import LOG_LEVELS, Setting, SettingsReader, shown
 from scaler.redis_connect import check_redis_url, without_password
 
 
@@ -52,17 +51,6 @@ class GatewayConfig:
             f"shutdown_delay_s={self.shutdown_delay_s!r}, "
             f"shutdown_grace_s={self.shutdown_grace_s!r})"
         )
-
-
-@dataclass(frozen=True)
-class Setting:
-    flag: str
-    env: str
-    help: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.flag} (env {self.env})"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -114,81 +102,53 @@ SETTINGS: dict[str, Setting] = {
     "log_level": Setting("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
 }
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Part of Redis key names inside a {hash tag}: no braces, no spaces.
 _GATEWAY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$")
 
 
-def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m gateway",
-        description="Holds inference requests in Redis until a pod of their target takes "
-        "them, and relays the reply (KServe v2, generate, OpenAI-compatible). Every flag can "
-        "also be given as the environment variable named in its help; the flag wins. "
-        "REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD (from a Secret) are read from the "
-        "environment only.",
-    )
-    for key, setting in SETTINGS.items():
-        parser.add_argument(
-            setting.flag, dest=key, default=None, help=f"{setting.help} [env {setting.env}]"
-        )
-    return parser
+_DESCRIPTION = (
+    "Holds inference requests in Redis until a pod of their target takes them, and relays the "
+    "reply (KServe v2, generate, OpenAI-compatible). Every flag can also be given as the "
+    "environment variable named in its help; the flag wins. REDIS_PASSWORD and "
+    "REDIS_SENTINEL_PASSWORD (from a Secret) are read from the environment only."
+)
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> GatewayConfig:
     """Flags from `argv`, else variables from `env`, else defaults; raises ConfigError."""
-    flags = vars(argument_parser().parse_args(list(argv)))
+    read = SettingsReader("python -m gateway", _DESCRIPTION, SETTINGS, argv, env, ConfigError)
     d = GatewayConfig(targets=(), name="-")
 
-    def raw(key: str, default: str) -> str:
-        value = flags.get(key)
-        if value is None:
-            value = env.get(SETTINGS[key].env)
-        return default if value is None or value.strip() == "" else value.strip()
-
-    def number(key: str, default: float, low: float, high: float, *, low_open: bool) -> float:
-        return number_in_range(
-            SETTINGS[key].name, raw(key, str(default)), low, high, low_open=low_open,
-            error=ConfigError,
-        )  # fmt: skip
-
-    def integer(key: str, default: int, low: int, high: int) -> int:
-        return int_in_range(
-            SETTINGS[key].name, raw(key, str(default)), low, high, error=ConfigError
-        )
-
-    targets_path = raw("targets", "")
+    targets_path = read.text("targets", "")
     if not targets_path:
         raise ConfigError(f"{SETTINGS['targets'].name} is required: {SETTINGS['targets'].help}")
     try:
         targets = load_targets(targets_path)
     except TargetsError as exc:
         raise ConfigError(f"{SETTINGS['targets'].name} = {shown(targets_path)}: {exc}") from None
-    name = raw("name", socket.gethostname())
+    name = read.text("name", socket.gethostname())
     if not _GATEWAY_NAME.match(name):
         raise ConfigError(
             f"{SETTINGS['name'].name} = {shown(name)}, must be letters, digits, '-', '_' "
             "and '.' (it names Redis keys), at most 253 characters"
         )
-    log_level = raw("log_level", d.log_level).upper()
-    if log_level not in _LOG_LEVELS:
-        raise ConfigError(
-            f"{SETTINGS['log_level'].name} = {shown(log_level)}, must be one of {_LOG_LEVELS}"
-        )
+    log_level = read.choice("log_level", d.log_level, LOG_LEVELS, upper=True)
     return GatewayConfig(
         targets=targets,
         name=name,
         redis_url=check_redis_url(
-            SETTINGS["redis_url"].name, raw("redis_url", d.redis_url), ConfigError
+            SETTINGS["redis_url"].name, read.text("redis_url", d.redis_url), ConfigError
         ),
         redis_password=env.get("REDIS_PASSWORD") or None,
         redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
-        redis_timeout_s=number("redis_timeout_s", d.redis_timeout_s, 0, 30, low_open=True),
-        bind_address=raw("bind_address", d.bind_address),
-        port=integer("port", d.port, 0, 65535),
-        metrics_port=integer("metrics_port", d.metrics_port, 0, 65535),
-        max_body_bytes=integer("max_body_bytes", d.max_body_bytes, 1024, 1 << 30),
-        shutdown_delay_s=number("shutdown_delay_s", d.shutdown_delay_s, 0, 60, low_open=False),
-        shutdown_grace_s=number("shutdown_grace_s", d.shutdown_grace_s, 0, 3600, low_open=False),
+        redis_timeout_s=read.number("redis_timeout_s", d.redis_timeout_s, 0, 30, low_open=True),
+        bind_address=read.text("bind_address", d.bind_address),
+        port=read.integer("port", d.port, 0, 65535),
+        metrics_port=read.integer("metrics_port", d.metrics_port, 0, 65535),
+        max_body_bytes=read.integer("max_body_bytes", d.max_body_bytes, 1024, 1 << 30),
+        shutdown_delay_s=read.number("shutdown_delay_s", d.shutdown_delay_s, 0, 60, low_open=False),
+        shutdown_grace_s=read.number(
+            "shutdown_grace_s", d.shutdown_grace_s, 0, 3600, low_open=False
+        ),
         log_level=log_level,
     )

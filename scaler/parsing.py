@@ -1,8 +1,12 @@
-"""Checked conversion of configuration text, with errors of the form "key = value, must be ..."."""
+"""Checked conversion of configuration text, with errors of the form "key = value, must be ...",
+and the flag-then-environment reading the sidecar's and the gateway's settings share."""
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 
 def number_in_range(
@@ -41,3 +45,79 @@ def int_in_range(
 def shown(raw: str, limit: int = 80) -> str:
     """`raw` quoted for an error message, cut short so a huge value cannot flood the log."""
     return repr(raw if len(raw) <= limit else raw[:limit] + "...")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One process setting: a command-line flag and the environment variable that stands for it
+    (the pod manifest can use either; the downward API and Secrets only fill variables)."""
+
+    flag: str
+    env: str
+    help: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.flag} (env {self.env})"
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsReader:
+    """Each setting's text: its flag if given, else its variable, else the default; every
+    error names the flag and the variable, as `error`."""
+
+    def __init__(
+        self,
+        prog: str,
+        description: str,
+        settings: Mapping[str, Setting],
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        error: type[ValueError],
+    ) -> None:
+        self.settings = settings
+        self.env = env
+        self.error = error
+        self.flags = vars(argument_parser(prog, description, settings).parse_args(list(argv)))
+
+    def raw(self, key: str, default: str | None = None) -> str | None:
+        value = self.flags.get(key)
+        if value is None:
+            value = self.env.get(self.settings[key].env)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    def text(self, key: str, default: str) -> str:
+        value = self.raw(key, default)
+        return default if value is None else value
+
+    def number(self, key: str, default: float, low: float, high: float, *, low_open: bool) -> float:
+        return number_in_range(
+            self.settings[key].name, self.text(key, str(default)), low, high,
+            low_open=low_open, error=self.error,
+        )  # fmt: skip
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        name = self.settings[key].name
+        return int_in_range(name, self.text(key, str(default)), low, high, error=self.error)
+
+    def choice(self, key: str, default: str, allowed: Sequence[str], *, upper: bool = False) -> str:
+        value = self.text(key, default)
+        value = value.upper() if upper else value.lower()
+        if value not in allowed:
+            raise self.error(
+                f"{self.settings[key].name} = {shown(value)}, must be one of {tuple(allowed)}"
+            )
+        return value
+
+
+def argument_parser(
+    prog: str, description: str, settings: Mapping[str, Setting]
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for key, setting in settings.items():
+        parser.add_argument(
+            setting.flag, dest=key, default=None, help=f"{setting.help} [env {setting.env}]"
+        )
+    return parser

@@ -12,13 +12,12 @@ Secret): a flag would show it in `ps` and in the pod spec.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from scaler.parsing import int_in_range, number_in_range, shown
+from scaler.parsing import LOG_LEVELS, Setting, SettingsReader, int_in_range, shown
 from scaler.redis_connect import check_redis_url, without_password
 
 
@@ -86,17 +85,6 @@ class SidecarConfig:
             f"claim_idle_s={self.claim_idle_s!r}, worker_grace_s={self.worker_grace_s!r}, "
             f"openai_url={self.openai_url!r})"
         )
-
-
-@dataclass(frozen=True)
-class Setting:
-    flag: str
-    env: str
-    help: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.flag} (env {self.env})"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -190,7 +178,6 @@ SETTINGS: dict[str, Setting] = {
     ),
 }
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SWITCHES = ("auto", "on", "off")
 _READINESS = ("http", "grpc")
 # Kubernetes object names (RFC 1123 subdomain), the shape of pod and target names.
@@ -199,31 +186,19 @@ _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 
-def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sidecar",
-        description="Reports this pod's Triton load to Redis for the LLM KEDA scaler. "
-        "Every flag can also be given as the environment variable named in its help; "
-        "the flag wins. REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD (from a Secret) are read "
-        "from the environment only.",
-    )
-    for key, setting in SETTINGS.items():
-        parser.add_argument(
-            setting.flag, dest=key, default=None, help=f"{setting.help} [env {setting.env}]"
-        )
-    return parser
+_DESCRIPTION = (
+    "Reports this pod's Triton load to Redis for the LLM KEDA scaler. Every flag can also be "
+    "given as the environment variable named in its help; the flag wins. REDIS_PASSWORD and "
+    "REDIS_SENTINEL_PASSWORD (from a Secret) are read from the environment only."
+)
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
     """Flags from `argv`, else variables from `env`, else defaults; raises ConfigError."""
-    flags = vars(argument_parser().parse_args(list(argv)))
+    read = SettingsReader("python -m sidecar", _DESCRIPTION, SETTINGS, argv, env, ConfigError)
+    raw = read.raw
+    number = read.number
     d = SidecarConfig(pod="-", namespace="-", target="-")
-
-    def raw(key: str, default: str | None = None) -> str | None:
-        value = flags.get(key)
-        if value is None:
-            value = env.get(SETTINGS[key].env)
-        return default if value is None or value.strip() == "" else value.strip()
 
     def name(key: str) -> str:
         value = raw(key)
@@ -237,33 +212,12 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
             )
         return value
 
-    def number(key: str, default: float, low: float, high: float, *, low_open: bool) -> float:
-        value = raw(key, str(default))
-        assert value is not None
-        return number_in_range(
-            SETTINGS[key].name, value, low, high, low_open=low_open, error=ConfigError
-        )
-
     interval_s = number("interval_s", d.interval_s, 0, 60, low_open=True)
     poll_default = min(d.poll_interval_s, interval_s)
     poll_interval_s = number("poll_interval_s", poll_default, 0, interval_s, low_open=True)
-    metrics_port_raw = raw("metrics_port", str(d.metrics_port))
-    assert metrics_port_raw is not None
-    log_level = (raw("log_level", d.log_level) or d.log_level).upper()
-    if log_level not in _LOG_LEVELS:
-        raise ConfigError(
-            f"{SETTINGS['log_level'].name} = {shown(log_level)}, must be one of {_LOG_LEVELS}"
-        )
-    deletion_cost = (raw("deletion_cost", "auto") or "auto").lower()
-    if deletion_cost not in _SWITCHES:
-        raise ConfigError(
-            f"{SETTINGS['deletion_cost'].name} = {shown(deletion_cost)}, must be one of {_SWITCHES}"
-        )
-    readiness = (raw("readiness", d.readiness) or d.readiness).lower()
-    if readiness not in _READINESS:
-        raise ConfigError(
-            f"{SETTINGS['readiness'].name} = {shown(readiness)}, must be one of {_READINESS}"
-        )
+    log_level = read.choice("log_level", d.log_level, LOG_LEVELS, upper=True)
+    deletion_cost = read.choice("deletion_cost", "auto", _SWITCHES)
+    readiness = read.choice("readiness", d.readiness, _READINESS)
     in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
     capacity = number("capacity", d.capacity, 0, 1_000_000, low_open=False)
     worker = (raw("worker", "off") or "off").lower()
@@ -289,9 +243,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         triton_timeout_s=number("triton_timeout_s", d.triton_timeout_s, 0, 30, low_open=True),
         redis_timeout_s=number("redis_timeout_s", d.redis_timeout_s, 0, 30, low_open=True),
         bind_address=raw("bind_address", d.bind_address) or d.bind_address,
-        metrics_port=int_in_range(
-            SETTINGS["metrics_port"].name, metrics_port_raw, 0, 65535, error=ConfigError
-        ),
+        metrics_port=read.integer("metrics_port", d.metrics_port, 0, 65535),
         log_level=log_level,
         deletion_cost=deletion_cost == "on" or (deletion_cost == "auto" and in_cluster),
         worker=worker == "on",
