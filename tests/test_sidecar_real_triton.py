@@ -38,6 +38,11 @@ class Steady:
     # every request in a thread. Triton counts an ensemble's request when its last
     # response is sent, as it counts a plain model's: both are plain Triton's counters.
     instances: int = 0
+    # With max_batch_size > 0 the model has Triton's dynamic batcher (tests.real_triton
+    # batcher): each instance executes a batch of up to that many at once (issue 25).
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
 
 
 STEADY = [
@@ -45,6 +50,32 @@ STEADY = [
     Steady("plain_8s", 8, 8.0, instances=8),
     Steady("plain_2s", 8, 2.0, stop_at_s=70.0),
     Steady("plain_2s_wide", 16, 2.0, stop_at_s=70.0),
+    # Issue 25: PyTriton's `@batch` default, one instance batching up to 8: the batcher
+    # alternates batches (1 and 7 for 8 clients) while the rest wait in its queue.
+    Steady("batched_8s", 8, 8.0, instances=1, max_batch_size=8),
+    Steady("batched_20s", 8, 20.0, instances=1, max_batch_size=8),
+    Steady("batched_2s_wide", 16, 2.0, stop_at_s=70.0, instances=1, max_batch_size=8),
+    Steady("batched_8s_light", 4, 8.0, instances=1, max_batch_size=8),
+    # Two instances of batches of 4 that wait up to 100 ms for a preferred size of 4.
+    Steady(
+        "batched_4s_two",
+        8,
+        4.0,
+        instances=2,
+        max_batch_size=4,
+        max_queue_delay_us=100_000,
+        preferred_batch_sizes=(4,),
+    ),
+    # One instance of batches of 4 for 8 clients: 4 execute while 4 wait, always.
+    Steady(
+        "batched_4s_queued",
+        8,
+        4.0,
+        instances=1,
+        max_batch_size=4,
+        max_queue_delay_us=100_000,
+        preferred_batch_sizes=(2, 4),
+    ),
 ]
 # The ramp: (from second, clients), requests of 2 s.
 RAMP = [(0.0, 2), (12.0, 4), (24.0, 8), (36.0, 4), (48.0, 0)]
@@ -60,7 +91,15 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     # Each ensemble has a step of its own: a step's Triton queue counts for every
     # ensemble over it, and each of these stands for a pod of its own.
     for case in STEADY:
-        if case.instances:
+        if case.max_batch_size:
+            repository.batcher(
+                case.model,
+                case.instances,
+                case.max_batch_size,
+                case.max_queue_delay_us,
+                case.preferred_batch_sizes,
+            )
+        elif case.instances:
             repository.sleeper(case.model, instances=case.instances)
         else:
             repository.engine(f"{case.model}_streamer", max_running=64, gauges="none")
@@ -138,7 +177,13 @@ def steady(
     client = redis.Redis.from_url(redis_server.url)
     sidecars = steady_sidecars
     loads = {
-        case.model: ClosedLoop(server, case.model, case.duration_s, generate=not case.instances)
+        case.model: ClosedLoop(
+            server,
+            case.model,
+            case.duration_s,
+            generate=not case.instances,
+            batched=case.max_batch_size > 0,
+        )
         for case in STEADY
     }
     loads["ramp"] = ClosedLoop(server, "ramp", 2.0, generate=True)

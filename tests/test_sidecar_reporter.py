@@ -180,15 +180,25 @@ def test_plain_triton_reports_in_flight_from_completions_and_pending(
             resnet(success=3, busy_s=6.0, pending=1)
             for _ in range(5):
                 await car.tick(0.5)
+            reports.append(stored(redis_client))
+            # Overload: 12 queued now, more than the window held: shown at once, not
+            # added to the past that counts some of the same requests.
+            resnet(success=3, busy_s=6.0, pending=12)
+            await car.tick(0.5)
+            reports.append(stored(redis_client))
 
+    reports: list[PodReport | None] = []
     run(scenario)
-    report = stored(redis_client)
+    report, overloaded = reports
     assert report is not None
-    assert (report.waiting, report.capacity) == (1, 4)  # capacity: configured
+    assert report.capacity == 4  # configured
     # Seen ending at the middle of the 0.5 s poll interval, they ran over [e - 2; e]; the
-    # lag is 2.25 s, the window [e - 2; e + 0.25] after 5 polls: 3 x 2 / 2.25.
+    # lag is 2.25 s, the window [e - 2; e + 0.25] after 5 polls: 3 x 2 / 2.25. Waiting,
+    # from the same window: the pending 1, read from e + 0.25 on, for none of it.
     assert report.inflight == pytest.approx(3 * 2 / 2.25)
+    assert report.waiting == 0.0
     assert report.kv_cache_utilization is None
+    assert overloaded is not None and overloaded.waiting == 12
 
 
 def test_model_filter_counts_and_checks_only_the_listed_models(
