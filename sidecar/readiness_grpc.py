@@ -44,20 +44,23 @@ _UNREACHABLE = (
 
 # (message, [(field, number, type, message type or "", repeated)]): the part of Triton's
 # ModelConfigResponse (grpc_service.proto, model_config.proto) the sidecar reads.
-_STRING, _BOOL, _MESSAGE = (
+_STRING, _BOOL, _MESSAGE, _INT32 = (
     descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
     descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
     descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+    descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
 )
 _MODEL_CONFIG = (
     ("Step", [("model_name", 1, _STRING, "", False)]),
     ("ModelEnsembling", [("step", 1, _MESSAGE, "Step", True)]),
     ("ModelTransactionPolicy", [("decoupled", 1, _BOOL, "", False)]),
+    ("ModelInstanceGroup", [("count", 2, _INT32, "", False), ("gpus", 3, _INT32, "", True)]),
     (
         "ModelConfig",
         [
             ("name", 1, _STRING, "", False),
             ("platform", 2, _STRING, "", False),
+            ("instance_group", 7, _MESSAGE, "ModelInstanceGroup", True),
             ("ensemble_scheduling", 15, _MESSAGE, "ModelEnsembling", False),
             ("backend", 17, _STRING, "", False),
             ("model_transaction_policy", 19, _MESSAGE, "ModelTransactionPolicy", False),

@@ -16,6 +16,7 @@ def test_every_field_has_tritons_number() -> None:
         "Step": model_config_pb2.ModelEnsembling.Step,
         "ModelEnsembling": model_config_pb2.ModelEnsembling,
         "ModelTransactionPolicy": model_config_pb2.ModelTransactionPolicy,
+        "ModelInstanceGroup": model_config_pb2.ModelInstanceGroup,
         "ModelConfig": model_config_pb2.ModelConfig,
         "ModelConfigResponse": service_pb2.ModelConfigResponse,
     }
@@ -51,3 +52,21 @@ def test_an_ensemble_over_a_decoupled_engine_reads_as_tritons_json_says() -> Non
     wire = service_pb2.ModelConfigResponse(config=engine).SerializeToString()
     read = MessageToDict(ModelConfigResponse.FromString(wire), preserving_proto_field_name=True)
     assert ModelConfig.from_json("tensorrt_llm", read["config"]).decoupled is True
+
+
+def test_instance_groups_read_as_over_http() -> None:
+    """Instances (count x GPUs listed, summed): each executes while any request waits,
+    the floor under a plain model's rebuilt load (sidecar.completions)."""
+    config = model_config_pb2.ModelConfig(
+        name="resnet",
+        max_batch_size=8,
+        instance_group=[
+            model_config_pb2.ModelInstanceGroup(count=2, gpus=[0, 1]),
+            model_config_pb2.ModelInstanceGroup(count=3, kind=2),  # KIND_CPU
+        ],
+    )
+    wire = service_pb2.ModelConfigResponse(config=config).SerializeToString()
+    from google.protobuf.json_format import MessageToDict
+
+    read = MessageToDict(ModelConfigResponse.FromString(wire), preserving_proto_field_name=True)
+    assert ModelConfig.from_json("resnet", read["config"]).instances == 2 * 2 + 3

@@ -154,3 +154,25 @@ def test_model_config_from_tritons_json(config: dict[str, object], expected: Mod
 def test_a_config_triton_never_sends_is_an_error(config: object) -> None:
     with pytest.raises(ValueError, match="model m"):
         ModelConfig.from_json("m", config)  # type: ignore[arg-type]
+
+
+def test_instances_and_the_queues_behind_counted_models() -> None:
+    """A plain model's instances, as Triton 2.51 serves its configuration: each executes
+    while any request waits in its queue, the live floor under its rebuilt load."""
+    served = {
+        "name": "b1",
+        "backend": "python",
+        "max_batch_size": 8,
+        "dynamic_batching": {"preferred_batch_size": [8], "max_queue_delay_microseconds": 0},
+        "instance_group": [{"name": "b1_0", "kind": "KIND_CPU", "count": 2, "gpus": []}],
+    }
+    configs = {
+        "b1": ModelConfig.from_json("b1", served),
+        "llm": ModelConfig("llm", ("streamer",)),
+        "streamer": ModelConfig("streamer", (), True, instances=1),
+    }
+    assert configs["b1"].instances == 2
+    selection = select(("b1", "llm"), configs, {})
+    assert selection.behind_counted == {"b1", "streamer"}
+    # A decoupled model's instance returns from execute at once: it bounds nothing.
+    assert selection.busy_while_queued == {"b1": 2}
