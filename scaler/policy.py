@@ -181,7 +181,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     needed = recorded(state.needed, settled, max(delay, bucket_s))
     held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else None
     metric = need if held is None else max(held, need)
-    hold = _slo_hold(signals, state, config, (in_system, served), bucket_s, now)
+    hold = _slo_hold(signals, state, config, (in_system, served), (bucket_s, cold_s), now)
     zero_delay = zero_delay_s(config, cold_s)
     active, active_until = activation.awake_until(
         demand, config.activation_threshold, state.active_until, now, zero_delay
@@ -291,7 +291,7 @@ def _slo_hold(
     state: PolicyState,
     config: TargetConfig,
     windows: tuple[window.Buckets, window.Buckets],
-    bucket_s: float,
+    widths: tuple[float, float],
     now: float,
 ) -> _Hold | None:
     """The SLO-aware hold (`rules.slo`): warm slots for the horizon's bursts at the level
@@ -301,6 +301,7 @@ def _slo_hold(
     if config.slo_wait_s is None:
         return None
     in_system, served = windows
+    bucket_s, cold_s = widths  # the windows' bucket width, and the cold start
     demand = signals.demand
     horizon = slo_horizon_s(config)
     width = peak_bucket_width(config)
@@ -316,12 +317,14 @@ def _slo_hold(
     seen = [(i * width, v) for i, v in buckets if i >= oldest and v > 0]
     # One burst seen by decisions up to a burst window apart can fall in two buckets.
     apart = width + window_s
-    largest = slo.level(slo.recurring(seen, apart), config.slo_target, ratio)
+    recent = slo.recent_from_s(now, cold_s)
+    largest = slo.level(slo.recurring(seen, apart, recent), config.slo_target, ratio)
     slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
     # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
     metric = slots * config.target_utilization
     detail = (
-        f"SLO hold: recurring bursts up to {largest:.4g} (sloTarget {config.slo_target:g} of "
+        f"SLO hold: bursts up to {largest:.4g}, recurring or under {cold_s:g} s old "
+        f"(sloTarget {config.slo_target:g} of "
         f"{horizon:g} s) need {slots:.3g} warm slots to start within {config.slo_wait_s:g} s "
         f"(demand now {demand:g})"
     )

@@ -42,6 +42,18 @@ def test_a_lone_burst_is_not_held() -> None:
     assert d.metric_value < 6.4 and d.reason is not Reason.SLO_HOLD
 
 
+def test_a_burst_keeps_its_warm_slots_up_to_a_cold_start_then_only_if_it_recurs() -> None:
+    # Rent or buy: the 70 keep 50 warm slots (metric 40) while their bucket (60 s wide)
+    # began less than a cold start (60 s) ago, then, not seen again, nothing.
+    cfg = config(**SLO)
+    state = _burst(cfg, quiet(cfg, 2), 0)
+    d = decide(signals(2, ready=2), state, cfg, START + 1)
+    assert (d.metric_value, d.reason) == (pytest.approx(40.0), Reason.SLO_HOLD)
+    assert "bursts up to 70, recurring or under 60 s old" in d.detail
+    d = decide(signals(2, ready=2), d.new_state, cfg, START + 61)
+    assert d.metric_value < 20 and d.reason is not Reason.SLO_HOLD  # the need's own
+
+
 def test_a_burst_that_recurs_is_held_for_the_horizon_by_the_formula() -> None:
     # The same 70 again 5 minutes later: it recurred, so the hold keeps
     # 70 / (1 + 2 / 5) = 50 warm slots (metric 50 x 0.8 = 40: 7 replicas), awake all along
@@ -54,7 +66,7 @@ def test_a_burst_that_recurs_is_held_for_the_horizon_by_the_formula() -> None:
     for t in (500, 3500):
         d = decide(signals(2, ready=2), state, cfg, START + t)
         assert (d.metric_value, d.reason, d.active) == (pytest.approx(40.0), Reason.SLO_HOLD, True)
-        assert "recurring bursts up to 70 " in d.detail and "50 warm slots" in d.detail
+        assert "bursts up to 70, recurring" in d.detail and "50 warm slots" in d.detail
         assert "within 2 s" in d.detail
     d = decide(signals(2, ready=2), state, cfg, START + 3700)
     assert d.metric_value < 6.4 and d.reason is not Reason.SLO_HOLD

@@ -111,6 +111,16 @@ def test_a_burst_counts_as_far_as_an_earlier_one_reached(
     assert slo.recurring(peaks, apart_s=70.0) == counted
 
 
+def test_a_burst_counts_whole_until_it_is_a_cold_start_old() -> None:
+    # Bursts from `recent_from_s` on are too recent to tell from the first of a recurring
+    # size: they count whole; older ones as far as an earlier burst reached.
+    peaks = [(0.0, 10.0), (120.0, 12.0), (240.0, 400.0)]
+    assert slo.recurring(peaks, 70.0, slo.recent_from_s(250.0, 60.0)) == [0.0, 10.0, 400.0]
+    assert slo.recurring(peaks, 70.0, slo.recent_from_s(301.0, 60.0)) == [0.0, 10.0, 12.0]
+    assert slo.recurring([(0.0, 120.0)], 70.0, slo.recent_from_s(30.0, 60.0)) == [120.0]
+    assert slo.recent_from_s(1000.0, 0.0) == 1000.0  # no cold start: only a burst now
+
+
 def test_a_lone_surge_among_small_bursts_leaves_the_level_on_the_small_ones() -> None:
     # An hour of minute peaks of 10 and one surge of 400 at minute 30: counted as it came,
     # at q 0.9 the surge alone would be more than the 10 % of burst requests left out, and

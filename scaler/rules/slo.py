@@ -33,6 +33,8 @@ arrivals for the whole horizon.
 
 from __future__ import annotations
 
+import math
+
 
 def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
     """How far back the bursts are counted: sloHorizonSeconds, never shorter than the
@@ -40,11 +42,15 @@ def horizon_s(slo_horizon_s: float, scale_down_delay_s: float) -> float:
     return max(slo_horizon_s, scale_down_delay_s)
 
 
-def recurring(peaks: list[tuple[float, float]], apart_s: float) -> list[float]:
+def recurring(
+    peaks: list[tuple[float, float]], apart_s: float, recent_from_s: float = math.inf
+) -> list[float]:
     """Each burst as far as an earlier burst of the horizon reached: what a hold could have
     served of it. `peaks` are (time, size) pairs; the answer is in time order. Bursts less
     than `apart_s` apart may be one burst seen by two decisions (a surge at the edge of a
-    bucket shows in both), so an earlier burst counts only from `apart_s` before.
+    bucket shows in both), so an earlier burst counts only from `apart_s` before. Bursts
+    at or after `recent_from_s` count whole: too recent to tell from the first of a size
+    that recurs (`recent_from_s`).
 
     A hold is set by the bursts it has seen and serves only those that come after, so it
     pays only for a size that comes back. A burst larger than every earlier one counts as
@@ -61,8 +67,26 @@ def recurring(peaks: list[tuple[float, float]], apart_s: float) -> list[float]:
         while seen < len(ordered) and ordered[seen][0] <= time_s - apart_s:
             highest = max(highest, ordered[seen][1])
             seen += 1
-        counted.append(min(size, highest))
+        counted.append(size if time_s >= recent_from_s else min(size, highest))
     return counted
+
+
+def recent_from_s(now: float, cold_s: float) -> float:
+    """The earliest bucket start whose burst still counts whole (`recurring`): a burst
+    counts whole while its bucket began less than a cold start ago, then only as far as it
+    recurred.
+
+    Rent or buy: whether a burst will recur is known only once the traffic has had time to
+    bring it again, and the hold can either keep the burst's warm slots meanwhile (rent:
+    their GPU time while idle) or let them go and start them again when the size comes
+    back (buy: a cold start of GPU time per slot, billed while the pod starts, and the
+    burst's requests wait). Keeping them up to the break-even, one cold start, and no
+    longer is the classic answer to the rent-or-buy problem: whatever the traffic does
+    next, it never costs more than twice what knowing it in advance would. So every
+    burst, the first of all (the queue of a wake from zero) included, keeps its warm slots
+    up to a cold start; a single surge costs them for at most that, never for the
+    horizon. With no cold start nothing needs keeping: capacity is ready at once."""
+    return now - cold_s
 
 
 # How long the mode keeps a target awake with no demand, in cold starts, when
