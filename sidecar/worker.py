@@ -328,17 +328,21 @@ class Worker:
     async def _serve(self, item: Checked) -> None:
         request = item.request
         assert request is not None
+        # Failed writes are retried until the request's deadline (sidecar.worker_replies).
+        left_s = (request.deadline_ms - self._redis_clock.now_ms()) / 1000
         writer = ReplyWriter(
             self._client,
             request.request_id,
             request.gateway,
             item.deliveries,
             self._streamed,
+            give_up_at=self._clock() + max(0.0, left_s),
+            clock=self._clock,
         )
         outcome = "failed"
         try:
             outcome = await self._answer(request, writer)
-            await acknowledge(self._client, self._streamed, [_done(item)])
+            await writer.acknowledge([_done(item)])
             self._metrics.answered.labels(outcome).inc()
         except REDIS_ERRORS as exc:
             # No reply or no ack written: the entry stays pending and is taken again.

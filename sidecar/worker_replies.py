@@ -7,9 +7,20 @@ first chunk, in one pipeline with SADD of the request id to the target's streame
 request id, not the entry id: entry ids repeat across the classes' streams): once any part
 of a stream can have reached the client, the request is marked, and a pod that takes it again
 answers with an error instead of running it twice.
+
+A write that fails (Redis restarting, a Sentinel failover) is retried until the request's
+deadline: the answer already computed is worth more than running the request again on another
+pod after CLAIM_IDLE_SECONDS, and a failover takes seconds. Retrying is safe: the gateway drops
+a head or chunk it already relayed and any message for a request that has ended. Past the
+deadline the gateway has answered 504, and the entry is left pending for whoever takes it next
+(it answers the deadline without running it).
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.contract import (
     CONSUMER_GROUP,
@@ -18,7 +29,31 @@ from gateway.contract import (
     ReplyType,
     reply_stream,
 )
-from scaler.redis_connect import AnyRedis
+from scaler.redis_connect import REDIS_ERRORS, AnyRedis
+
+T = TypeVar("T")
+RETRY_FIRST_S = 0.1  # first pause after a failed write; doubles up to RETRY_MAX_S
+RETRY_MAX_S = 1.0
+
+
+async def until_written(
+    call: Callable[[], Awaitable[T]],
+    give_up_at: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """`call()`, retried on Redis errors with a doubling pause until `give_up_at` (on `clock`);
+    the last error is raised once that has passed."""
+    pause = RETRY_FIRST_S
+    while True:
+        try:
+            return await call()
+        except REDIS_ERRORS:
+            left = give_up_at - clock()
+            if left <= 0:
+                raise
+            await sleep(min(pause, left))
+            pause = min(pause * 2, RETRY_MAX_S)
 
 
 class ReplyWriter:
@@ -31,8 +66,12 @@ class ReplyWriter:
         gateway: str,
         attempt: int,
         streamed_set: str,
+        give_up_at: float = 0.0,
+        clock: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._client = client
+        self._give_up_at = give_up_at  # retry failed writes until then (the deadline)
+        self._clock = clock
         self._request_id = request_id
         self._stream = reply_stream(gateway)
         self._attempt = attempt
@@ -63,14 +102,27 @@ class ReplyWriter:
         await self._add(self._reply(ReplyType.END))
 
     async def _add(self, reply: Reply) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        if self._head is not None:
-            head, self._head = self._head, None
-            pipe.sadd(self._streamed_set, self._request_id)
-            pipe.xadd(self._stream, head.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            self.started = True
-        pipe.xadd(self._stream, reply.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        await pipe.execute()
+        head, self._head = self._head, None
+
+        async def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            if head is not None:
+                pipe.sadd(self._streamed_set, self._request_id)
+                pipe.xadd(self._stream, head.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(self._stream, reply.fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+
+        if head is not None:
+            self.started = True  # from here on any part may have reached the client
+        await until_written(write, self._give_up_at, self._clock)
+
+    async def acknowledge(self, entries: list[tuple[str, str, str]]) -> None:
+        """`acknowledge`, retried until the same deadline as the replies."""
+        await until_written(
+            lambda: acknowledge(self._client, self._streamed_set, entries),
+            self._give_up_at,
+            self._clock,
+        )
 
 
 async def write_replies(client: AnyRedis, replies: list[tuple[str, Reply]]) -> None:

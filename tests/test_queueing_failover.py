@@ -156,12 +156,6 @@ def _longest_gap_s(results: list[tuple[float, float, float, Outcome]], after: fl
     return max((b - a for a, b in itertools.pairwise(marks)), default=0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sidecar.worker drops a reply it could not write during the failover ('could not "
-    "answer ... left pending'): the entry waits for a reclaim after CLAIM_IDLE_SECONDS and a "
-    "second execution, so the client gets the deadline's 504 (0 of 8 answered, reported)",
-)
 def test_replies_computed_while_the_master_fails_over_reach_their_clients(
     sentinel_deployment: SentinelDeployment, triton: TritonServer, tmp_path: Path
 ) -> None:
