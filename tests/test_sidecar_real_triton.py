@@ -104,6 +104,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         else:
             repository.engine(f"{case.model}_streamer", max_running=64, gauges="none")
             repository.ensemble(case.model, f"{case.model}_streamer")
+    # Overload: more requests than instances, seen before any completes.
+    repository.sleeper("overload", instances=2)
     repository.engine("ramp_streamer", max_running=64, gauges="none")
     repository.ensemble("ramp", "ramp_streamer")
     repository.engine("streamer", max_running=4, gauges="none")
@@ -122,6 +124,8 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
 
 
 STEADY_MODELS = [case.model for case in STEADY] + ["ramp"]
+# Sidecars started with the steady ones, before the server: they know it began idle.
+WATCHING_MODELS = [*STEADY_MODELS, "overload"]
 
 
 def pod_name(model: str) -> str:
@@ -135,7 +139,8 @@ def steady_sidecars(
     """One sidecar per steady model, started before the server: it sees the server
     start, so it knows nothing was in flight before (sidecar.completions)."""
     sidecars = {
-        m: SidecarProcess(triton, redis_server.url, pod_name(m), m, target=m) for m in STEADY_MODELS
+        m: SidecarProcess(triton, redis_server.url, pod_name(m), m, target=m)
+        for m in WATCHING_MODELS
     }
     try:
         yield sidecars
@@ -187,7 +192,7 @@ def steady(
         for case in STEADY
     }
     loads["ramp"] = ClosedLoop(server, "ramp", 2.0, generate=True)
-    series = {m: Series() for m in STEADY_MODELS}
+    series = {m: Series() for m in WATCHING_MODELS}
     try:
 
         def all_idle() -> bool:
@@ -291,6 +296,33 @@ def test_the_sidecar_stays_under_50_mb_on_the_default_path(steady: dict[str, Ser
     for model, series in steady.items():
         print(f"{model}: sidecar max RSS {series.max_rss_bytes / 2**20:.1f} MiB")
         assert 0 < series.max_rss_bytes < RSS_LIMIT_BYTES, model
+
+
+def test_overload_shows_at_once_the_pending_count_not_added_to_the_past(
+    server: TritonServer,
+    steady_sidecars: dict[str, SidecarProcess],
+    redis_server: LocalRedis,
+) -> None:
+    """8 requests of 10 s on a plain model of 2 instances: 2 execute, 6 wait. Before any
+    completes the rebuilt past holds 6 waiting and nothing executing; the live floor, 6
+    pending and the 2 instances they keep busy, is the figure: all 8, within seconds."""
+    client = redis.Redis.from_url(redis_server.url)
+    car = steady_sidecars["overload"]
+    load = ClosedLoop(server, "overload", 10.0)
+    try:
+        load.set_clients(8)
+
+        def all_eight() -> bool:
+            report = car.report(client)
+            return report is not None and (report.inflight, report.waiting) == (2, 6)
+
+        took_s = wait_for(all_eight, 9, "2 in flight and 6 waiting")
+        print(f"overload: 2 in flight + 6 waiting reported {took_s:.1f} s after the load began")
+        assert load.completed == 0  # from the live floor, not from completions
+    finally:
+        load.set_clients(0)  # the last requests end on their own
+        client.close()
+    assert not load.errors, load.errors
 
 
 @pytest.fixture
