@@ -21,8 +21,10 @@ GPU-hours varied (see docs/decision.md).
 
 The hold is a forecast: it is set by the bursts it has seen and serves only those that
 come after, so a burst counts only as far as an earlier burst of the horizon reached
-(`recurring`). A single surge, or the queue of a wake from zero, never sets the hold; a
-size that comes back does, for as long as its first showing is in the horizon.
+(`recurring`), once it is a cold start old: until then it counts whole, the break-even of
+keeping its warm slots against starting them again (`recent_from_s`). A single surge, or
+the queue of a wake from zero, never sets the hold for longer than a cold start; a size
+that comes back does, for as long as its first showing is in the horizon.
 
 A burst is what arrived at once: the requests in flight plus those that arrived
 within `burstWindowSeconds` (`burst_size`). A queue that built up over a cold
