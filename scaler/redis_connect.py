@@ -42,6 +42,11 @@ AnyRedis = Redis | RedisCluster
 # What a call to Redis can fail with: a Cluster none of whose nodes answers raises
 # RedisClusterException, which is no RedisError.
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+# Connections one client may open to one Redis node. Each call holds one only while it runs,
+# so this bounds the calls in flight at once: redis-py's default of 100 made a gateway under
+# a burst of clients, or a worker with over 100 slots busy, fail calls with "Too many
+# connections" instead of making them.
+MAX_CONNECTIONS = 2000
 Kind = Literal["single", "sentinel", "cluster"]
 
 URL_FORMS = (
@@ -168,6 +173,7 @@ class RedisLink:
             "socket_connect_timeout": timeout_s,
             "socket_timeout": timeout_s,
             "retry": Retry(NoBackoff(), 1),
+            "max_connections": MAX_CONNECTIONS,
         }
         address = self.address
         if address.kind != "single":
@@ -182,7 +188,9 @@ class RedisLink:
                 single.connection_pool.connection_kwargs["password"] = password
             self.client = single
         elif address.kind == "sentinel":
-            sentinel_options = {k: v for k, v in self._options.items() if k != "username"}
+            sentinel_options = {
+                k: v for k, v in self._options.items() if k not in ("username", "max_connections")
+            }
             sentinel_options["password"] = sentinel_password
             self._sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # untyped in older redis-py
                 list(address.nodes), sentinel_kwargs=sentinel_options, **self._options

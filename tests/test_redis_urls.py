@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +18,8 @@ from scaler.reports import report_keys
 from scaler.settings import SettingsError, settings_from_env
 from sidecar.config import ConfigError, load_config
 from tests.certs import CertificateAuthority
+from tests.conftest import EVERY_DEPLOYMENT
+from tests.redis_deployments import Deployment
 
 DOWNWARD_API = {"POD_NAME": "p", "POD_NAMESPACE": "n", "TARGET_NAME": "t"}
 
@@ -197,3 +200,20 @@ def test_on_a_cluster_only_a_queue_sharing_the_targets_hash_tag_is_read_in_the_s
     assert not cluster.same_slot(reports, "q")  # the queues of the polling tests: read apart
     assert cluster.same_slot(reports, "{inference/m}:requests")
     assert RedisLink("redis://127.0.0.1:1/0", None, 1.0).same_slot(reports, "q")
+
+
+@pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
+def test_hundreds_of_calls_in_flight_at_once_all_get_a_connection(deployment: Deployment) -> None:
+    """A gateway under a burst of clients, or a worker with hundreds of slots busy, has that
+    many calls in flight: each must get a connection, not "Too many connections"."""
+
+    async def burst() -> list[Any]:
+        link = RedisLink(deployment.url, None, 2.0, deployment.sentinel_password)
+        try:
+            # Each holds its connection 0.3 s: all 300 at once.
+            calls = [link.client.blpop([f"{{burst}}:nothing-{i}"], timeout=0.3) for i in range(300)]
+            return await asyncio.gather(*calls)
+        finally:
+            await link.aclose()
+
+    assert asyncio.run(burst()) == [None] * 300
