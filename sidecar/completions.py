@@ -55,8 +55,10 @@ t = 24.5 the window is [8.0; 16.25]:
   11.25 / 8.25 = 1.36; rebuilt from the queue times, complete only for the requests
   ended: the first, waiting over [7.75; 15.75], 7.75 / 8.25 = 0.94; the larger, 1.36;
 - 6.64 + 1.36 = 8.00. Live floor at 24.5: 1 pending + 1 instance busy = 2 < 8.
-The old figure there: 6.64 + 1 pending now = 7.64, and 0.9 + 7 = 7.9 at t = 20.5
-but 6.6 + 7 = 13.6 at t = 16.5 (tests/test_sidecar_completions.py replays both).
+What this replaced, past in flight + pending now, read on the same polls 4.27 + 7 =
+11.27 at t = 20.5, 6.64 + 1 = 7.64 at 24.5, 3.73 + 1 = 4.73 at 28.5: the two halves
+belong to different phases of the alternation (tests/test_sidecar_completions.py
+replays both).
 
 Lag and bounds: the figure describes the load one to two longest execution
 times ago (a change shows half after 1.5 lag, fully after 2 lag), unless the

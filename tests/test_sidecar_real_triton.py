@@ -9,8 +9,11 @@ that publishes the vLLM backend's gauges, and an ensemble over that.
 The steady cases run together, each on a model of its own (each model has its own
 counters), with real `python -m sidecar` processes reporting to a real Redis; the
 test reads each pod's report once a second, as the scaler's polls would. Targets
-(issue 17): with N requests of D seconds kept in the system, after a warm-up of 2 D,
-at least 90 % of the reports lie within +-20 % of N and none above 2 N.
+(issues 17 and 25): with N requests of D seconds kept in the system, after a warm-up
+of 2 D, at least 90 % of the reports lie within +-20 % of N and none above 2 N. Issue
+25's cases are plain models with Triton's dynamic batcher (`batcher`: one or two
+instances, batches of up to 4 or 8, a preferred size, no queue delay or 100 ms), where
+the batcher's alternating batches once made "past in flight + pending now" swing.
 """
 
 from __future__ import annotations
