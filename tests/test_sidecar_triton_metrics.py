@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from scaler.demo.triton_standin import ModelFigures, TrtFigures, exposition
+from sidecar.selection import ModelConfig, select
 from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
 
 # A TensorRT-LLM page as the backend's README shows it (labels in Triton's order), trimmed
@@ -176,6 +177,27 @@ def test_plain_triton_in_flight_from_completions_and_waiting_from_pending() -> N
     # The window [0; 8.25] holds the 8 requests, ended at 7.75 (the middle of the poll
     # interval in which the counters moved): 8 x 7.75 / 8.25.
     assert last is not None and last.inflight == pytest.approx(8 * 7.75 / 8.25)
+
+
+def test_an_ensembles_step_queue_is_a_floor_under_its_counters_never_added() -> None:
+    """Requests waiting in a step's queue are inside the ensemble's duration (arrival to
+    last response): its rebuilt figure counts them already (issue 25). 4 requests always
+    in the system, each 4 s end to end, 2 of them waiting in the step's queue."""
+    configs = {"llm": ModelConfig("llm", ("step",)), "step": ModelConfig("step", instances=2)}
+    estimator = LoadEstimator(select(("llm",), configs, {}))
+
+    def page(done: float, pending: float) -> str:
+        ensemble = ModelFigures(0, request_duration_us=done * 4e6, success=done)
+        return exposition({"llm": ensemble, "step": ModelFigures(pending)})
+
+    loads = [
+        estimator.observe(parse_exposition(page(int(t / 2 // 4) * 4, 2)), t / 2) for t in range(60)
+    ]
+    steady = loads[-1]
+    assert steady is not None and steady.inflight + steady.waiting == pytest.approx(4, rel=0.1)
+    # Overload: 10 wait in the step now, and its 2 instances are busy: shown at once.
+    overloaded = estimator.observe(parse_exposition(page(28, 10)), 30.0)
+    assert overloaded is not None and (overloaded.inflight, overloaded.waiting) == (2, 10)
 
 
 def engine(active: float, waiting: float, iterations: float) -> str:
