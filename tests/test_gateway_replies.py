@@ -124,7 +124,7 @@ def test_no_reply_by_the_deadline_is_504_and_marks_it_cancelled(
         )
         assert response.status == 504
         message = (await response.json())["error"]["message"]
-        assert "within the request's deadline of 0.2 s: no pod took it in time" in message
+        assert "within the request's deadline of 0.2 s: no pod answered in time" in message
         rid = response.headers["X-Request-Id"]
         key = cancelled_key(NAMESPACE, LLAMA.name)
         assert await eventually(lambda: worker.client.zscore(key, rid))
