@@ -462,7 +462,7 @@ class Gateway:
             failed("deadline")
             message = (
                 f"no reply from {label} within the request's deadline of {timeout_s:g} s: "
-                + ("no pod answered in time" if waiter.attempt is None else "its pod did not finish")
+                + ("its pod did not finish" if waiter.attempt else "no pod answered in time")
             )
             if response is None:
                 return error_response(api, 504, message, headers=headers)
