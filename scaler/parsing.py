@@ -25,9 +25,14 @@ def number_in_range(
         value = math.nan
     too_low = value <= low if low_open else value < low
     if not math.isfinite(value) or too_low or value > high:
-        bound = f"({low:g}; {high:g}]" if low_open else f"[{low:g}; {high:g}]"
+        bound = f"({_g(low)}; {_g(high)}]" if low_open else f"[{_g(low)}; {_g(high)}]"
         raise error(f"{key} = {shown(raw)}, must be a number in {bound}")
     return value
+
+
+def _g(number: float) -> str:
+    """A bound as the docs write it: 1e6, not Python's 1e+06."""
+    return f"{number:g}".replace("e+0", "e").replace("e+", "e")
 
 
 def int_in_range(

@@ -55,10 +55,9 @@ class RpcFailure(Exception):
 
 @lru_cache(maxsize=4096)
 def _parse_cached(namespace: str, name: str, items: tuple[tuple[str, str], ...]) -> TargetConfig:
+    # An unknown key raises MetadataError (INVALID_ARGUMENT, on the ScaledObject's status).
     parsed = parse_target_config(namespace, name, dict(items))
-    for key in sorted(parsed.unknown_keys):  # cached: logged once per distinct metadata
-        log.warning("%s/%s: unknown trigger metadata key %r ignored", namespace, name, key)
-    for key in sorted(parsed.retired_keys):
+    for key in sorted(parsed.retired_keys):  # cached: logged once per distinct metadata
         log.warning("%s/%s: %r is no longer used: %s", namespace, name, key, RETIRED_KEYS[key])
     return parsed.config
 

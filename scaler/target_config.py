@@ -3,11 +3,15 @@
 KEDA forwards the trigger metadata untouched (scalerMetadata), so this module owns
 every key's meaning, default and allowed range. Every default is written down in
 `METADATA_KEYS`, in one place; every bad value is refused with a message of the
-form "key = value, must be ...".
+form "key = value, must be ...", and every unknown key is refused by name, with the
+known key it is closest to: KEDA shows the refusal on the ScaledObject, where its
+users look, whereas a key ignored would leave e.g. a misspelt queueKey's queue
+silently uncounted.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,8 +112,18 @@ RETIRED_KEYS = {
 }
 
 # Keys KEDA itself puts in the metadata (or users set for KEDA's sake): accepted, not used.
+# KEDA passes the whole trigger metadata on (scalerMetadata); tlsCertFile is its deprecated
+# spelling of tlsClientCert.
 KEDA_KEYS = frozenset(
-    {"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey"}
+    {
+        "scalerAddress",
+        "enableTLS",
+        "unsafeSsl",
+        "caCert",
+        "tlsClientCert",
+        "tlsClientKey",
+        "tlsCertFile",
+    }
 )
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -174,8 +188,29 @@ class TargetConfig:
 @dataclass(frozen=True)
 class ParsedMetadata:
     config: TargetConfig
-    unknown_keys: frozenset[str]
     retired_keys: frozenset[str] = frozenset()  # see RETIRED_KEYS for what replaced each
+
+    @property
+    def unknown_keys(self) -> frozenset[str]:
+        """Always empty: an unknown key is refused (MetadataError). Kept while
+        scaler/demo/cli.py still reads it."""
+        return frozenset()
+
+
+ACCEPTED_KEYS = frozenset(METADATA_KEYS) | KEDA_KEYS | frozenset(RETIRED_KEYS)
+
+
+def unknown_key_error(key: str) -> MetadataError:
+    """The refusal of a key no one reads, with the known key it most likely meant."""
+    by_case = {known.lower(): known for known in ACCEPTED_KEYS}
+    close = by_case.get(key.lower()) or next(
+        iter(difflib.get_close_matches(key, sorted(ACCEPTED_KEYS), n=1, cutoff=0.75)), None
+    )
+    hint = f": did you mean {close!r}?" if close else ""
+    return MetadataError(
+        f"unknown trigger metadata key {shown(key)}{hint} (every key: docs/configuration.md "
+        "of llm-keda-scaler; KEDA's own keys are accepted)"
+    )
 
 
 def parse_target_config(
@@ -186,6 +221,10 @@ def parse_target_config(
         raise MetadataError("ScaledObjectRef.name = '', must be the ScaledObject's name")
     if not namespace:
         raise MetadataError("ScaledObjectRef.namespace = '', must be the ScaledObject's namespace")
+    # Before any value: a misspelt key otherwise shows as its correct spelling "missing".
+    unknown = sorted(frozenset(metadata) - ACCEPTED_KEYS)
+    if unknown:
+        raise unknown_key_error(unknown[0])
     md = _Reader(metadata)
     queue_type = md.get("queueType", _choice(QueueType))
     queue_key = md.get("queueKey", _queue_keys)
@@ -221,9 +260,8 @@ def parse_target_config(
         hpa_tolerance=md.get("hpaTolerance", _float(0, 0.99)),
         written=frozenset(set(metadata) & METADATA_KEYS.keys()),
     )
-    unknown = frozenset(metadata) - METADATA_KEYS.keys() - KEDA_KEYS - RETIRED_KEYS.keys()
     retired = frozenset(metadata) & RETIRED_KEYS.keys()
-    return ParsedMetadata(config=config, unknown_keys=unknown, retired_keys=retired)
+    return ParsedMetadata(config=config, retired_keys=retired)
 
 
 class _Reader:

@@ -47,7 +47,6 @@ def test_example_scaled_object_uses_only_known_keys_and_the_defaults() -> None:
     assert set(metadata) <= set(METADATA_KEYS) | KEDA_KEYS
     name = scaled_object["metadata"]["name"]
     parsed = parse_target_config("inference", name, metadata)
-    assert parsed.unknown_keys == frozenset()
     # Every setting the example spells out is the documented default.
     chosen = ("targetConcurrency", "queueKey", "queueType", "targetName")
     not_defaulted = {k: metadata[k] for k in chosen if k in metadata}
@@ -74,4 +73,4 @@ def test_the_readme_scaled_object_is_the_recommended_one_the_simulator_runs() ->
     )
     assert recommended == SCALEDOBJECTS["recommended"]
     metadata = spec["triggers"][0]["metadata"]
-    assert parse_target_config("inference", "llama", metadata).unknown_keys == frozenset()
+    parse_target_config("inference", "llama", metadata)  # every key known: no MetadataError

@@ -57,7 +57,6 @@ def test_every_key_is_read() -> None:
     }
     assert set(metadata) == set(METADATA_KEYS)
     parsed = parse_target_config("ns", "so", metadata)
-    assert parsed.unknown_keys == frozenset()
     c = parsed.config
     assert (c.target_concurrency, c.activation_threshold, c.stale_after_s) == (4.5, 2, 30)
     assert (c.queue_key, c.queue_type, c.consumer_group) == ("requests:llama", "stream", "gateway")
@@ -68,15 +67,47 @@ def test_every_key_is_read() -> None:
     assert (c.slo_horizon_s, c.slo_target, c.hpa_tolerance) == (900, 0.99, 0.05)
 
 
-def test_a_retired_key_is_accepted_and_named_apart_from_unknown_ones() -> None:
+def test_a_retired_key_is_accepted_and_named() -> None:
     parsed = parse_target_config("ns", "so", {"targetConcurrency": "8", "burstThreshold": "2"})
-    assert (parsed.unknown_keys, parsed.retired_keys) == (frozenset(), {"burstThreshold"})
+    assert parsed.retired_keys == {"burstThreshold"}
     assert "sloWaitSeconds" in RETIRED_KEYS["burstThreshold"]
 
 
-def test_keda_keys_are_known_and_unknown_keys_are_reported() -> None:
-    metadata = {"targetConcurrency": "1", **dict.fromkeys(KEDA_KEYS, "x"), "tagetName": "oops"}
-    assert parse_target_config("ns", "so", metadata).unknown_keys == {"tagetName"}
+def test_keda_own_keys_are_accepted() -> None:
+    metadata = {"targetConcurrency": "1", **dict.fromkeys(KEDA_KEYS, "x")}
+    assert parse_target_config("ns", "so", metadata).config.target_concurrency == 1
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("queuekey", "queueKey"),
+        ("QueueKey", "queueKey"),
+        ("queueKeys", "queueKey"),
+        ("targetConcurency", "targetConcurrency"),
+        ("tagetName", "targetName"),
+        ("scaleToZeroDelay", "scaleToZeroDelaySeconds"),
+        ("scaleraddress", "scalerAddress"),
+    ],
+)
+def test_an_unknown_key_is_refused_with_the_key_it_was_likely_meant_to_be(
+    typo: str, meant: str
+) -> None:
+    with pytest.raises(MetadataError) as refused:
+        parse_target_config("ns", "so", {"targetConcurrency": "8", typo: "requests:llama"})
+    assert str(refused.value).startswith(
+        f"unknown trigger metadata key {typo!r}: did you mean {meant!r}?"
+    )
+
+
+def test_an_unknown_key_far_from_any_known_one_is_refused_without_a_guess() -> None:
+    with pytest.raises(MetadataError, match=r"^unknown trigger metadata key 'colour' \(every"):
+        parse_target_config("ns", "so", {"targetConcurrency": "8", "colour": "blue"})
+
+
+def test_an_unknown_key_is_named_before_the_key_it_misspells_is_missing() -> None:
+    with pytest.raises(MetadataError, match="did you mean 'targetConcurrency'"):
+        parse_target_config("ns", "so", {"targetConcurency": "8"})
 
 
 def test_metric_name_is_hpa_safe_for_any_valid_target_name() -> None:
@@ -89,7 +120,7 @@ BAD = [
     (
         "zero-target",
         {"targetConcurrency": "0"},
-        "targetConcurrency = '0', must be a number in [0.1; 1e+06]",
+        "targetConcurrency = '0', must be a number in [0.1; 1e6]",
     ),
     ("negative-target", {"targetConcurrency": "-3"}, "targetConcurrency = '-3'"),
     ("nan-target", {"targetConcurrency": "NaN"}, "targetConcurrency = 'NaN'"),
@@ -184,6 +215,26 @@ def test_every_rpc_answers_invalid_argument_for_bad_metadata(
             next(result)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "targetConcurrency = '-1'" in err.value.details()
+
+
+@pytest.mark.parametrize("method", ["GetMetricSpec", "GetMetrics", "IsActive", "StreamIsActive"])
+def test_every_rpc_refuses_a_misspelt_queue_key_naming_queue_key(
+    scaler: RunningScaler, method: str
+) -> None:
+    """Accepted, the queue would go uncounted and the target never wake, with nothing on the
+    ScaledObject; refused, KEDA shows the message in its status and events."""
+    metadata = {"scalerAddress": "x:9090", "targetConcurrency": "8", "queuekey": "requests:llama"}
+    so = pb.ScaledObjectRef(name="llama", namespace="ns", scalerMetadata=metadata)
+    call = getattr(scaler.stub, method)
+    request = pb.GetMetricsRequest(scaledObjectRef=so) if method == "GetMetrics" else so
+    with pytest.raises(grpc.RpcError) as err:
+        result = call(request, timeout=3)
+        if method == "StreamIsActive":
+            next(result)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown trigger metadata key 'queuekey': did you mean 'queueKey'?" in (
+        err.value.details()
+    )
 
 
 def test_scaled_object_without_name_or_namespace_is_refused(scaler: RunningScaler) -> None:

@@ -79,7 +79,7 @@ BAD = [
         "capacity-negative",
         ["--capacity", "-1"],
         {},
-        "--capacity (env CAPACITY) = '-1', must be a number in [0; 1e+06]",
+        "--capacity (env CAPACITY) = '-1', must be a number in [0; 1e6]",
     ),
     (
         "redis-scheme",
