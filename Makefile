@@ -102,14 +102,14 @@ $(INSTALLED_DEV): $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[dev,sim]'
 	touch $@
 
-# The code generators (grpcio-tools at the installed grpcio's version, mypy-protobuf for
-# the stubs mypy reads) go into a throwaway directory, never into .venv: the runtime
+# The code generators (grpcio-tools no newer than the installed grpcio, whose generated code
+# checks grpcio >= the tools' version; mypy-protobuf for the stubs mypy reads) go into a throwaway directory, never into .venv: the runtime
 # needs only the generated code.
 $(GENERATED): proto/externalscaler.proto $(INSTALLED)
 	@tools=$$(mktemp -d) && trap 'rm -rf "$$tools"' EXIT && \
 	grpc=$$($(PY) -c 'import grpc; print(grpc.__version__)') && \
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$tools" \
-		"grpcio-tools==$$grpc" "mypy-protobuf>=3.6" && \
+		"grpcio-tools>=1.62,<=$$grpc" "mypy-protobuf>=3.6" && \
 	echo "make: generating $(GEN_DIR) from proto/ (grpcio-tools $$grpc, in a throwaway directory)" && \
 	PYTHONPATH="$$tools" $(PY) -m grpc_tools.protoc --proto_path=$(GEN_DIR)=proto \
 		--plugin=protoc-gen-mypy="$$tools/bin/protoc-gen-mypy" \
