@@ -110,7 +110,7 @@ $(GENERATED): proto/externalscaler.proto $(INSTALLED)
 	grpc=$$($(PY) -c 'import grpc; print(grpc.__version__)') && \
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$tools" \
 		"grpcio-tools>=1.62,<=$$grpc" "mypy-protobuf>=3.6" && \
-	echo "make: generating $(GEN_DIR) from proto/ (grpcio-tools $$grpc, in a throwaway directory)" && \
+	echo "make: generating $(GEN_DIR) from proto/ (grpcio-tools for grpcio $$grpc, from a throwaway directory)" && \
 	PYTHONPATH="$$tools" $(PY) -m grpc_tools.protoc --proto_path=$(GEN_DIR)=proto \
 		--plugin=protoc-gen-mypy="$$tools/bin/protoc-gen-mypy" \
 		--plugin=protoc-gen-mypy_grpc="$$tools/bin/protoc-gen-mypy_grpc" \

@@ -16,7 +16,13 @@ from scaler.demo import cli as demo
 from scaler.local_redis import LocalRedis, answers
 from scaler.redis_connect import parse_redis_url
 from scaler.server import ScalerServer
-from scaler.settings import Settings, SettingsError, configure_logging, settings_from_env
+from scaler.settings import (
+    ENVIRONMENT,
+    Settings,
+    SettingsError,
+    configure_logging,
+    settings_from_env,
+)
 from scaler.simulator import cli as simulate
 
 log = logging.getLogger("scaler")
@@ -25,7 +31,16 @@ log = logging.getLogger("scaler")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scaler")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the KEDA external scaler (settings from env)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the KEDA external scaler (settings from env)",
+        description="Serve the KEDA external scaler. Settings come from the environment, "
+        "checked at start (a bad one exits 2 naming it).",
+        epilog="environment (default):\n"
+        + "".join(f"  {name:<25} {default}\n" for name, default in ENVIRONMENT)
+        + "\nEach is explained in docs/configuration.md; the trigger metadata keys too.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument(
         "--start-local-redis",
         action="store_true",
@@ -57,8 +72,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _local_redis(settings: Settings) -> LocalRedis | None:
-    if parse_redis_url(settings.redis_url).kind != "single" or answers(settings.redis_url):
+    if parse_redis_url(settings.redis_url).kind != "single":
         return None  # a Sentinel or Cluster is never stood in for by a local one
+    if answers(settings.redis_url):
+        log.warning(
+            "a Redis answers at %s: using it, not starting a local one (its data is read, "
+            "and notify-keyspace-events is extended for the scaler's wake-ups)",
+            urlsplit(settings.redis_url).netloc.rpartition("@")[2],
+        )
+        return None
     url = urlsplit(settings.redis_url)
     if url.hostname not in ("localhost", "127.0.0.1", "::1"):
         log.warning(

@@ -167,6 +167,12 @@ class _NodeSubscription:
             missing = "".join(sorted(set(REQUIRED_FLAGS) - have))
             if missing:
                 await self.redis.config_set("notify-keyspace-events", current + missing)
+                log.info(
+                    "Redis notify-keyspace-events %r -> %r: queue and report changes wake "
+                    "StreamIsActive",
+                    current,
+                    current + missing,
+                )
         except RedisError as exc:
             if "CONFIG" not in str(exc).upper():
                 raise

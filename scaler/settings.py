@@ -53,6 +53,33 @@ class Settings:
     watch_pods: bool = False
 
 
+_D = Settings()
+# Every variable settings_from_env reads, with its default, for `python -m scaler serve --help`
+# (tests/test_cli.py checks this list against the variables read; docs/configuration.md
+# explains each).
+ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("REDIS_URL", _D.redis_url + " (rediss://, redis+sentinel://, redis+cluster://)"),
+    ("REDIS_PASSWORD", "none (overrides the URL's)"),
+    ("REDIS_SENTINEL_PASSWORD", "none"),
+    ("REDIS_TIMEOUT_SECONDS", f"{_D.redis_timeout_s:g}"),
+    ("BIND_ADDRESS", _D.bind_address),
+    ("GRPC_PORT", str(_D.grpc_port)),
+    ("METRICS_PORT", str(_D.metrics_port)),
+    ("STREAM_INTERVAL_SECONDS", f"{_D.stream_interval_s:g}"),
+    ("HEALTH_INTERVAL_SECONDS", f"{_D.health_interval_s:g}"),
+    ("SHUTDOWN_GRACE_SECONDS", f"{_D.shutdown_grace_s:g}"),
+    ("LOG_LEVEL", _D.log_level),
+    ("TLS_CERT_FILE", "none (plaintext gRPC)"),
+    ("TLS_KEY_FILE", "none"),
+    ("TLS_CLIENT_CA_FILE", "none (no client certificates required)"),
+    ("MAX_MESSAGE_BYTES", str(_D.max_message_bytes)),
+    ("MAX_STREAMS", str(_D.max_streams)),
+    ("SERIES_IDLE_SECONDS", f"{_D.series_idle_s:g}"),
+    ("MAX_TARGET_SERIES", str(_D.max_target_series)),
+    ("WATCH_PODS", "auto (on in a cluster)"),
+)
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _SWITCHES = ("auto", "on", "off")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,3 +86,50 @@ def test_start_local_redis_when_nothing_answers_and_stop_it_after() -> None:
     assert "started a local redis-server" in output
     assert process.returncode == 0, output
     assert not answers(url)
+
+
+def test_start_local_redis_says_when_it_uses_a_redis_that_answers_and_what_it_changes() -> None:
+    local = LocalRedis(free_port())
+    local.start()
+    try:
+        url = f"redis://127.0.0.1:{local.port}/0"
+        redis.Redis.from_url(url).config_set("notify-keyspace-events", "")
+        grpc_port = free_port()
+        with scaler_process(
+            ARGS="serve --start-local-redis",
+            REDIS_URL=url,
+            GRPC_PORT=str(grpc_port),
+            METRICS_PORT="0",
+        ) as process:
+            channel = _wait_ready(grpc_port)
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+            channel.close()
+        assert answers(url), "a Redis the scaler did not start is left running"
+    finally:
+        local.close()
+    assert f"a Redis answers at 127.0.0.1:{local.port}: using it" in output
+    assert "Redis notify-keyspace-events '' -> " in output
+    assert process.returncode == 0, output
+
+
+def test_serve_help_lists_every_environment_variable_read_and_points_to_the_docs() -> None:
+    from pathlib import Path
+
+    from scaler.settings import ENVIRONMENT
+
+    source = (Path(__file__).resolve().parents[1] / "scaler" / "settings.py").read_text()
+    body = source.split("def settings_from_env", 1)[1]
+    read = set(re.findall(r'(?:env\.get|integer|port|seconds)\(\s*"([A-Z_]+)"', body))
+    read -= {"KUBERNETES_SERVICE_HOST"}  # set by Kubernetes, not by the user
+    assert {name for name, _ in ENVIRONMENT} == read
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    for name, default in ENVIRONMENT:
+        assert re.search(rf"^  {name} +{re.escape(default)}$", result.stdout, re.M), name
+    assert "docs/configuration.md" in result.stdout
