@@ -133,3 +133,18 @@ def test_serve_help_lists_every_environment_variable_read_and_points_to_the_docs
     for name, default in ENVIRONMENT:
         assert re.search(rf"^  {name} +{re.escape(default)}$", result.stdout, re.M), name
     assert "docs/configuration.md" in result.stdout
+
+
+def test_simulate_scores_runs_with_flags_named_apart_from_the_trigger_keys() -> None:
+    """`--slo-wait` sets the key sloWaitSeconds; the SLO the runs are scored by is another
+    thing, and a flag beside it called --slo-wait-s (or --slo-target) read as the key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler", "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    flags = set(re.findall(r"(--[a-z-]+)", result.stdout))
+    assert {"--score-wait-s", "--score-share", "--slo-wait"} <= flags
+    assert not {"--slo-wait-s", "--slo-target"} & flags
