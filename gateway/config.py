@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.targets import Target, TargetsError, load_targets
-from scaler.parsing import LOG_LEVELS, Setting, SettingsReader, shown
+from scaler.parsing import LOG_LEVELS, REQUIRED, Setting, SettingsReader, shown, with_defaults
 from scaler.redis_connect import check_redis_url, without_password
 
 
@@ -58,13 +58,12 @@ SETTINGS: dict[str, Setting] = {
         "--targets",
         "GATEWAY_TARGETS_FILE",
         "JSON file of targets: which ScaledObject serves which models, paths or hosts "
-        "(see gateway/targets.py); required",
+        "(see docs/queueing.md)",
     ),
     "name": Setting(
         "--name",
         "GATEWAY_NAME",
-        "this gateway's name, unique among gateways and stable across its restarts "
-        "(default: the host name, i.e. the pod name)",
+        "this gateway's name, unique among gateways and stable across its restarts",
     ),
     "redis_url": Setting(
         "--redis-url",
@@ -76,31 +75,37 @@ SETTINGS: dict[str, Setting] = {
         "--redis-timeout", "REDIS_TIMEOUT_SECONDS", "bound on one call to Redis, in (0; 30]"
     ),
     "bind_address": Setting("--bind-address", "BIND_ADDRESS", "address of both ports"),
-    "port": Setting(
-        "--port", "PORT", "port of the inference APIs and /healthz, /readyz (default 8000)"
-    ),
-    "metrics_port": Setting(
-        "--metrics-port", "METRICS_PORT", "port of /metrics and /healthz (default 9103)"
-    ),
+    "port": Setting("--port", "PORT", "port of the inference APIs and /healthz, /readyz"),
+    "metrics_port": Setting("--metrics-port", "METRICS_PORT", "port of /metrics and /healthz"),
     "max_body_bytes": Setting(
         "--max-body-bytes",
         "MAX_BODY_BYTES",
-        "largest request body taken, in [1024; 1073741824]; larger: 413 (default 8 MiB)",
+        "largest request body taken, in [1024; 1073741824]; larger: 413",
     ),
     "shutdown_delay_s": Setting(
         "--shutdown-delay",
         "SHUTDOWN_DELAY_SECONDS",
-        "on SIGTERM, seconds readiness fails while requests are still taken, in [0; 60] "
-        "(default 2)",
+        "on SIGTERM, seconds readiness fails while requests are still taken, in [0; 60]",
     ),
     "shutdown_grace_s": Setting(
         "--shutdown-grace",
         "SHUTDOWN_GRACE_SECONDS",
-        "then, seconds requests in flight get to finish, in [0; 3600] (default 30); "
-        "those still waiting get 503",
+        "then, seconds requests in flight get to finish, in [0; 3600]; those still waiting get 503",
     ),
     "log_level": Setting("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
 }
+
+# What --help shows where the default is not a GatewayConfig field's (tests/test_cli.py checks
+# every shown default against the configuration loaded without the setting).
+SETTINGS = with_defaults(
+    SETTINGS,
+    GatewayConfig(targets=(), name="-"),
+    {
+        "targets": REQUIRED,
+        "name": "the host name (in a pod: the pod's name)",
+        "max_body_bytes": "8388608 (8 MiB)",
+    },
+)
 
 # Part of Redis key names inside a {hash tag}: no braces, no spaces.
 _GATEWAY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 def number_in_range(
@@ -60,10 +60,31 @@ class Setting:
     flag: str
     env: str
     help: str
+    # As --help shows it: REQUIRED, or the default's text ("" until `with_defaults` fills it).
+    default: str = ""
 
     @property
     def name(self) -> str:
         return f"{self.flag} (env {self.env})"
+
+
+REQUIRED = "required"
+
+
+def with_defaults(
+    settings: Mapping[str, Setting], defaults: object, shown: Mapping[str, str]
+) -> dict[str, Setting]:
+    """`settings` with the default --help shows: `shown[key]` where given (REQUIRED, or a
+    default that is not a field's), else the field `key` of the config dataclass `defaults`,
+    so the help cannot drift from the value used."""
+
+    def text(key: str) -> str:
+        if key in shown:
+            return shown[key]
+        value = getattr(defaults, key)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return {key: replace(s, default=text(key)) for key, s in settings.items()}
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -122,7 +143,14 @@ def argument_parser(
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for key, setting in settings.items():
+        if setting.default == REQUIRED:
+            shown = f"; {REQUIRED}"
+        else:
+            shown = f"; default {setting.default}" if setting.default else ""
         parser.add_argument(
-            setting.flag, dest=key, default=None, help=f"{setting.help} [env {setting.env}]"
+            setting.flag,
+            dest=key,
+            default=None,
+            help=f"{setting.help} [env {setting.env}{shown}]".replace("%", "%%"),
         )
     return parser

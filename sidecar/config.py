@@ -17,7 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from scaler.parsing import LOG_LEVELS, Setting, SettingsReader, int_in_range, shown
+from scaler.parsing import (
+    LOG_LEVELS,
+    REQUIRED,
+    Setting,
+    SettingsReader,
+    int_in_range,
+    shown,
+    with_defaults,
+)
 from scaler.redis_connect import check_redis_url, without_password
 
 
@@ -95,7 +103,8 @@ SETTINGS: dict[str, Setting] = {
     "target": Setting(
         "--target",
         "TARGET_NAME",
-        "name reports are filed under: the ScaledObject's targetName (default: its name)",
+        "name reports are filed under: the ScaledObject's targetName, or its name where "
+        "targetName is unset",
     ),
     "redis_url": Setting(
         "--redis-url",
@@ -106,7 +115,7 @@ SETTINGS: dict[str, Setting] = {
     "readiness": Setting(
         "--readiness",
         "TRITON_READINESS",
-        "http or grpc: ask Triton's readiness at TRITON_HTTP_URL (default; the lighter) "
+        "http or grpc: ask Triton's readiness at TRITON_HTTP_URL (the lighter) "
         "or over its gRPC API at TRITON_GRPC_URL",
     ),
     "triton_http_url": Setting(
@@ -131,7 +140,7 @@ SETTINGS: dict[str, Setting] = {
     "poll_interval_s": Setting(
         "--poll-interval",
         "POLL_INTERVAL_SECONDS",
-        "seconds between reads of Triton, in (0; interval]; default min(0.5, interval)",
+        "seconds between reads of Triton, in (0; interval]",
     ),
     "triton_timeout_s": Setting(
         "--triton-timeout", "TRITON_TIMEOUT_SECONDS", "bound on one call to Triton, in (0; 30]"
@@ -152,13 +161,13 @@ SETTINGS: dict[str, Setting] = {
     "worker": Setting(
         "--worker",
         "WORKER",
-        "on or off (default): also take the target's queued requests (the gateway's) and "
+        "on or off: also take the target's queued requests (the gateway's) and "
         "run them on this pod's Triton, from the moment it is ready",
     ),
     "worker_slots": Setting(
         "--worker-slots",
         "WORKER_SLOTS",
-        "requests the worker runs at once, an integer >= 1; default CAPACITY",
+        "requests the worker runs at once, an integer >= 1",
     ),
     "claim_idle_s": Setting(
         "--claim-idle-seconds",
@@ -177,6 +186,23 @@ SETTINGS: dict[str, Setting] = {
         "Triton's OpenAI-compatible frontend (http://host:port) for /v1/ routes",
     ),
 }
+# What --help shows where the default is not a SidecarConfig field's (tests/test_cli.py
+# checks every shown default against the configuration loaded without the setting).
+SETTINGS = with_defaults(
+    SETTINGS,
+    SidecarConfig(pod="-", namespace="-", target="-"),
+    {
+        "pod": REQUIRED,
+        "namespace": REQUIRED,
+        "target": REQUIRED,
+        "models": "'' (every model Triton serves)",
+        "poll_interval_s": "min(0.5, interval)",
+        "deletion_cost": "auto",
+        "worker": "off",
+        "worker_slots": "CAPACITY (required with WORKER=on if CAPACITY is not a whole number)",
+    },
+)
+
 
 _SWITCHES = ("auto", "on", "off")
 _READINESS = ("http", "grpc")

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
+import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -114,8 +116,6 @@ def test_start_local_redis_says_when_it_uses_a_redis_that_answers_and_what_it_ch
 
 
 def test_serve_help_lists_every_environment_variable_read_and_points_to_the_docs() -> None:
-    from pathlib import Path
-
     from scaler.settings import ENVIRONMENT
 
     source = (Path(__file__).resolve().parents[1] / "scaler" / "settings.py").read_text()
@@ -148,3 +148,45 @@ def test_simulate_scores_runs_with_flags_named_apart_from_the_trigger_keys() -> 
     flags = set(re.findall(r"(--[a-z-]+)", result.stdout))
     assert {"--score-wait-s", "--score-share", "--slo-wait"} <= flags
     assert not {"--slo-wait-s", "--slo-target"} & flags
+
+
+HELP_TEXT_DEFAULTS = {  # settings whose shown default is not a config field's value
+    "sidecar": {"models", "poll_interval_s", "deletion_cost", "worker", "worker_slots"},
+    "gateway": {"name", "max_body_bytes"},
+}
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def test_sidecar_and_gateway_help_show_each_default_as_used_and_mark_the_required() -> None:
+    from gateway import config as gateway_config
+    from scaler.parsing import REQUIRED
+    from sidecar import config as sidecar_config
+
+    root = Path(__file__).resolve().parents[1]
+    minimal = {
+        "sidecar": {"POD_NAME": "llama-0", "POD_NAMESPACE": "inference", "TARGET_NAME": "llama"},
+        "gateway": {"GATEWAY_TARGETS_FILE": str(root / "manifests/gateway/targets.json")},
+    }
+    for program, module in (("sidecar", sidecar_config), ("gateway", gateway_config)):
+        loaded = module.load_config([], minimal[program])
+        result = subprocess.run(
+            [sys.executable, "-m", program, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "COLUMNS": "1000"},
+        )
+        for key, setting in module.SETTINGS.items():
+            if setting.default == REQUIRED:
+                assert f"[env {setting.env}; required]" in result.stdout, key
+                without = {k: v for k, v in minimal[program].items() if k != setting.env}
+                with pytest.raises(module.ConfigError, match=re.escape(setting.name)):
+                    module.load_config([], without)
+                continue
+            assert f"[env {setting.env}; default {setting.default}]" in result.stdout, key
+            if key not in HELP_TEXT_DEFAULTS[program]:
+                assert _shown(getattr(loaded, key)) == setting.default, (program, key)
