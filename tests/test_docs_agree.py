@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
-from scaler.policy import DERIVED_KEYS
+from scaler.policy import DERIVED_KEYS, zero_delay_s
 from scaler.target_config import KEDA_KEYS, METADATA_KEYS, parse_target_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +75,92 @@ def test_the_readme_scaled_object_is_the_recommended_one_the_simulator_runs() ->
     assert recommended == SCALEDOBJECTS["recommended"]
     metadata = spec["triggers"][0]["metadata"]
     parse_target_config("inference", "llama", metadata)  # every key known: no MetadataError
+
+
+def _example() -> dict[str, Any]:
+    import yaml
+
+    loaded: dict[str, Any] = yaml.safe_load(
+        (ROOT / "manifests/example/scaledobject.yaml").read_text()
+    )
+    return loaded
+
+
+def _time_to_zero_s(metadata: dict[str, str], cold_s: float) -> tuple[float, float]:
+    """The scale-to-zero delay the decision uses, and the time from the last request to zero
+    replicas with the example's pollingInterval and cooldownPeriod on top."""
+    spec = _example()["spec"]
+    config = parse_target_config("inference", "llama", metadata).config
+    delay_s = zero_delay_s(config, max(cold_s, config.cold_start_s))
+    return delay_s, delay_s + spec["pollingInterval"] + spec["cooldownPeriod"]
+
+
+def test_the_time_to_zero_the_docs_state_is_the_codes() -> None:
+    metadata = _example()["spec"]["triggers"][0]["metadata"]
+    default_s, default_total_s = _time_to_zero_s(metadata, 60)
+    measured_s, _ = _time_to_zero_s(metadata, 120)
+    written_s, written_total_s = _time_to_zero_s({**metadata, "scaleToZeroDelaySeconds": "300"}, 60)
+    hold_off_s, _ = _time_to_zero_s({**metadata, "sloWaitSeconds": "off"}, 60)
+    assert (default_s, measured_s, written_s, hold_off_s) == (900, 1800, 300, 300)
+
+    comment = (ROOT / "manifests/example/scaledobject.yaml").read_text().split("apiVersion")[0]
+    comment = " ".join(line.lstrip("# ") for line in comment.splitlines())
+    assert f"here {default_s:g} s" in comment
+    assert f"{measured_s:g} s if the pods measure a 120 s cold start" in comment
+    assert f"about {default_total_s:g} s" in comment
+    assert f'"300": about {written_total_s:g} s' in comment
+
+    decision = (ROOT / "docs/decision.md").read_text()
+    rule = " ".join(decision.split("## 4. ", 1)[1].split("\n## ", 1)[0].split())
+    assert f"active until t={200 + default_s:g} by default" in rule
+    assert f"until t={200 + written_s:g} with" in rule and hold_off_s == written_s
+    assert f"{default_s:g} s at the default 60 s cold start" in rule
+    assert f"{measured_s:g} s when the pods measure 120 s" in rule
+    assert f"about {default_total_s:g} s by default, and {written_total_s:g} s" in rule
+
+    reference = _reference_row("scaleToZeroDelaySeconds")
+    assert f"({default_s:g} s at 60 s)" in reference
+    assert "decision.md#4-scale-to-zero-only-after-silence" in reference
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"about {default_total_s:g} s with the example ScaledObject" in readme
+    choosing = " ".join((ROOT / "docs/choosing-settings.md").read_text().split())
+    assert f"(about {default_total_s:g} s with the example ScaledObject" in choosing
+
+
+def _reference_row(key: str) -> str:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    return next(line for line in text.splitlines() if line.startswith(f"| `{key}` |"))
+
+
+def _readme_table() -> dict[str, tuple[str, str]]:
+    text = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| (.+) \|$", text, flags=re.MULTILINE)
+    return {key: (default.strip(), what) for key, default, what in rows}
+
+
+def test_the_readme_table_gives_the_codes_defaults() -> None:
+    table = _readme_table()
+    assert len(table) >= 5 and set(table) <= set(METADATA_KEYS)
+    for key, (default, _) in table.items():
+        spec = METADATA_KEYS[key]
+        assert default == ("required" if spec.default is None else f"`{spec.default}`"), key
+
+
+def test_the_slo_wait_rule_is_stated_once_and_linked_with_the_slo_the_default_fits() -> None:
+    default_s = float(METADATA_KEYS["sloWaitSeconds"].default or "nan")
+    fits = f"{2 * default_s:g} s"
+    choosing = " ".join((ROOT / "docs/choosing-settings.md").read_text().split())
+    rule = choosing.split("## The rule for `sloWaitSeconds`", 1)[1].split(" ## ", 1)[0]
+    assert "**half** the wait to start" in rule
+    assert f"The default, `{default_s:g}`, fits an SLO of {fits}" in rule
+    link = "choosing-settings.md#the-rule-for-slowaitseconds"
+    reference = _reference_row("sloWaitSeconds")
+    assert link in reference and f"the default {default_s:g} fits an SLO of {fits}" in reference
+    readme_what = _readme_table()["sloWaitSeconds"][1]
+    assert link in readme_what and f"{default_s:g} fits a {fits} SLO" in readme_what
+    # Stated once: no other page gives a rule of its own.
+    for page in ["README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]:
+        text = " ".join((ROOT / page).read_text().split())
+        if page != "docs/choosing-settings.md":
+            assert "half your SLO's wait" not in text, page  # the old, second statement
+            assert "sized for 2 s" not in text, page
