@@ -59,13 +59,10 @@ def test_example_scaled_object_uses_only_known_keys_and_the_defaults() -> None:
 
 
 def test_the_readme_scaled_object_is_the_recommended_one_the_simulator_runs() -> None:
-    import yaml
 
     from scaler.simulator.cli import SCALEDOBJECTS
 
-    text = (ROOT / "README.md").read_text()
-    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    spec = yaml.safe_load(block)["spec"]
+    spec = _readme_yaml("ScaledObject")["spec"]
     stabilization = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
     recommended = (
         spec["pollingInterval"],
@@ -164,3 +161,39 @@ def test_the_slo_wait_rule_is_stated_once_and_linked_with_the_slo_the_default_fi
         if page != "docs/choosing-settings.md":
             assert "half your SLO's wait" not in text, page  # the old, second statement
             assert "sized for 2 s" not in text, page
+
+
+def _readme_yaml(kind: str) -> Any:
+    """The README's yaml block of this kind (`containers` for the sidecar's)."""
+    import yaml
+
+    blocks = (ROOT / "README.md").read_text().split("```yaml\n")[1:]
+    loaded = [yaml.safe_load(block.split("```", 1)[0]) for block in blocks]
+    if kind == "containers":
+        return next(b["containers"] for b in loaded if "containers" in b)
+    return next(b for b in loaded if b.get("kind") == kind)
+
+
+def test_the_readme_sidecar_is_the_examples_and_its_settings_load() -> None:
+    import yaml
+
+    from sidecar.config import SETTINGS, load_config
+
+    readme = next(c for c in _readme_yaml("containers") if c["name"] == "llm-scaler-sidecar")
+    deployment = yaml.safe_load((ROOT / "manifests/example/deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    example = next(c for c in pod["containers"] if c["name"] == readme["name"])
+    assert (readme["image"], readme["command"]) == (example["image"], example["command"])
+    example_env = {e["name"]: e.get("value", e.get("valueFrom")) for e in example["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in readme["env"]}
+    for name, value in env.items():
+        assert example_env[name] == value, name
+    # The required settings are there; with the downward API and the Secret filled in, the
+    # sidecar takes them.
+    required = {s.env for s in SETTINGS.values() if s.default == "required"}
+    assert required <= set(env)
+    filled = {k: v if isinstance(v, str) else "x" for k, v in env.items()}
+    filled.update(POD_NAME="llama-0", POD_NAMESPACE="inference")
+    config = load_config([], filled)
+    assert config.worker and config.worker_slots == int(env["CAPACITY"])
+    assert env["TARGET_NAME"] == _readme_yaml("ScaledObject")["metadata"]["name"]
