@@ -102,15 +102,17 @@ $(INSTALLED_DEV): $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[dev,sim]'
 	touch $@
 
-# The code generators (grpcio-tools no newer than the installed grpcio, whose generated code
-# checks grpcio >= the tools' version; mypy-protobuf for the stubs mypy reads) go into a throwaway directory, never into .venv: the runtime
-# needs only the generated code.
+# The code generators go into a throwaway directory, never into .venv: the runtime needs
+# only the generated code. pip picks grpcio-tools for the installed grpcio and protobuf (their
+# generated code checks that the runtime is at least as new as the tools), and mypy-protobuf
+# for the stubs mypy reads.
 $(GENERATED): proto/externalscaler.proto $(INSTALLED)
 	@tools=$$(mktemp -d) && trap 'rm -rf "$$tools"' EXIT && \
 	grpc=$$($(PY) -c 'import grpc; print(grpc.__version__)') && \
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --target "$$tools" \
-		"grpcio-tools>=1.62,<=$$grpc" "mypy-protobuf>=3.6" && \
-	echo "make: generating $(GEN_DIR) from proto/ (grpcio-tools for grpcio $$grpc, from a throwaway directory)" && \
+	protobuf=$$($(PY) -c 'import google.protobuf as p; print(p.__version__)') && \
+	$(PY) -m pip install --quiet --disable-pip-version-check --target "$$tools" \
+		"grpcio-tools>=1.62,<=$$grpc" "grpcio==$$grpc" "protobuf==$$protobuf" "mypy-protobuf>=3.6" && \
+	echo "make: generating $(GEN_DIR) from proto/ (for grpcio $$grpc and protobuf $$protobuf; the tools in a throwaway directory)" && \
 	PYTHONPATH="$$tools" $(PY) -m grpc_tools.protoc --proto_path=$(GEN_DIR)=proto \
 		--plugin=protoc-gen-mypy="$$tools/bin/protoc-gen-mypy" \
 		--plugin=protoc-gen-mypy_grpc="$$tools/bin/protoc-gen-mypy_grpc" \
