@@ -82,11 +82,12 @@ def test_start_local_redis_when_nothing_answers_and_stop_it_after() -> None:
     ) as process:
         channel = _wait_ready(grpc_port)
         assert answers(url)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as `make run` is stopped
         output, _ = process.communicate(timeout=30)
         channel.close()
     assert "started a local redis-server" in output
     assert process.returncode == 0, output
+    assert output.strip().splitlines()[-1].endswith("stopped cleanly"), output
     assert not answers(url)
 
 
