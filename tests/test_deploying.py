@@ -10,6 +10,7 @@ scaler instead.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -105,7 +106,8 @@ def test_make_image_builds_the_name_the_page_tags_and_says_so_without_an_engine(
 
 def _my_install(tmp_path: Path, base: str = "manifests") -> Path:
     """The page's `mkdir my-install` and its kustomization.yaml, beside a copy of the repo's
-    manifests (the page runs from the repository's root: `../manifests`)."""
+    manifests (the page runs from the repository's root, so my-install is a sibling of
+    manifests/), its resource pointed at `base` there."""
     (mkdir,) = _commands_starting("mkdir")
     assert mkdir.split() == ["mkdir", "my-install"]
     (cat,) = _commands_starting("cat > my-install/kustomization.yaml")
@@ -113,8 +115,10 @@ def _my_install(tmp_path: Path, base: str = "manifests") -> Path:
     shutil.copytree(MANIFESTS, tmp_path / "manifests")
     overlay = tmp_path / "my-install"
     overlay.mkdir()
-    text = body.replace("../manifests", f"../{base}")
-    (overlay / "kustomization.yaml").write_text(text)
+    kustomization = yaml.safe_load(body)
+    assert kustomization["resources"] == [os.path.join(os.pardir, "manifests")]
+    kustomization["resources"] = [os.path.join(os.pardir, base)]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     return overlay
 
 
