@@ -212,10 +212,10 @@ def _input(index: int, raw: Any) -> triton_http.InferInput:
     dtype = triton_to_np_dtype(datatype)
     try:
         if datatype == "BYTES":
-            array = np.array(_flat(raw["data"]), dtype=np.object_)
+            array = np.array(flat_data(raw["data"]), dtype=np.object_)
             array = np.array([_bytes(v) for v in array], dtype=np.object_)
         else:
-            array = np.array(_flat(raw["data"]), dtype=dtype)
+            array = np.array(flat_data(raw["data"]), dtype=dtype)
         array = array.reshape(shape)
     except (ValueError, TypeError) as exc:
         raise BadRequest(f"{where}.data does not fit shape {shape} of {datatype}: {exc}") from None
@@ -224,13 +224,13 @@ def _input(index: int, raw: Any) -> triton_http.InferInput:
     return tensor
 
 
-def _flat(data: Any) -> list[Any]:
+def flat_data(data: Any) -> list[Any]:
     """KServe v2 data is row-major, flat or nested."""
     if not isinstance(data, list):
         return [data]
     flat: list[Any] = []
     for item in data:
-        flat.extend(_flat(item) if isinstance(item, list) else [item])
+        flat.extend(flat_data(item) if isinstance(item, list) else [item])
     return flat
 
 

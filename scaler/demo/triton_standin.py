@@ -43,6 +43,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from scaler.local_redis import free_port
+from sidecar.worker_engine import flat_data
 
 
 @dataclass
@@ -254,15 +255,6 @@ def _error(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def _flat(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
-    flat: list[Any] = []
-    for item in data:
-        flat.extend(_flat(item) if isinstance(item, list) else [item])
-    return flat
-
-
 class TritonStandIn:
     def __init__(self) -> None:
         self.grpc_port = free_port()
@@ -380,7 +372,7 @@ class TritonStandIn:
             return 400, _error("the stand-in takes JSON tensors only (no binary extension)")
         try:
             request = json.loads(body)
-            inputs = {str(i["name"]): _flat(i["data"]) for i in request["inputs"]}
+            inputs = {str(i["name"]): flat_data(i["data"]) for i in request["inputs"]}
             service_s = float(run.model.service_s(inputs))
         except (ValueError, KeyError, TypeError) as exc:
             return 400, _error(f"failed to parse the request: {type(exc).__name__}: {exc}")
