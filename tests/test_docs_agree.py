@@ -197,3 +197,13 @@ def test_the_readme_sidecar_is_the_examples_and_its_settings_load() -> None:
     config = load_config([], filled)
     assert config.worker and config.worker_slots == int(env["CAPACITY"])
     assert env["TARGET_NAME"] == _readme_yaml("ScaledObject")["metadata"]["name"]
+
+
+def test_the_reference_explains_every_variable_serve_help_lists() -> None:
+    from scaler.settings import ENVIRONMENT
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    section = text.split("## Environment of the scaler", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name, _ in ENVIRONMENT if f"`{name}`" not in section]
+    assert not missing, missing
+    assert "python -m scaler serve --help" in section
