@@ -207,3 +207,28 @@ def test_the_reference_explains_every_variable_serve_help_lists() -> None:
     missing = [name for name, _ in ENVIRONMENT if f"`{name}`" not in section]
     assert not missing, missing
     assert "python -m scaler serve --help" in section
+
+
+def test_the_examples_commented_out_keys_and_their_comments_give_the_codes_defaults() -> None:
+    lines = (ROOT / "manifests/example/scaledobject.yaml").read_text().splitlines()
+    checked = []
+    for number, line in enumerate(lines):
+        commented = re.match(r'^\s+# (\w+): "(.*)"$', line)
+        if not commented or commented[1] not in METADATA_KEYS:
+            continue
+        key, value = commented[1], commented[2]
+        default = METADATA_KEYS[key].default
+        if default is None:
+            continue  # an example value of an optional key (queueKey, consumerGroup)
+        assert value == default, key
+        # The comment above it says what applies while it is absent.
+        above = " ".join(lines[max(0, number - 3) : number])
+        assert f"absent: {default} s" in above, key
+        checked.append(key)
+    assert sorted(checked) == sorted(DERIVED_KEYS)
+    choosing = " ".join((ROOT / "docs/choosing-settings.md").read_text().split())
+    service, cold = (
+        METADATA_KEYS["serviceSeconds"].default,
+        METADATA_KEYS["coldStartSeconds"].default,
+    )
+    assert f"longer than the defaults ({service} s, {cold} s)" in choosing
