@@ -31,8 +31,11 @@ def number_in_range(
 
 
 def _g(number: float) -> str:
-    """A bound as the docs write it: 1e6, not Python's 1e+06."""
-    return f"{number:g}".replace("e+0", "e").replace("e+", "e")
+    """A bound as the docs write it: 1e6, not Python's 1e+06; exact (1073741824, not 1.07374e9)."""
+    short = f"{number:g}"
+    if float(short) != number:
+        return str(int(number)) if number == int(number) else repr(number)
+    return short.replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def int_in_range(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
 
 from scaler._generated import externalscaler_pb2 as pb
+from scaler.parsing import number_in_range
 from scaler.target_config import (
     KEDA_KEYS,
     METADATA_KEYS,
@@ -246,3 +249,13 @@ def test_scaled_object_without_name_or_namespace_is_refused(scaler: RunningScale
             scaler.stub.IsActive(so, timeout=3)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "ScaledObjectRef" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "shown"),
+    [(0.1, 1e6, "[0.1; 1e6]"), (0, 1 << 30, "[0; 1073741824]"), (1e-5, 0.99, "[1e-5; 0.99]")],
+)
+def test_range_bounds_are_printed_as_the_docs_write(low: float, high: float, shown: str) -> None:
+    """One spelling in every message (no Python 1e+06), and exact (no 1.07374e9)."""
+    with pytest.raises(ValueError, match=re.escape(f"must be a number in {shown}")):
+        number_in_range("key", "-1", low, high)
