@@ -191,3 +191,33 @@ def test_sidecar_and_gateway_help_show_each_default_as_used_and_mark_the_require
             assert f"[env {setting.env}; default {setting.default}]" in result.stdout, key
             if key not in HELP_TEXT_DEFAULTS[program]:
                 assert _shown(getattr(loaded, key)) == setting.default, (program, key)
+
+
+def test_make_run_installs_the_runtime_only_and_make_test_adds_the_extras(tmp_path: Path) -> None:
+    """What each target would run in a fresh clone (make -n, nothing installed): `make run`
+    installs the package without extras and the code generators outside .venv; `make test`
+    adds the extras before the code is generated, so that code fits what they installed."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("Makefile", "pyproject.toml", "proto/externalscaler.proto"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+
+    def planned(target: str) -> list[str]:
+        done = subprocess.run(
+            ["make", "-n", "--no-print-directory", target],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return [line for line in done.stdout.splitlines() if "pip install" in line]
+
+    run = planned("run")
+    assert any(line.endswith("pip install --quiet -e .") for line in run), run
+    assert not any("[dev" in line or "[sim" in line for line in run), run
+    (tools,) = [line for line in run if "grpcio-tools" in line or "--target" in line]
+    assert '--target "$tools"' in tools  # a throwaway directory, not .venv
+    test = planned("test")
+    extras = next(i for i, line in enumerate(test) if "'.[dev,sim]'" in line)
+    assert extras < next(i for i, line in enumerate(test) if '--target "$tools"' in line)
