@@ -190,12 +190,6 @@ class ParsedMetadata:
     config: TargetConfig
     retired_keys: frozenset[str] = frozenset()  # see RETIRED_KEYS for what replaced each
 
-    @property
-    def unknown_keys(self) -> frozenset[str]:
-        """Always empty: an unknown key is refused (MetadataError). Kept while
-        scaler/demo/cli.py still reads it."""
-        return frozenset()
-
 
 ACCEPTED_KEYS = frozenset(METADATA_KEYS) | KEDA_KEYS | frozenset(RETIRED_KEYS)
 

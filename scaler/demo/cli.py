@@ -94,12 +94,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
         metadata[key.strip()] = value.strip()
     try:  # what the scaler would answer INVALID_ARGUMENT to, said before anything starts
-        parsed = parse_target_config(NAMESPACE, TARGET, metadata)
+        parse_target_config(NAMESPACE, TARGET, metadata)
     except MetadataError as exc:
         print(f"demo: bad trigger metadata: {exc}")
         return 2
-    for key in sorted(parsed.unknown_keys):
-        print(f"demo: unknown trigger metadata key {key!r} (the scaler ignores it)")
     if args.trace is not None and not args.trace.exists():
         print(f"demo: no trace at {args.trace}: using a synthetic one of the same rate")
     config = DemoConfig(

@@ -12,7 +12,7 @@ learned the day before (`compare.yesterday`), as in the comparison.
   target (say 99 % of requests wait <= 2 s) is marked.
 - Break-even: the trace thinned to lower and lower rates, run with
   minReplicaCount 0 (scale to zero) and 1 (always on). Scale-to-zero saves
-  GPU only while silences outlast scaleToZeroDelaySeconds + cooldownPeriod;
+  GPU only while silences outlast the time to zero (docs/decision.md, rule 4);
   the break-even is the lowest rate from which always-on costs no more than
   1 % above scale-to-zero, and, never cold-starting, serves at least as well.
 """
