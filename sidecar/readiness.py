@@ -20,38 +20,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from sidecar.readiness_types import Readiness, ReadinessProbe, TritonUnavailable
 from sidecar.scrape import HttpGetter, ScrapeError
 
 if TYPE_CHECKING:
     from sidecar.config import SidecarConfig
 
-
-class TritonUnavailable(Exception):
-    """Triton did not answer in time, or answered with an error."""
-
-
-@dataclass(frozen=True)
-class Readiness:
-    server_ready: bool
-    models_not_ready: tuple[str, ...] = ()
-
-    @property
-    def ready(self) -> bool:
-        return self.server_ready and not self.models_not_ready
-
-
-class ReadinessProbe(Protocol):
-    async def check(self) -> Readiness: ...
-
-    async def model_config(self, model: str) -> Mapping[str, Any]:
-        """Triton's configuration of `model` (JSON); TritonUnavailable when not given."""
-        ...
-
-    async def close(self) -> None: ...
+# The answer's types live in sidecar.readiness_types, which the gRPC transport imports
+# too (no cycle through this module); they stay importable from here.
+__all__ = [
+    "HttpReadinessProbe",
+    "Readiness",
+    "ReadinessProbe",
+    "TritonUnavailable",
+    "readiness_probe",
+]
 
 
 # What Triton's HTTP server answers (and tritonclient's HTTP client reads): 200 ready,

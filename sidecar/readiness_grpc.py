@@ -30,7 +30,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BoolValue, StringValue
 
-from sidecar.readiness import Readiness, TritonUnavailable
+from sidecar.readiness_types import Readiness, TritonUnavailable
 
 _SERVICE = "/inference.GRPCInferenceService"
 # The codes of a server that cannot be reached; any other error on ModelReady is an

@@ -10,32 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-# The names only: importing the simulation itself (numpy, the models) is left to
-# `main`, so `python -m scaler serve` never pays for it.
-BASELINES = (
-    "first-wake",
-    "slo-aware",
-    "oracle",
-    "fixed-peak",
-    "keda-defaults",
-    "redis-list",
-    "hpa-utilisation",
-)
-
-# (pollingInterval, cooldownPeriod, HPA scale-down stabilizationWindowSeconds)
-SCALEDOBJECTS = {
-    "recommended": (15.0, 15.0, 0.0),  # the README's ScaledObject
-    "keda-defaults": (30.0, 300.0, 300.0),  # KEDA's and the HPA's defaults
-}
-
-_SHORTHANDS = (
-    ("--target-concurrency", "targetConcurrency", "8"),
-    ("--target-utilization", "targetUtilization", None),
-    ("--scale-down-delay", "scaleDownDelaySeconds", None),
-    ("--scale-to-zero-delay", "scaleToZeroDelaySeconds", None),
-    ("--activation-threshold", "activationThreshold", None),
-    ("--slo-wait", "sloWaitSeconds", None),
-)
+# The names only (scaler.simulator.presets): importing the simulation itself (numpy,
+# the models) is left to `main`, so `python -m scaler serve` never pays for it.
+from scaler.simulator.presets import BASELINES, SCALEDOBJECTS, SHORTHANDS
 
 
 def add_parser(commands: Any) -> None:
@@ -64,7 +41,7 @@ def add_parser(commands: Any) -> None:
     src.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or superpose (>1)")
     src.add_argument("--seed", type=int, default=0)
     pol = p.add_argument_group("our scaler (trigger metadata)")
-    for flag, key, default in _SHORTHANDS:
+    for flag, key, default in SHORTHANDS:
         pol.add_argument(flag, dest=key, default=default, help=f"metadata {key}")
     pol.add_argument("--meta", action="append", default=[], help="any other KEY=VALUE")
     keda = p.add_argument_group(

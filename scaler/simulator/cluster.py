@@ -232,10 +232,6 @@ class Cluster:
         self.queue.append(request)
         self._dispatch(t)
 
-    def next_event_s(self) -> float:
-        starting = self._starting[0][0] if self._starting else math.inf
-        return min(starting, self._running[0][0] if self._running else math.inf)
-
     # -- scaling --------------------------------------------------------------------
 
     def set_replicas(self, t: float, replicas: int, cold_start_s: float | None = None) -> None:

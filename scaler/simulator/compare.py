@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from scaler.reports import NOTHING_LEARNED, ServiceRecord
-from scaler.simulator.cli import SCALEDOBJECTS
 from scaler.simulator.cluster import ClusterParams
 from scaler.simulator.controllers import (
     Controller,
@@ -37,20 +36,10 @@ from scaler.simulator.controllers import (
 from scaler.simulator.engine import RunResult, run
 from scaler.simulator.keda_hpa import HpaBehavior, KedaHpaConfig
 from scaler.simulator.oracle import Floor, clairvoyant_floor
+from scaler.simulator.presets import BASELINES, SCALEDOBJECTS
 from scaler.simulator.summary import Summary, summarise
 from scaler.simulator.trace import Trace
 from scaler.target_config import TargetConfig, parse_target_config
-
-BASELINES = (
-    "first-wake",
-    "slo-aware",
-    "oracle",
-    "fixed-peak",
-    "keda-defaults",
-    "redis-list",
-    "hpa-utilisation",
-)
-
 
 # (pollingInterval, cooldownPeriod, HPA scale-down stabilisation): the README's ScaledObject.
 _RECOMMENDED = SCALEDOBJECTS["recommended"]

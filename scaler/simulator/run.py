@@ -1,8 +1,5 @@
-"""`python -m scaler simulate`, the run: arguments, trace, knobs -> comparison or sweep -> outputs.
-
-Writes `summary.json` (and `sweep.json` with --sweep) and `simulate.png` under
---out, and prints the same figures as tables.
-"""
+"""`python -m scaler simulate`, the run behind scaler.simulator.cli's parser (whose docstring
+says what it writes): arguments -> trace and knobs -> comparison or sweep -> outputs."""
 
 from __future__ import annotations
 
@@ -12,10 +9,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from scaler.simulator.cli import _SHORTHANDS, SCALEDOBJECTS
 from scaler.simulator.cluster import ClusterParams, ColdStart
-from scaler.simulator.compare import BASELINES, Knobs, compare
+from scaler.simulator.compare import Knobs, compare
 from scaler.simulator.keda_hpa import HpaBehavior
+from scaler.simulator.presets import BASELINES, SCALEDOBJECTS, SHORTHANDS
 from scaler.simulator.summary import table
 from scaler.simulator.sweep import (
     DEFAULT_GRID,
@@ -156,7 +153,7 @@ def _trace(args: argparse.Namespace) -> Trace:
 
 
 def _knobs(args: argparse.Namespace) -> Knobs:
-    metadata = {key: getattr(args, key) for _, key, _ in _SHORTHANDS if getattr(args, key)}
+    metadata = {key: getattr(args, key) for _, key, _ in SHORTHANDS if getattr(args, key)}
     for item in args.meta:
         key, sep, value = item.partition("=")
         if not sep:

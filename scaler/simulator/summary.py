@@ -127,16 +127,6 @@ def table(summaries: list[Summary]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(summaries: list[Summary]) -> str:
-    head = "| " + " | ".join(title for title, _, _ in _COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in _COLUMNS) + "|"
-    body = [
-        "| " + " | ".join(_cell(fmt, getattr(s, key)) for _, key, fmt in _COLUMNS) + " |"
-        for s in summaries
-    ]
-    return "\n".join([head, rule, *body])
-
-
 def _cell(fmt: str, value: object) -> str:
     if isinstance(value, float) and not np.isfinite(value):
         return "inf"

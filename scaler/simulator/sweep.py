@@ -64,7 +64,13 @@ def apply(knobs: Knobs, key: str, value: str) -> Knobs:
     if key == "scaleDownStabilizationSeconds":
         behavior = replace(knobs.behavior, scale_down_stabilization_s=float(value))
         return replace(knobs, behavior=behavior)
-    known = [*METADATA_KEYS, "minReplicaCount", "pollingInterval", "cooldownPeriod"]
+    known = [
+        *METADATA_KEYS,
+        "minReplicaCount",
+        "pollingInterval",
+        "cooldownPeriod",
+        "scaleDownStabilizationSeconds",
+    ]
     raise ValueError(f"sweep key = {key!r}, must be one of {', '.join(known)}")
 
 
