@@ -15,19 +15,19 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from functools import lru_cache
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock
-from scaler.key_events import KeyEvents
 from scaler.policy import Decision, PolicyState, decide, derived, needs_saving
 from scaler.state_codec import merge_states, policy_key
-from scaler.store import NoValidReports, QueueError, StoreUnavailable, TargetStore
+from scaler.store import NoValidReports, QueueError, Snapshot, StoreUnavailable
 from scaler.target_config import RETIRED_KEYS, MetadataError, TargetConfig, parse_target_config
 from scaler.telemetry import ScalerMetrics
 
@@ -42,6 +42,27 @@ _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
 # younger than this answers it. Reports arrive each second; an answer this old is fresh.
 POLL_PAIR_S = 0.5
 _REMEMBERED_TARGETS = 10_000  # ~2 KB each at most: bounded memory whatever KEDA sends
+
+
+class SnapshotStore(Protocol):
+    """What the service needs of a store (`scaler.store.TargetStore` in production): one
+    snapshot of a target per decision, and the merge of the state the decision leaves."""
+
+    async def read(
+        self, config: TargetConfig, now: float | None = None, timeout_s: float | None = None
+    ) -> Snapshot: ...
+
+    async def save_state(
+        self, config: TargetConfig, state: PolicyState, now: float, timeout_s: float | None = None
+    ) -> None: ...
+
+
+class KeyWatch(Protocol):
+    """What StreamIsActive needs of the key events (`scaler.key_events.KeyEvents`)."""
+
+    def watch(self, keys: Iterable[str]) -> AbstractAsyncContextManager[asyncio.Event]:
+        """An event set whenever one of `keys` changes."""
+        ...
 
 
 class RpcFailure(Exception):
@@ -93,10 +114,10 @@ def metric_spec(config: TargetConfig) -> pb.GetMetricSpecResponse:
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
     def __init__(
         self,
-        store: TargetStore,
+        store: SnapshotStore,
         metrics: ScalerMetrics,
         stopping: asyncio.Event,
-        key_events: KeyEvents,
+        key_events: KeyWatch,
         stream_interval_s: float,
         clock: Clock,
         max_streams: int = 10_000,
