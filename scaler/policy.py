@@ -38,17 +38,39 @@ the window holds the higher needs until t=180 -> 1 replica.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from scaler import window
+from scaler.policy_state import BUCKETS_PER_WINDOW, PolicyState
 from scaler.rules import activation, forecast, slo, tolerance
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
 
-# Buckets per window: memory per target is bounded by this, and a sample is held
-# at most one bucket (window / 60) longer than asked.
-BUCKETS_PER_WINDOW = 60
+# PolicyState lives in scaler.policy_state, which the codec and the store import without
+# the decision; importable from here as before.
+__all__ = [
+    "BUCKETS_PER_WINDOW",
+    "COLD_START_KEY",
+    "DERIVED_KEYS",
+    "MAX_COLD_START_S",
+    "SERVICE_KEY",
+    "ZERO_DELAY_KEY",
+    "Decision",
+    "PolicyState",
+    "Reason",
+    "bucket_width",
+    "cold_start_s",
+    "decide",
+    "derived",
+    "needs_saving",
+    "peak_bucket_width",
+    "recent_s",
+    "service_s",
+    "slo_horizon_s",
+    "zero_delay_s",
+]
+
 _MIN_BUCKET_S = 1.0
 MAX_COLD_START_S = 3600.0
 # The keys with a derived default (`derived`): written, they are obeyed as written.
@@ -69,24 +91,6 @@ class Reason(StrEnum):
     FOLLOWING = "following"  # the metric is the offered load now
     SLO_HOLD = "slo_hold"  # the SLO-aware hold: warm capacity for the horizon's bursts
     STARTING_KEPT = "starting_kept"  # requests wait: pods still starting are not released
-
-
-@dataclass(frozen=True)
-class PolicyState:
-    """All a decision remembers; stored in Redis so every scaler replica shares it.
-
-    Each window is (bucket index, maximum) pairs; every field merges across
-    replicas by maximum (see `scaler.state_codec`), so two replicas saving at
-    once cannot lose each other's samples."""
-
-    bucket_s: float = 0.0  # width of the needed, in_system and served buckets
-    needed: window.Buckets = field(default=())  # capacity needed, kept scaleDownDelaySeconds
-    in_system: window.Buckets = field(default=())  # requests in the system, kept a cold start
-    served: window.Buckets = field(default=())  # requests in flight, kept a cold start
-    active_until: float = 0.0  # IsActive holds true until then
-    # The SLO-aware hold: burst sizes over the horizon, in buckets of their own width.
-    peak_bucket_s: float = 0.0
-    peak_buckets: window.Buckets = field(default=())
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import grpc
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.clock import Clock
-from scaler.policy import Decision, PolicyState, decide, derived, needs_saving
+from scaler.policy import Decision, decide, derived, needs_saving
+from scaler.policy_state import PolicyState
 from scaler.state_codec import merge_states, policy_key
 from scaler.store import NoValidReports, QueueError, Snapshot, StoreUnavailable
 from scaler.target_config import RETIRED_KEYS, MetadataError, TargetConfig, parse_target_config

@@ -22,13 +22,8 @@ from dataclasses import replace
 from typing import Any
 
 from scaler import window
-from scaler.policy import (
-    BUCKETS_PER_WINDOW,
-    MAX_COLD_START_S,
-    PolicyState,
-    slo_horizon_s,
-    zero_delay_s,
-)
+from scaler.policy import MAX_COLD_START_S, slo_horizon_s, zero_delay_s
+from scaler.policy_state import BUCKETS_PER_WINDOW, PolicyState
 from scaler.reports import target_key_base
 from scaler.target_config import TargetConfig
 from scaler.window import Buckets

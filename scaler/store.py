@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from scaler.policy import PolicyState
+from scaler.policy_state import PolicyState
 from scaler.redis_connect import REDIS_ERRORS, RedisLink
 from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError, ServiceRecord
 from scaler.signals import Signals

@@ -30,7 +30,8 @@ import math
 from collections.abc import Callable
 
 from scaler import window
-from scaler.policy import Decision, PolicyState, bucket_width, decide
+from scaler.policy import Decision, bucket_width, decide
+from scaler.policy_state import PolicyState
 from scaler.signals import Signals
 from scaler.simulator import keda_hpa
 from scaler.simulator.cluster import Cluster

@@ -1,0 +1,34 @@
+"""All a scaling decision remembers between polls (`PolicyState`), and the bound on its size.
+
+A value of its own, apart from the decision that computes it (scaler.policy), so that
+what stores and encodes it (scaler.state_codec, scaler.store) reads it without the
+decision. No logic here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from scaler import window
+
+# Buckets per window: memory per target is bounded by this, and a sample is held
+# at most one bucket (window / 60) longer than asked.
+BUCKETS_PER_WINDOW = 60
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """All a decision remembers; stored in Redis so every scaler replica shares it.
+
+    Each window is (bucket index, maximum) pairs; every field merges across
+    replicas by maximum (see `scaler.state_codec`), so two replicas saving at
+    once cannot lose each other's samples."""
+
+    bucket_s: float = 0.0  # width of the needed, in_system and served buckets
+    needed: window.Buckets = field(default=())  # capacity needed, kept scaleDownDelaySeconds
+    in_system: window.Buckets = field(default=())  # requests in the system, kept a cold start
+    served: window.Buckets = field(default=())  # requests in flight, kept a cold start
+    active_until: float = 0.0  # IsActive holds true until then
+    # The SLO-aware hold: burst sizes over the horizon, in buckets of their own width.
+    peak_bucket_s: float = 0.0
+    peak_buckets: window.Buckets = field(default=())
