@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from scaler.clock import Clock, RedisClock
+from scaler.clock import DecisionClock, RedisClock
 from scaler.key_events import KeyEvents
 from scaler.metrics_http import MetricsEndpoint
 from scaler.redis_connect import REDIS_ERRORS, connect
@@ -52,7 +52,7 @@ class ScalerServer:
         self,
         settings: Settings,
         registry: CollectorRegistry | None = None,
-        clock: Clock | None = None,
+        clock: DecisionClock | None = None,
         kube_config: Configuration | None = None,
     ) -> None:
         """`kube_config`: the Kubernetes API for the pod watch (settings.watch_pods);

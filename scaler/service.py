@@ -24,7 +24,7 @@ import grpc
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from scaler.clock import Clock
+from scaler.clock import MONOTONIC, Clock, DecisionClock
 from scaler.policy import Decision, decide, derived, needs_saving
 from scaler.policy_state import PolicyState
 from scaler.state_codec import merge_states, policy_key
@@ -120,15 +120,19 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         stopping: asyncio.Event,
         key_events: KeyWatch,
         stream_interval_s: float,
-        clock: Clock,
+        clock: DecisionClock,
         max_streams: int = 10_000,
+        monotonic: Clock = MONOTONIC,
     ) -> None:
+        """`clock`: the decisions' (Redis's in production); `monotonic`: the one that pairs
+        GetMetrics with the IsActive right after it (POLL_PAIR_S), stepped by tests."""
         self._store = store
         self._metrics = metrics
         self._stopping = stopping
         self._key_events = key_events
         self._stream_interval_s = stream_interval_s
         self._clock = clock
+        self._monotonic = monotonic
         self._max_streams = max_streams
         self._streams_open = 0
         # What this replica last decided, per ScaledObject: a floor under what Redis
@@ -294,7 +298,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
             await _abort(context, failure)
 
     def _hand_to_is_active(self, config: TargetConfig, decision: Decision) -> None:
-        _put_bounded(self._handed, policy_key(config), (time.monotonic(), config, decision))
+        _put_bounded(self._handed, policy_key(config), (self._monotonic.now(), config, decision))
 
     def _from_get_metrics(self, config: TargetConfig) -> Decision | None:
         """The active decision GetMetrics just made for this ScaledObject, used once.
@@ -308,7 +312,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         if handed is None:
             return None
         made_at, made_for, decision = handed
-        if made_for != config or time.monotonic() - made_at > POLL_PAIR_S:
+        if made_for != config or self._monotonic.now() - made_at > POLL_PAIR_S:
             return None
         return decision
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from scaler.clock import MONOTONIC, Clock
 
 LABELS = ("namespace", "scaled_object")
 Target = tuple[str, str]
@@ -59,7 +60,7 @@ class TargetSeries(Collector):
         idle_s: float,
         max_targets: int,
         on_evicted: Callable[[Target, TargetValues], None] = lambda target, values: None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Clock = MONOTONIC,
     ) -> None:
         self._idle_s = idle_s
         self._max_targets = max_targets
@@ -83,7 +84,7 @@ class TargetSeries(Collector):
             self.evicted.labels(cause)
 
     def record(self, target: Target, values: TargetValues, stale_dropped: int) -> None:
-        now = self._monotonic()
+        now = self._monotonic.now()
         gone: list[tuple[Target, TargetValues]] = []
         with self._lock:
             entry = self._entries.get(target)
@@ -140,7 +141,7 @@ class TargetSeries(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            gone = self._evict_idle(self._monotonic())
+            gone = self._evict_idle(self._monotonic.now())
             rows = [
                 (key, entry.values, entry.stale_dropped) for key, entry in self._entries.items()
             ]

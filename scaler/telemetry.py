@@ -7,11 +7,9 @@ values from small fixed sets (RPC method, gRPC status code, decision reason).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from scaler.clock import MONOTONIC, Clock
 from scaler.policy import Decision, service_s
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
@@ -31,7 +29,7 @@ class ScalerMetrics:
         registry: CollectorRegistry,
         series_idle_s: float = 300.0,
         max_target_series: int = 10_000,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Clock = MONOTONIC,
     ) -> None:
         """`series_idle_s`, `max_target_series`: the bounds of the per-target series
         (scaler.target_series); `monotonic`: their clock, injected by tests."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from scaler.clock import MONOTONIC
 from scaler.metrics_http import MetricsEndpoint
 from scaler.redis_connect import AnyRedis, connect
 from scaler.reports import ReportWriter, report_keys
@@ -88,7 +89,7 @@ async def serve(config: SidecarConfig) -> None:
         MetricsScraper(config.triton_metrics_url, config.triton_timeout_s),
         ReportWriter(link.client, report_keys(config.namespace, config.target)),
         metrics,
-        clock=time.monotonic,
+        clock=MONOTONIC,
         wall_at_start=time.time(),
         deletion_cost=deletion_cost,
         worker=worker,

@@ -38,11 +38,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
+from scaler.clock import Clock
 from scaler.redis_connect import REDIS_ERRORS
 from scaler.reports import PodReport, ReportWriter
 from sidecar.config import SidecarConfig
@@ -58,7 +58,6 @@ if TYPE_CHECKING:  # imported by __main__ only when on
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
 
 MAX_BACKOFF_S = 2.0
 # With the worker on and Triton not ready yet: how often readiness is asked (a 200 costs
@@ -168,7 +167,7 @@ class Reporter:
         self._deletion_cost = deletion_cost
         self._worker = worker
         self._ready_gate = ready
-        now = clock()
+        now = clock.now()
         self._starts = StartTracker(now, wall_at_start)
         # Which models count for what is read from Triton once it is ready, and again
         # after it was gone (sidecar.selection).
@@ -197,19 +196,19 @@ class Reporter:
         return self._seq
 
     def healthy(self) -> bool:
-        return self._clock() - self._last_tick_at <= self.stall_after_s
+        return self._clock.now() - self._last_tick_at <= self.stall_after_s
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every poll interval until `stop` is set. Never raises out of a tick."""
         while not stop.is_set():
-            began = self._clock()
+            began = self._clock.now()
             try:
                 await self.tick()
             except SelectionError:
                 raise  # the configuration cannot work: stop, and say why
             except Exception:  # a bug must not end the reports of a healthy pod
                 log.exception("report tick failed")
-            pause = self._config.poll_interval_s - (self._clock() - began)
+            pause = self._config.poll_interval_s - (self._clock.now() - began)
             if self._ready_gate is not None and not self._ready_gate.is_set():
                 await self._watch_ready(stop, pause)
                 continue
@@ -220,8 +219,8 @@ class Reporter:
         """While the worker waits for a ready Triton, readiness alone is asked every
         READY_WATCH_S instead of every poll: the tick that opens the gate follows at once,
         so a pod that becomes ready takes work within tens of milliseconds, not a poll."""
-        until = self._clock() + max(0.0, pause_s)
-        while not stop.is_set() and self._clock() < until:
+        until = self._clock.now() + max(0.0, pause_s)
+        while not stop.is_set() and self._clock.now() < until:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), READY_WATCH_S)
             try:
@@ -233,11 +232,11 @@ class Reporter:
                 pass
 
     async def tick(self) -> TickResult:
-        now = self._clock()
+        now = self._clock.now()
         try:
             return await self._tick(now)
         finally:
-            self._last_tick_at = self._clock()
+            self._last_tick_at = self._clock.now()
 
     async def remove(self) -> bool:
         """Delete this pod's report at once (SIGTERM) and write none after; True when done."""

@@ -36,7 +36,7 @@ class FakeClock:
     def __call__(self) -> float:
         return self._now
 
-    def now(self) -> float | None:
+    def now(self) -> float:
         return self._now
 
     def advance(self, seconds: float) -> None:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.policy import PolicyState
-from scaler.service import ExternalScalerService
+from scaler.service import POLL_PAIR_S, ExternalScalerService
 from scaler.signals import Signals
 from scaler.state_codec import merge_states
 from scaler.store import Snapshot
@@ -103,6 +103,7 @@ def run(scenario: Scenario) -> None:
                 NoKeyEvents(),
                 stream_interval_s=5.0,
                 clock=clock,
+                monotonic=clock,
             )
             server = grpc.aio.server()
             pb_grpc.add_ExternalScalerServicer_to_server(service, server)
@@ -166,6 +167,27 @@ def test_an_idle_get_metrics_is_not_reused_so_a_request_queued_after_it_wakes_at
         store.signals = queued(1)
         assert await active(stub, so) is True
         assert store.reads == 2
+
+    run(scenario)
+
+
+def test_a_decision_older_than_a_poll_pair_is_not_handed_on() -> None:
+    so = ref("llama", queueKey="q", scaleToZeroDelaySeconds="0")
+
+    async def scenario(new_replica: NewReplica, store: MemoryStore, clock: FakeClock) -> None:
+        stub = await new_replica()
+        store.signals = queued(2)
+        assert await metric(stub, so) == 2
+        store.signals = IDLE
+        clock.advance(POLL_PAIR_S)  # at the limit: still the same poll
+        assert await active(stub, so) is True
+        assert store.reads == 1
+        store.signals = queued(2)
+        assert await metric(stub, so) == 2
+        store.signals = IDLE
+        clock.advance(POLL_PAIR_S + 0.001)  # past it: not KEDA's IsActive of that poll
+        assert await active(stub, so) is False
+        assert store.reads == 3
 
     run(scenario)
 
