@@ -74,8 +74,9 @@ EXTERNAL = {
     ("Secret", "inference", "llm-scaler-client-tls"),
 }
 
-# Environment the other half of issue 5 (the Kubernetes client) adds to the scaler and the
-# sidecar; tolerated unread while that half is in progress (drop once both read them).
+# Environment a manifest may set that the process does not read, tolerated by the checks
+# below: the pod watch's and the deletion cost's switches. Both are read now (scaler.settings,
+# sidecar.config), so these sets could go; that is a change to the test, not to a comment.
 PENDING_SCALER_ENV = {"WATCH_PODS"}
 PENDING_SIDECAR_ENV = {"DELETION_COST"}
 

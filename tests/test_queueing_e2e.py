@@ -1,4 +1,5 @@
-"""Queueing at zero, end to end, with real processes throughout (issue 23's "Done when").
+"""Queueing at zero, end to end, with real processes throughout: a request accepted is answered
+or given a named error, from zero replicas, through pod deaths and deadlines.
 
 redis-server, `python -m gateway`, `python -m sidecar` with WORKER=on beside a real
 tritonserver (nvidia-pytriton) per pod, `python -m scaler serve` polled as KEDA polls it, and
@@ -393,8 +394,9 @@ def test_a_killed_gateways_clients_get_errors_and_their_requests_never_start(
 def test_requests_whose_client_left_or_whose_deadline_passed_are_never_started(
     redis_server: LocalRedis, workdir: Path, triton: TritonServer
 ) -> None:
-    """Issue 23's deadlines, end to end: three clients hang up while their requests wait, three
-    get the gateway's 504 at their 1 s deadline; the pod, once free, runs none of the six."""
+    """A request whose client left or whose deadline passed is never run: three clients hang
+    up while their requests wait, three get the gateway's 504 at their 1 s deadline; the pod,
+    once free, runs none of the six."""
 
     async def body(client: Redis) -> None:
         gateway = await GatewayProcess(workdir, redis_server.url, name="gw-gone").start()

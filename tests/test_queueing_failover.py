@@ -5,7 +5,7 @@ gateway` and one pod (`python -m sidecar` with WORKER=on beside a real tritonser
 redis+sentinel:// URL, and closed-loop HTTP clients of the gateway. The master is killed
 mid-load: every call must end, with the right answer or a named error status (a request or
 reply lost with the old master ends in the gateway's 504 at its deadline), and the gateway's
-books must account for every call. The rest of issue 23's end-to-end cases are in
+books must account for every call. The other end-to-end cases of queueing are in
 tests/test_queueing_e2e.py.
 """
 

@@ -1,7 +1,7 @@
 """Plain Triton's load rebuilt from completions (sidecar.completions): pure, stepped time.
 
-The closed-loop cases are issues 17's and 25's: N clients each keep one request of D
-seconds in the system of a simulated Triton (instances, each executing one request or,
+The closed-loop cases: N clients each keep one request of D seconds in the system of a
+simulated Triton (instances, each executing one request or,
 with the dynamic batcher, a batch of up to `max_batch` requests queued when it is free;
 the rest wait in its queue). The counters move only when requests end, as Triton's do,
 with their execution and queue times; the pending count is read at every poll. After a
@@ -25,7 +25,7 @@ from sidecar.completions import MAX_LAG_S, CompletionTimeline, Counters, Frame, 
 class Poll:
     at: float
     figure: Frame | None  # the rebuilt frame with the live floor, as the sidecar reports it
-    old: float | None  # the figure before issue 25: in flight of the past + pending now
+    old: float | None  # the figure the rebuilt frame replaced: in flight of the past + pending now
 
 
 def closed_loop(
@@ -41,8 +41,9 @@ def closed_loop(
     """Each poll while `clients` keep one request each in a simulated Triton model.
 
     Lockstep clients send their first requests 1 ms apart (as threads do): with the
-    dynamic batcher the first starts alone and the others form the next batch, the 1
-    and 7 of issue 25. Staggered clients start one after the other over the first D."""
+    dynamic batcher the first starts alone and the others form the next batch: batches
+    of 1 and 7 in turn, which no figure may swing with. Staggered clients start one after
+    the other over the first D."""
     jitter = random.Random(17)
     arrivals: list[float] = [
         i * 0.001 if lockstep else i * duration_s / clients for i in range(clients)
@@ -96,8 +97,8 @@ def share_within(figures: list[float], target: float) -> float:
     return sum(abs(f - target) <= 0.2 * target for f in figures) / len(figures)
 
 
-# (clients, D, instances, max batch): 8 instances without batching is issue 17's model;
-# one or two instances with the dynamic batcher are issue 25's.
+# (clients, D, instances, max batch): instances that each run one request (no batching),
+# and one or two instances whose dynamic batcher runs several at once.
 CASES = {
     "8x8s": (8, 8.0, 8, 1),
     "8x20s": (8, 20.0, 8, 1),
@@ -136,10 +137,11 @@ def test_closed_loop_load_is_measured_within_20_percent(
     assert max(after) <= 2 * clients
 
 
-def test_issue_25_past_in_flight_plus_pending_now_swings_and_one_frame_does_not() -> None:
-    """The issue's 8 x 8 s on one batching instance: batches of 1 and 7 in turn. The
-    figure it replaced, in flight of one to two durations ago + pending now, lay within
-    +-20 % of 8 for a third of the polls at most; one frame for both halves, always."""
+def test_past_in_flight_plus_pending_now_swings_and_one_frame_does_not() -> None:
+    """Both halves of the load must come from one frame. 8 clients x 8 s on one batching
+    instance run batches of 1 and 7 in turn: in flight of one to two durations ago plus
+    pending now lies within +-20 % of 8 for a third of the polls at most; the rebuilt
+    frame, always."""
     polls = [
         p
         for p in closed_loop(8, 8.0, instances=1, max_batch=8, lockstep=True, seconds=80)
@@ -208,8 +210,9 @@ def test_overload_shows_at_once_and_the_past_is_not_added_to_it() -> None:
 
 
 def test_a_burst_of_long_requests_ending_together_is_no_spike() -> None:
-    """Issue 17's 62.9: 8 requests of 8 s ending in one poll were counted as 8 x 8 s of
-    work done in one second. Here they are 8 requests, over the 8 s they ran."""
+    """Work is spread over the time it ran, not the poll it ended in: 8 requests of 8 s
+    ending in one poll are 8 requests over those 8 s (never 8 x 8 s of work in one second,
+    a spike to 62.9), at most 5 % above 8."""
     polls = closed_loop(8, 8.0, instances=8, lockstep=True, seconds=60)
     assert max(p.figure.total for p in polls if p.figure is not None) <= 8 * 1.05
 

@@ -8,12 +8,12 @@ that publishes the vLLM backend's gauges, and an ensemble over that.
 
 The steady cases run together, each on a model of its own (each model has its own
 counters), with real `python -m sidecar` processes reporting to a real Redis; the
-test reads each pod's report once a second, as the scaler's polls would. Targets
-(issues 17 and 25): with N requests of D seconds kept in the system, after a warm-up
-of 2 D, at least 90 % of the reports lie within +-20 % of N and none above 2 N. Issue
-25's cases are plain models with Triton's dynamic batcher (`batcher`: one or two
-instances, batches of up to 4 or 8, a preferred size, no queue delay or 100 ms), where
-the batcher's alternating batches once made "past in flight + pending now" swing.
+test reads each pod's report once a second, as the scaler's polls would. Targets:
+with N requests of D seconds kept in the system, after a warm-up of 2 D, at least 90 %
+of the reports lie within +-20 % of N and none above 2 N. That holds too for plain
+models with Triton's dynamic batcher (`batcher`: one or two instances, batches of up to
+4 or 8, a preferred size, no queue delay or 100 ms), whose alternating batches would
+make a figure that adds "past in flight" to "pending now" swing.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Steady:
     # response is sent, as it counts a plain model's: both are plain Triton's counters.
     instances: int = 0
     # With max_batch_size > 0 the model has Triton's dynamic batcher (tests.real_triton
-    # batcher): each instance executes a batch of up to that many at once (issue 25).
+    # batcher): each instance executes a batch of up to that many at once.
     max_batch_size: int = 0
     max_queue_delay_us: int = 0
     preferred_batch_sizes: tuple[int, ...] = ()
@@ -53,8 +53,9 @@ STEADY = [
     Steady("plain_8s", 8, 8.0, instances=8),
     Steady("plain_2s", 8, 2.0, stop_at_s=70.0),
     Steady("plain_2s_wide", 16, 2.0, stop_at_s=70.0),
-    # Issue 25: PyTriton's `@batch` default, one instance batching up to 8: the batcher
-    # alternates batches (1 and 7 for 8 clients) while the rest wait in its queue.
+    # PyTriton's `@batch` default, one instance batching up to 8: the batcher alternates
+    # batches (1 and 7 for 8 clients) while the rest wait in its queue; the figure must
+    # not swing with them.
     Steady("batched_8s", 8, 8.0, instances=1, max_batch_size=8),
     Steady("batched_20s", 8, 20.0, instances=1, max_batch_size=8),
     Steady("batched_2s_wide", 16, 2.0, stop_at_s=70.0, instances=1, max_batch_size=8),

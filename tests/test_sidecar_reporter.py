@@ -462,7 +462,8 @@ def test_an_ensemble_named_counts_its_tensorrt_llm_engines_gauges(
     redis_client: redis.Redis,
     readiness: str,
 ) -> None:
-    """The issue's case: clients call `ensemble`, the user names it; the engine holds 20
+    """A TensorRT-LLM ensemble named is measured by its engine's exact gauges, not the
+    ensemble's counters: clients call `ensemble`, the user names it; the engine holds 20
     requests while the ensemble's counters stand still. The ensemble's configuration
     (read over the readiness transport) says it runs through `tensorrt_llm`."""
     steps = ("preprocessing", "tensorrt_llm", "postprocessing")

@@ -1,6 +1,6 @@
 """Which models count for what (sidecar.selection): table-driven, no I/O.
 
-The TensorRT-LLM ensemble is the issue's case: clients call `ensemble`, the user names
+The TensorRT-LLM ensemble is the main case: clients call `ensemble`, the user names
 it, and the engine's exact gauges must count, not the ensemble's counters.
 """
 

@@ -181,7 +181,7 @@ def test_plain_triton_in_flight_from_completions_and_waiting_from_pending() -> N
 
 def test_an_ensembles_step_queue_is_a_floor_under_its_counters_never_added() -> None:
     """Requests waiting in a step's queue are inside the ensemble's duration (arrival to
-    last response): its rebuilt figure counts them already (issue 25). 4 requests always
+    last response): its rebuilt figure counts them already. 4 requests always
     in the system, each 4 s end to end, 2 of them waiting in the step's queue."""
     configs = {"llm": ModelConfig("llm", ("step",)), "step": ModelConfig("step", instances=2)}
     estimator = LoadEstimator(select(("llm",), configs, {}))
