@@ -36,6 +36,7 @@ class Refusal(Exception):
 def error_json(
     api: Api, message: str, *, status: int, code: str | None = None, param: str = ""
 ) -> bytes:
+    """An error body in the API's own shape (KServe's or OpenAI's)."""
     if api is Api.KSERVE:
         return json.dumps({"error": message}).encode()
     kind = "invalid_request_error" if status < 500 else "server_error"
@@ -55,6 +56,7 @@ def error_response(
     param: str = "",
     headers: dict[str, str] | None = None,
 ) -> web.Response:
+    """An error response with the body in the API's own shape."""
     return web.Response(
         status=status,
         body=error_json(api, message, status=status, code=code, param=param),
@@ -63,6 +65,7 @@ def error_response(
 
 
 def refusal_response(api: Api, refusal: Refusal) -> web.Response:
+    """The error response of a Refusal."""
     return error_response(
         api,
         refusal.status,

@@ -68,6 +68,7 @@ class ReplyType(StrEnum):
 
 
 def request_stream(namespace: str, target: str, priority: str) -> str:
+    """The stream of a target's requests of one priority class."""
     return f"{target_key_base(namespace, target)}:requests:{priority}"
 
 
@@ -77,18 +78,22 @@ def request_streams(namespace: str, target: str) -> list[str]:
 
 
 def streamed_key(namespace: str, target: str) -> str:
+    """The set of a target's request ids whose first chunk was sent: never replayed."""
     return f"{target_key_base(namespace, target)}:streamed"
 
 
 def cancelled_key(namespace: str, target: str) -> str:
+    """A target's request ids whose client is gone, by expiry (ms)."""
     return f"{target_key_base(namespace, target)}:cancelled"
 
 
 def live_key(gateway: str) -> str:
+    """The key holding a gateway's running incarnation while it lives."""
     return f"llm-gateway:{{{gateway}}}:live"
 
 
 def reply_stream(gateway: str) -> str:
+    """The stream a gateway reads its requests' replies from."""
     return f"llm-gateway:{{{gateway}}}:replies"
 
 

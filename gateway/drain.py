@@ -41,6 +41,7 @@ class DrainRate:
 
 
 def retry_after_s(waiting: int, rate_per_s: float) -> int:
+    """The Retry-After to send: the time to drain `waiting` at `rate_per_s`, bounded."""
     if rate_per_s <= 0:
         return RETRY_AFTER_UNKNOWN_S
     return min(RETRY_AFTER_MAX_S, max(RETRY_AFTER_MIN_S, math.ceil(waiting / rate_per_s)))

@@ -80,10 +80,12 @@ def check_head(headers: CIMultiDictProxy[str], content_length: int | None, limit
 
 
 def too_large(limit: int) -> str:
+    """The refusal message of a body over `limit` bytes."""
     return f"request body is over the gateway's limit of {limit} bytes"
 
 
 def parse_json(api: Api, body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; a 400 Refusal if it is not one."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
@@ -117,6 +119,7 @@ def openai_fields(document: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 def priority_of(headers: CIMultiDictProxy[str]) -> str:
+    """The request's priority header, or the default; a 400 Refusal if unknown."""
     raw = headers.get(PRIORITY_HEADER)
     if raw is None:
         return DEFAULT_PRIORITY

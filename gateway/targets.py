@@ -81,6 +81,7 @@ def load_targets(path: str) -> tuple[Target, ...]:
 
 
 def parse_targets(text: str) -> tuple[Target, ...]:
+    """The targets file's entries; TargetsError naming what is wrong."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -31,6 +31,7 @@ NO_TARGET = "-"
 
 
 def status_class(status: int) -> str:
+    """An HTTP status as its class label: 2xx to 5xx."""
     return f"{min(max(status // 100, 2), 5)}xx"
 
 

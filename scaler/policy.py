@@ -128,16 +128,20 @@ def recent_s(config: TargetConfig, cold_s: float) -> float:
 
 
 def bucket_width(config: TargetConfig, cold_s: float | None = None) -> float:
+    """The width of the needed, in_system and served buckets: 60 of them span the longer of
+    the scale-down delay and `recent_s` (at the cold start `cold_s`, else coldStartSeconds)."""
     cold = config.cold_start_s if cold_s is None else cold_s
     length = max(config.scale_down_delay_s, recent_s(config, cold))
     return max(_MIN_BUCKET_S, length / BUCKETS_PER_WINDOW)
 
 
 def slo_horizon_s(config: TargetConfig) -> float:
+    """How far back the SLO-aware hold remembers bursts (`rules.slo.horizon_s`)."""
     return slo.horizon_s(config.slo_horizon_s, config.scale_down_delay_s)
 
 
 def peak_bucket_width(config: TargetConfig) -> float:
+    """The width of the SLO-aware hold's burst buckets: 60 of them span its horizon."""
     return max(_MIN_BUCKET_S, slo_horizon_s(config) / BUCKETS_PER_WINDOW)
 
 
@@ -163,6 +167,8 @@ def _raises(stored: window.Buckets, new: window.Buckets) -> bool:
 
 
 def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: float) -> Decision:
+    """The metric and the activity for this target at `now`, given what the pods and the queue
+    report and what earlier decisions left, with the state the next decision starts from."""
     demand = signals.demand
     cold_s = cold_start_s(signals, config)
     bucket_s = bucket_width(config, cold_s)
@@ -180,27 +186,29 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         return window.record(rebucketed, now, value, length_s, bucket_s)
 
     in_system = recorded(state.in_system, demand, kept_s)
-    served = recorded(state.served, signals.inflight, kept_s)
-    offered, settled, need = _need(signals, config, cold_s, in_system, served, bucket_s, now)
+    in_flight = recorded(state.served, signals.inflight, kept_s)
+    offered, settled, need = _need(signals, config, cold_s, in_system, in_flight, bucket_s, now)
     needed = recorded(state.needed, settled, max(delay, bucket_s))
     held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else None
     metric = need if held is None else max(held, need)
-    hold = _slo_hold(signals, state, config, (in_system, served), (bucket_s, cold_s), now)
+    hold = _slo_hold(signals, state, config, (in_system, in_flight), (bucket_s, cold_s), now)
     zero_delay = zero_delay_s(config, cold_s)
     active, active_until = activation.awake_until(
         demand, config.activation_threshold, state.active_until, now, zero_delay
     )
     reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
-    waiting = demand - signals.inflight
-    kept = forecast.kept_replicas(waiting, signals.pods_ready, signals.pods_starting)
+    # Not yet running: waiting in the pods' servers plus queued in Redis.
+    backlog = demand - signals.inflight
+    kept = forecast.kept_replicas(backlog, signals.pods_ready, signals.pods_starting)
+    floor = kept * config.replica_target
     # With no cold start the need is the demand now: no forecast to distrust.
-    if active and cold_s > 0 and (floor := kept * config.replica_target) > metric:
+    if active and cold_s > 0 and floor > metric:
         metric = floor
         reason, detail = (
             Reason.STARTING_KEPT,
             (
                 f"starting pods kept: {kept} replicas ({signals.pods_starting} starting) while "
-                f"{waiting:g} requests wait (need now {need:.3g})"
+                f"{backlog:g} requests wait (need now {need:.3g})"
             ),
         )
 
@@ -225,7 +233,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         bucket_s=bucket_s,
         needed=needed,
         in_system=in_system,
-        served=served,
+        served=in_flight,
         active_until=active_until,
         peak_bucket_s=hold.bucket_s if hold else 0.0,
         peak_buckets=hold.buckets if hold else (),
@@ -238,7 +246,7 @@ def _need(
     config: TargetConfig,
     cold_s: float,
     in_system: window.Buckets,
-    served: window.Buckets,
+    in_flight: window.Buckets,
     bucket_s: float,
     now: float,
 ) -> tuple[float, float, float]:
@@ -252,7 +260,8 @@ def _need(
     demand = signals.demand
     if cold_s == 0:
         return demand, demand, demand  # capacity is ready at once: the demand now
-    span = forecast.planning_horizon_s(cold_s, service_s := config.service_s)
+    service_s = config.service_s
+    span = forecast.planning_horizon_s(cold_s, service_s)
     backlog = demand - signals.inflight
     ready = _ready_slots(signals, config)
 
@@ -260,7 +269,7 @@ def _need(
         span_s: float, clear_s: float | None = None, before: float = demand
     ) -> tuple[float, float]:
         then = window.value_at(in_system, now - span_s, bucket_s)
-        mean_inflight = window.time_mean(served, now, span_s, bucket_s)
+        mean_inflight = window.time_mean(in_flight, now, span_s, bucket_s)
         offered = forecast.offered_load(
             signals.inflight if mean_inflight is None else mean_inflight,
             demand,
@@ -304,14 +313,14 @@ def _slo_hold(
     completed meanwhile (the mean in flight over the window, x window / s)."""
     if config.slo_wait_s is None:
         return None
-    in_system, served = windows
+    in_system, in_flight = windows
     bucket_s, cold_s = widths  # the windows' bucket width, and the cold start
     demand = signals.demand
     horizon = slo_horizon_s(config)
     width = peak_bucket_width(config)
     window_s = config.burst_window_s
     before = window.value_at(in_system, now - window_s, bucket_s)
-    mean_inflight = window.time_mean(served, now, window_s, bucket_s)
+    mean_inflight = window.time_mean(in_flight, now, window_s, bucket_s)
     completed = (mean_inflight or 0.0) * window_s / config.service_s
     burst = slo.burst_size(demand, before, demand - (before or 0.0) + completed)
     peaks = _rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)

@@ -261,6 +261,7 @@ class RedisSettings(Protocol):
 
 
 def connect(settings: RedisSettings, *, decode_responses: bool = True) -> RedisLink:
+    """A RedisLink for the settings' REDIS_URL (one Redis, Sentinel or Cluster)."""
     return RedisLink(
         settings.redis_url,
         settings.redis_password,

@@ -74,6 +74,7 @@ def target_key_base(namespace: str, target: str) -> str:
 
 
 def report_keys(namespace: str, target: str) -> ReportKeys:
+    """The keys a target's pods report under: reports, seen and the service record."""
     base = target_key_base(namespace, target)
     return ReportKeys(reports=f"{base}:reports", seen=f"{base}:seen", service=f"{base}:service")
 

@@ -85,6 +85,7 @@ def _parse_cached(namespace: str, name: str, items: tuple[tuple[str, str], ...])
 
 
 def target_config_of(ref: pb.ScaledObjectRef) -> TargetConfig:
+    """The ScaledObject's trigger metadata parsed (cached); bad metadata is INVALID_ARGUMENT."""
     metadata: Mapping[str, str] = ref.scalerMetadata
     try:
         return _parse_cached(ref.namespace, ref.name, tuple(sorted(metadata.items())))
@@ -105,6 +106,7 @@ def _log_derived(config: TargetConfig) -> None:
 
 
 def metric_spec(config: TargetConfig) -> pb.GetMetricSpecResponse:
+    """GetMetricSpec's answer: the target's one metric, with its per-replica target."""
     target = config.replica_target
     spec = pb.MetricSpec(
         metricName=config.metric_name, targetSize=math.ceil(target), targetSizeFloat=target

@@ -85,6 +85,7 @@ _SWITCHES = ("auto", "on", "off")
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The scaler's Settings from the environment; SettingsError naming a bad variable."""
     d = Settings()
     redis_url = check_redis_url("REDIS_URL", env.get("REDIS_URL", d.redis_url), SettingsError)
     log_level = env.get("LOG_LEVEL", d.log_level).upper()
@@ -153,6 +154,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
+    """Root logging at the settings' LOG_LEVEL, one line per record."""
     logging.basicConfig(
         level=getattr(logging, settings.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -38,6 +38,7 @@ SERIES = {
 
 
 def policy_key(config: TargetConfig) -> str:
+    """The Redis key of the ScaledObject's PolicyState hash."""
     base = target_key_base(config.namespace, config.target_name)
     return f"{base}:policy:{config.scaled_object}"
 

@@ -23,6 +23,7 @@ Buckets = tuple[tuple[int, float], ...]  # (bucket index, max value), ascending 
 
 
 def bucket_of(t: float, bucket_s: float) -> int:
+    """The index of the bucket of width `bucket_s` that holds time `t`."""
     return math.floor(t / bucket_s)
 
 
@@ -42,6 +43,7 @@ def record(buckets: Buckets, now: float, value: float, length_s: float, bucket_s
 def trim(
     items: Iterable[tuple[int, float]], now: float, length_s: float, bucket_s: float
 ) -> Buckets:
+    """The buckets of `items` still in the window ending at `now`, ascending index."""
     oldest = oldest_bucket(now, length_s, bucket_s)
     return tuple(sorted((i, v) for i, v in items if i >= oldest))
 

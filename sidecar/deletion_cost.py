@@ -99,6 +99,7 @@ def cost_of_load(inflight: float, waiting: float) -> int:
 
 
 def moved_meaningfully(patched: int | None, cost: int) -> bool:
+    """Whether `cost` differs enough from the last `patched` one to be worth a patch."""
     if patched is None:
         return True
     if (patched == 0) != (cost == 0):

@@ -103,6 +103,7 @@ class HttpReadinessProbe:
 
 
 def readiness_probe(config: SidecarConfig) -> ReadinessProbe:
+    """The readiness probe of the transport TRITON_READINESS chose (HTTP unless grpc)."""
     if config.readiness == "grpc":
         from sidecar.readiness_grpc import GrpcReadinessProbe
 

@@ -1,52 +1,19 @@
 """The capacity needed when capacity ordered now is ready: one cold start from now.
 
-Capacity the HPA orders at t serves from t + C (C: the cold start). So the
-metric sizes for the demand that will exist then, not for what is queued now:
+Capacity the HPA orders at t serves from t + C (C: the cold start), so the metric sizes
+for the demand that will exist then, not for what is queued now. The derivation and the
+worked examples are in docs/decision.md ("1. Size for when capacity is ready"); in short:
 
-1. Offered load, lambda x s (arrival rate x service time: the concurrency the
-   traffic brings), measured over the last cold start, the naive forecast for
-   the next one. Arrivals over [t - C, t] are what entered the system and did
-   not stay: N(t) - N(t - C) + completions, and completions over C are about
-   mean(in flight) x C / s. So
-       offered = mean(in flight over C) + (N(t) - N(t - C)) x s / C.
-   A burst of 40 requests counts as 40 x s / C over the cold start that follows
-   (3.3 at s 5 s, C 60 s), not as 40: capacity ordered for it arrives after it.
-2. Backlog. The ready slots K_r serve from now on, what is ordered now (K in
-   all) from C on. With the offered load going on, the backlog B is cleared
-   within T = max(C, s) of new capacity being ready (one cold start: what is
-   ordered later cannot help sooner; never less than a service time) iff
-       B + lambda x (C + T) <= K_r x C / s + K x T / s,
-   so the capacity K needed at C is
-       K = offered + max(0, (B x s + (offered - K_r) x C) / T),
-   which is offered + max(0, B x s / C + offered - K_r) for C >= s. With no
-   cold start at all (C = 0) capacity is ready at once and needs no forecast:
-   the need is everything in the system now (`scaler.policy`). Starting pods
-   are not counted as draining: they are part of K, and counting them would
-   let the order cancel itself once placed.
-3. Waking from zero (nothing ready), the offered load is measured over the
-   traffic's own age tau (`waking_span_s`), and the backlog when capacity
-   comes ready (the queue now and what arrives during the cold start) is to be
-   cleared within T = tau rather than a cold start: every request of it is
-   already late, and so is every one that arrives before it is gone.
-   `scaler.policy` orders on that but holds only the need over a whole cold
-   start, so the first seconds of a burst are revised at the next poll rather
-   than latched.
-4. Pods still starting are kept while requests wait (`kept_replicas`): the
-   forecast that says they are not needed is the uncertain part (a rate still
-   rising, a service time longer than planned), a pod removed throws away the
-   part of its cold start already paid, and one ordered again pays all of it.
-   It also stops an order from cancelling itself when the first pod comes
-   ready and the need switches from the waking form to the settled one.
-
-Worked example (s 5 s, C 60 s, one ready replica of 8 slots, idle for the
-last minute): a burst of 40 arrives; 8 start at once, 32 wait. Just after,
-mean in flight over the minute ~0, so offered = 40 x 5 / 60 = 3.3 and K = 3.3 +
-max(0, 32 x 5 / 60 + 3.3 - 8) = 3.3 + 0: the ready replica drains the burst
-(32 x 5 / 8 = 20 s) long before a new one could start, so nothing is ordered.
-The same 32 waiting with nothing ready (a wake from zero) settle at K = 3.3 +
-2.7 + 3.3 = 9.3 slots (two replicas at 8 x 0.8 per replica): what the scale-down
-window may hold; the need now, over the burst's few seconds (item 3), is far
-higher until its age shows that nothing more came.
+1. Offered load (`offered_load`: arrival rate x service time s), over the last cold start:
+       offered = mean(in flight over C) + (N(t) - N(t - C)) x s / C
+2. Backlog (`needed_slots`): the capacity K needed at C, with K_r slots ready, clears the
+   backlog B within T = max(C, s) (`planning_horizon_s`) of new capacity being ready:
+       K = offered + max(0, (B x s + (offered - K_r) x C) / T)
+   Starting pods are part of K, not counted as draining. With no cold start (C = 0) the
+   need is everything in the system now (`scaler.policy`).
+3. Waking from zero, the offered load is measured over the traffic's own age
+   (`waking_span_s`), and the backlog is to be cleared within that age.
+4. Pods still starting are kept while requests wait (`kept_replicas`).
 """
 
 from __future__ import annotations
