@@ -40,8 +40,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import NamedTuple
 
-from scaler import window
+from scaler import policy_windows, window
 from scaler.policy_state import BUCKETS_PER_WINDOW, PolicyState
 from scaler.rules import activation, forecast, slo, tolerance
 from scaler.signals import Signals
@@ -175,82 +176,110 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     # The windows' widths stay on serviceSeconds, so a learned mean that moves a little at
     # every poll cannot re-bucket them; the rules plan with the learned one.
     config = replace(config, service_s=service_s(signals, config))
-    # As Redis keeps them (61 buckets, `state_codec.merge_args`): 60 buckets span at least
-    # `recent_s` (see `bucket_width`), and the 61st keeps the sample in force at its start
-    # through sparse polls.
-    kept_s = (BUCKETS_PER_WINDOW + 1) * bucket_s
     delay = config.scale_down_delay_s
-
-    def recorded(stored: window.Buckets, value: float, length_s: float) -> window.Buckets:
-        rebucketed = _rebucketed(stored, state.bucket_s, bucket_s, now)
-        return window.record(rebucketed, now, value, length_s, bucket_s)
-
-    in_system = recorded(state.in_system, demand, kept_s)
-    in_flight = recorded(state.served, signals.inflight, kept_s)
-    offered, settled, need = _need(signals, config, cold_s, in_system, in_flight, bucket_s, now)
-    needed = recorded(state.needed, settled, max(delay, bucket_s))
+    # Stages, each named: the windows, the forecast, the scale-down window, the SLO-aware
+    # hold, activation, then the answer refined by the pods kept, the hold, sleep and the
+    # HPA's tolerance.
+    recent = policy_windows.recent(state, signals, bucket_s, now)
+    need = _need(signals, config, cold_s, recent, now)
+    needed = policy_windows.needed(state, need.settled, delay, bucket_s, now)
     held = window.window_max(needed, now, delay, bucket_s) if delay > 0 else None
-    metric = need if held is None else max(held, need)
-    hold = _slo_hold(signals, state, config, (in_system, in_flight), (bucket_s, cold_s), now)
+    metric = need.now if held is None else max(held, need.now)
+    hold = _slo_hold(signals, state, config, recent, cold_s, now)
     zero_delay = zero_delay_s(config, cold_s)
     active, active_until = activation.awake_until(
         demand, config.activation_threshold, state.active_until, now, zero_delay
     )
-    reason, detail = _explain(config, demand, offered, need, metric, active, zero_delay)
-    # Not yet running: waiting in the pods' servers plus queued in Redis.
-    backlog = demand - signals.inflight
-    kept = forecast.kept_replicas(backlog, signals.pods_ready, signals.pods_starting)
-    floor = kept * config.replica_target
-    # With no cold start the need is the demand now: no forecast to distrust.
-    if active and cold_s > 0 and floor > metric:
-        metric = floor
-        reason, detail = (
-            Reason.STARTING_KEPT,
-            (
-                f"starting pods kept: {kept} replicas ({signals.pods_starting} starting) while "
-                f"{backlog:g} requests wait (need now {need:.3g})"
-            ),
-        )
-
+    answer = _Answer(metric, *_explain(config, demand, need, metric, active, zero_delay))
+    if active and cold_s > 0:  # with no cold start the need is the demand now: no forecast
+        answer = _starting_kept(answer, signals, config, need)
     if hold is not None:
-        if active and demand > 0 and hold.metric > metric:
-            reason, detail = Reason.SLO_HOLD, hold.detail
-        metric = max(metric, hold.metric)
+        answer = _with_slo_hold(answer, hold, active and demand > 0)
     if not active:
         # Asleep: nothing is held, and the metric agrees with IsActive (a need still
         # measured over the last cold start would keep the HPA's pods after the drain).
-        metric = min(metric, demand)
-    running = signals.pods_reported
-    lifted = tolerance.past_tolerance(metric, running, config.replica_target, config.hpa_tolerance)
-    if active and lifted > metric:
-        detail += (
-            f"; lifted from {metric:.3g} past the HPA's {config.hpa_tolerance:g} tolerance: "
-            f"{running} -> {running + 1} replicas"
-        )
-        metric = lifted
+        answer = answer._replace(metric=min(answer.metric, demand))
+    else:
+        answer = _past_tolerance(answer, signals, config)
 
     new_state = PolicyState(
         bucket_s=bucket_s,
         needed=needed,
-        in_system=in_system,
-        served=in_flight,
+        in_system=recent.in_system,
+        served=recent.in_flight,
         active_until=active_until,
         peak_bucket_s=hold.bucket_s if hold else 0.0,
         peak_buckets=hold.buckets if hold else (),
     )
-    return Decision(metric, active, reason, detail, new_state, demand, now)
+    return Decision(answer.metric, active, answer.reason, answer.detail, new_state, demand, now)
+
+
+class _Answer(NamedTuple):
+    """What a stage hands the next: the metric so far and why."""
+
+    metric: float
+    reason: Reason
+    detail: str
+
+
+class Need(NamedTuple):
+    """The forecast's answer (`rules.forecast`), in slots."""
+
+    offered: float  # the offered load
+    settled: float  # over a whole cold start: what the scale-down window may hold
+    now: float  # what to order now (above `settled` only while waking from zero)
+
+
+def _starting_kept(answer: _Answer, signals: Signals, config: TargetConfig, need: Need) -> _Answer:
+    """Pods still starting kept while requests wait (`rules.forecast.kept_replicas`)."""
+    # Not yet running: waiting in the pods' servers plus queued in Redis.
+    backlog = signals.demand - signals.inflight
+    kept = forecast.kept_replicas(backlog, signals.pods_ready, signals.pods_starting)
+    floor = kept * config.replica_target
+    if floor <= answer.metric:
+        return answer
+    return _Answer(
+        floor,
+        Reason.STARTING_KEPT,
+        f"starting pods kept: {kept} replicas ({signals.pods_starting} starting) while "
+        f"{backlog:g} requests wait (need now {need.now:.3g})",
+    )
+
+
+def _with_slo_hold(answer: _Answer, hold: _Hold, explains: bool) -> _Answer:
+    """The SLO-aware hold as a floor; it is the reason when it raised an awake metric."""
+    if explains and hold.metric > answer.metric:
+        return _Answer(hold.metric, Reason.SLO_HOLD, hold.detail)
+    return answer._replace(metric=max(answer.metric, hold.metric))
+
+
+def _past_tolerance(answer: _Answer, signals: Signals, config: TargetConfig) -> _Answer:
+    """A one-replica rise the HPA's tolerance would swallow, reported past it
+    (`rules.tolerance`)."""
+    running = signals.pods_reported
+    metric = answer.metric
+    lifted = tolerance.past_tolerance(metric, running, config.replica_target, config.hpa_tolerance)
+    if lifted <= metric:
+        return answer
+    return _Answer(
+        lifted,
+        answer.reason,
+        answer.detail
+        + (
+            f"; lifted from {metric:.3g} past the HPA's {config.hpa_tolerance:g} tolerance: "
+            f"{running} -> {running + 1} replicas"
+        ),
+    )
 
 
 def _need(
     signals: Signals,
     config: TargetConfig,
     cold_s: float,
-    in_system: window.Buckets,
-    in_flight: window.Buckets,
-    bucket_s: float,
+    recent: policy_windows.Recent,
     now: float,
-) -> tuple[float, float, float]:
-    """(offered load, settled need, need now): `rules.forecast` on what the windows say.
+) -> Need:
+    """`rules.forecast` on what the windows say.
 
     The settled need measures the offered load over the last cold start, silence
     included: what the scale-down window may hold. While no replica is ready (a wake
@@ -259,7 +288,8 @@ def _need(
     evidence, it orders but is not held, so a burst's first seconds are not latched."""
     demand = signals.demand
     if cold_s == 0:
-        return demand, demand, demand  # capacity is ready at once: the demand now
+        return Need(demand, demand, demand)  # capacity is ready at once: the demand now
+    in_system, in_flight, bucket_s = recent.in_system, recent.in_flight, recent.bucket_s
     service_s = config.service_s
     span = forecast.planning_horizon_s(cold_s, service_s)
     backlog = demand - signals.inflight
@@ -281,14 +311,14 @@ def _need(
 
     offered, settled = over(span)  # nothing known before: taken as steady
     if signals.pods_ready > 0:
-        return offered, settled, settled
+        return Need(offered, settled, settled)
     # Waking: the rate over the traffic's own age, and the backlog cleared within that age
     # (the silence before says nothing of the rate; the queue is all misses).
     waking = forecast.waking_span_s(_busy_for_s(in_system, now, bucket_s), service_s, span)
     # Traffic younger than a service time began within the windows: what came before their
     # first sample is at most that sample, not the demand now (which would read as no growth).
     young_offered, young = over(waking, waking, before=in_system[0][1])
-    return max(offered, young_offered), settled, max(settled, young)
+    return Need(max(offered, young_offered), settled, max(settled, young))
 
 
 @dataclass(frozen=True)
@@ -303,8 +333,8 @@ def _slo_hold(
     signals: Signals,
     state: PolicyState,
     config: TargetConfig,
-    windows: tuple[window.Buckets, window.Buckets],
-    widths: tuple[float, float],
+    recent: policy_windows.Recent,
+    cold_s: float,
     now: float,
 ) -> _Hold | None:
     """The SLO-aware hold (`rules.slo`): warm slots for the horizon's bursts at the level
@@ -313,8 +343,7 @@ def _slo_hold(
     completed meanwhile (the mean in flight over the window, x window / s)."""
     if config.slo_wait_s is None:
         return None
-    in_system, in_flight = windows
-    bucket_s, cold_s = widths  # the windows' bucket width, and the cold start
+    in_system, in_flight, bucket_s = recent.in_system, recent.in_flight, recent.bucket_s
     demand = signals.demand
     horizon = slo_horizon_s(config)
     width = peak_bucket_width(config)
@@ -323,15 +352,15 @@ def _slo_hold(
     mean_inflight = window.time_mean(in_flight, now, window_s, bucket_s)
     completed = (mean_inflight or 0.0) * window_s / config.service_s
     burst = slo.burst_size(demand, before, demand - (before or 0.0) + completed)
-    peaks = _rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)
+    peaks = policy_windows.rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)
     buckets = window.record(peaks, now, burst, horizon, width)
     ratio = slo.burst_ratio(config.slo_wait_s, config.service_s)
     oldest = window.oldest_bucket(now, horizon, width)
     seen = [(i * width, v) for i, v in buckets if i >= oldest and v > 0]
     # One burst seen by decisions up to a burst window apart can fall in two buckets.
     apart = width + window_s
-    recent = slo.recent_from_s(now, cold_s)
-    largest = slo.level(slo.recurring(seen, apart, recent), config.slo_target, ratio)
+    recent_from_s = slo.recent_from_s(now, cold_s)
+    largest = slo.level(slo.recurring(seen, apart, recent_from_s), config.slo_target, ratio)
     slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
     # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
     metric = slots * config.target_utilization
@@ -393,29 +422,15 @@ def derived(config: TargetConfig) -> list[str]:
     return found
 
 
-def _rebucketed(
-    buckets: window.Buckets, stored_s: float, bucket_s: float, now: float
-) -> window.Buckets:
-    """A stored window in today's bucket width.
-
-    If a delay or the cold start changed, the old buckets mean other times: keep
-    their maximum as one sample at `now` rather than forget it, so a change can
-    hold a replica a little longer but never release one early."""
-    if stored_s == bucket_s or not buckets:
-        return buckets
-    highest = max(v for _, v in buckets)
-    return ((window.bucket_of(now, bucket_s), highest),)
-
-
 def _explain(
     config: TargetConfig,
     demand: float,
-    offered: float,
-    need: float,
+    forecast_need: Need,
     metric: float,
     active: bool,
     zero_delay_s: float,
 ) -> tuple[Reason, str]:
+    offered, need = forecast_need.offered, forecast_need.now
     if not active:
         if demand > 0:
             return Reason.BELOW_ACTIVATION, (

@@ -133,7 +133,7 @@ local function raise(field, value)
   if cur == nil or tonumber(value) > cur then redis.call('HSET', key, field, value) end
 end
 
--- Buckets of another width were folded into ours by the decision (see policy._rebucketed).
+-- Buckets of another width were folded into ours by the decision (see policy_windows.rebucketed).
 local same = {num('bucket_s') == tonumber(ARGV[1]), num('peak_bucket_s') == tonumber(ARGV[2])}
 local group = {['b:'] = 1, ['n:'] = 1, ['s:'] = 1, ['h:'] = 2}
 for _, f in ipairs(redis.call('HKEYS', key)) do
