@@ -92,6 +92,15 @@ def with_defaults(
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The values of a feature switch that can follow where the process runs (WATCH_PODS,
+# DELETION_COST): on, off, or auto, on in a Kubernetes cluster.
+SWITCHES = ("auto", "on", "off")
+
+
+def switched_on(switch: str, env: Mapping[str, str]) -> bool:
+    """Whether a SWITCHES value turns its feature on: `on`, or `auto` in a cluster (the kubelet
+    sets KUBERNETES_SERVICE_HOST in every container's environment)."""
+    return switch == "on" or (switch == "auto" and bool(env.get("KUBERNETES_SERVICE_HOST")))
 
 
 class SettingsReader:

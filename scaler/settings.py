@@ -9,7 +9,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from scaler.parsing import int_in_range, number_in_range, shown
+from scaler.parsing import LOG_LEVELS, SWITCHES, int_in_range, number_in_range, shown, switched_on
 from scaler.redis_connect import check_redis_url
 
 
@@ -80,17 +80,13 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
 )
 
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_SWITCHES = ("auto", "on", "off")
-
-
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """The scaler's Settings from the environment; SettingsError naming a bad variable."""
     d = Settings()
     redis_url = check_redis_url("REDIS_URL", env.get("REDIS_URL", d.redis_url), SettingsError)
     log_level = env.get("LOG_LEVEL", d.log_level).upper()
-    if log_level not in _LOG_LEVELS:
-        raise SettingsError(f"LOG_LEVEL = {shown(log_level)}, must be one of {_LOG_LEVELS}")
+    if log_level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL = {shown(log_level)}, must be one of {LOG_LEVELS}")
 
     tls_cert = env.get("TLS_CERT_FILE") or None
     tls_key = env.get("TLS_KEY_FILE") or None
@@ -106,9 +102,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         )
 
     watch_pods = env.get("WATCH_PODS", "auto").strip().lower()
-    if watch_pods not in _SWITCHES:
-        raise SettingsError(f"WATCH_PODS = {shown(watch_pods)}, must be one of {_SWITCHES}")
-    in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
+    if watch_pods not in SWITCHES:
+        raise SettingsError(f"WATCH_PODS = {shown(watch_pods)}, must be one of {SWITCHES}")
 
     def integer(name: str, default: int, low: int, high: int) -> int:
         return int_in_range(name, env.get(name, str(default)), low, high, error=SettingsError)
@@ -147,7 +142,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         tls_client_ca_file=tls_client_ca,
         max_message_bytes=integer("MAX_MESSAGE_BYTES", d.max_message_bytes, 1024, 16 * 1024 * 1024),
         max_streams=integer("MAX_STREAMS", d.max_streams, 1, 1_000_000),
-        watch_pods=watch_pods == "on" or (watch_pods == "auto" and in_cluster),
+        watch_pods=switched_on(watch_pods, env),
         series_idle_s=series_idle_s,
         max_target_series=integer("MAX_TARGET_SERIES", d.max_target_series, 1, 1_000_000),
     )

@@ -20,10 +20,12 @@ from urllib.parse import urlsplit
 from scaler.parsing import (
     LOG_LEVELS,
     REQUIRED,
+    SWITCHES,
     Setting,
     SettingsReader,
     int_in_range,
     shown,
+    switched_on,
     with_defaults,
 )
 from scaler.redis_connect import check_redis_url, without_password
@@ -204,7 +206,6 @@ SETTINGS = with_defaults(
 )
 
 
-_SWITCHES = ("auto", "on", "off")
 _READINESS = ("http", "grpc")
 # Kubernetes object names (RFC 1123 subdomain), the shape of pod and target names.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -242,9 +243,8 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
     poll_default = min(d.poll_interval_s, interval_s)
     poll_interval_s = number("poll_interval_s", poll_default, 0, interval_s, low_open=True)
     log_level = read.choice("log_level", d.log_level, LOG_LEVELS, upper=True)
-    deletion_cost = read.choice("deletion_cost", "auto", _SWITCHES)
+    deletion_cost = read.choice("deletion_cost", "auto", SWITCHES)
     readiness = read.choice("readiness", d.readiness, _READINESS)
-    in_cluster = bool(env.get("KUBERNETES_SERVICE_HOST"))
     capacity = number("capacity", d.capacity, 0, 1_000_000, low_open=False)
     worker = (raw("worker", "off") or "off").lower()
     if worker not in ("on", "off"):
@@ -271,7 +271,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> SidecarConfig:
         bind_address=raw("bind_address", d.bind_address) or d.bind_address,
         metrics_port=read.integer("metrics_port", d.metrics_port, 0, 65535),
         log_level=log_level,
-        deletion_cost=deletion_cost == "on" or (deletion_cost == "auto" and in_cluster),
+        deletion_cost=switched_on(deletion_cost, env),
         worker=worker == "on",
         worker_slots=_worker_slots(raw("worker_slots"), capacity) if worker == "on" else 0,
         claim_idle_s=number("claim_idle_s", d.claim_idle_s, 0, 3600, low_open=True),
