@@ -24,6 +24,7 @@ import grpc
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from scaler.bounded import put_bounded
 from scaler.clock import MONOTONIC, Clock, DecisionClock
 from scaler.policy import Decision, decide, derived, needs_saving
 from scaler.policy_state import PolicyState
@@ -35,7 +36,6 @@ from scaler.telemetry import ScalerMetrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-V = TypeVar("V")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
@@ -300,7 +300,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
             await _abort(context, failure)
 
     def _hand_to_is_active(self, config: TargetConfig, decision: Decision) -> None:
-        _put_bounded(self._handed, policy_key(config), (self._monotonic.now(), config, decision))
+        handed = (self._monotonic.now(), config, decision)
+        put_bounded(self._handed, policy_key(config), handed, _REMEMBERED_TARGETS)
 
     def _from_get_metrics(self, config: TargetConfig) -> Decision | None:
         """The active decision GetMetrics just made for this ScaledObject, used once.
@@ -323,7 +324,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         return stored if remembered is None else merge_states(stored, remembered)
 
     def _remember(self, config: TargetConfig, state: PolicyState) -> None:
-        _put_bounded(self._remembered, policy_key(config), state)
+        put_bounded(self._remembered, policy_key(config), state, _REMEMBERED_TARGETS)
 
     async def _admit_stream(self, method: str, context: Context) -> None:
         """Each open stream holds memory and a watch: beyond MAX_STREAMS, refuse more."""
@@ -352,14 +353,6 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         finally:
             for wait in waits:
                 wait.cancel()
-
-
-def _put_bounded(entries: OrderedDict[str, V], key: str, value: V) -> None:
-    """Newest last; beyond _REMEMBERED_TARGETS the least recently put goes."""
-    entries[key] = value
-    entries.move_to_end(key)
-    if len(entries) > _REMEMBERED_TARGETS:
-        entries.popitem(last=False)
 
 
 async def _abort(context: Context, failure: RpcFailure) -> NoReturn:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
 
+from scaler.bounded import put_bounded
 from scaler.policy_state import PolicyState
 from scaler.redis_connect import REDIS_ERRORS, RedisLink
 from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError, ServiceRecord
@@ -225,15 +227,14 @@ def _summed(depths: list[list[str]]) -> list[str]:
     return ["ok", str(sum(float(depth) for _, depth in depths))]
 
 
-_warned: set[str] = set()
+_WARNED_AT_MOST = 10_000  # bounded: a flood of distinct errors cannot grow memory
+_warned: OrderedDict[str, None] = OrderedDict()
 
 
 def _warn_once(message: str) -> None:
     """Every poll re-reads a broken report until it goes stale: say so once, not per poll."""
     if message not in _warned:
-        if len(_warned) > 10_000:  # bounded: a flood of distinct errors cannot grow memory
-            _warned.clear()
-        _warned.add(message)
+        put_bounded(_warned, message, None, _WARNED_AT_MOST)
         log.warning("ignoring pod report %s", message)
 
 
