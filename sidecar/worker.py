@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,13 +39,12 @@ from redis.exceptions import ResponseError
 from gateway.contract import CONSUMER_GROUP, Reply, ReplyType, request_streams, streamed_key
 from scaler.redis_connect import REDIS_ERRORS, AnyRedis
 from sidecar.telemetry import WorkerMetrics
-from sidecar.worker_checks import Checked, RedisClock, Taken, Verdict, check_batch
+from sidecar.worker_checks import Checked, Monotonic, RedisClock, Taken, Verdict, check_batch
 from sidecar.worker_engine import Chunk, Event, Failed, Full, Head
 from sidecar.worker_replies import ReplyWriter, acknowledge, write_replies
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
 REDIS_RETRY_S = 0.5  # pause after a failed call to Redis
 CLOCK_SYNC_S = 30.0  # how often the offset to Redis TIME is measured again
 
@@ -81,7 +79,7 @@ class Worker:
         engine: Runner,
         metrics: WorkerMetrics,
         ready: asyncio.Event,
-        clock: Clock = time.monotonic,
+        clock: Monotonic = time.monotonic,
     ) -> None:
         """`ready`: set while the pod's Triton is ready (the reporter's probe keeps it)."""
         self._client = client

@@ -28,13 +28,15 @@ from gateway.contract import (
 )
 from scaler.redis_connect import AnyRedis
 
-Clock = Callable[[], float]
+# Monotonic seconds as a plain function (time.monotonic; the worker's tests pass their own
+# callables), not scaler.clock.Clock's object with now().
+Monotonic = Callable[[], float]
 
 
 class RedisClock:
     """Redis's time in ms, read from `clock` (monotonic seconds) plus a measured offset."""
 
-    def __init__(self, clock: Clock = time.monotonic) -> None:
+    def __init__(self, clock: Monotonic = time.monotonic) -> None:
         self._clock = clock
         self._offset_ms: float | None = None
 
