@@ -74,12 +74,6 @@ EXTERNAL = {
     ("Secret", "inference", "llm-scaler-client-tls"),
 }
 
-# Environment a manifest may set that the process does not read, tolerated by the checks
-# below: the pod watch's and the deletion cost's switches. Both are read now (scaler.settings,
-# sidecar.config), so these sets could go; that is a change to the test, not to a comment.
-PENDING_SCALER_ENV = {"WATCH_PODS"}
-PENDING_SIDECAR_ENV = {"DELETION_COST"}
-
 # What the kubelet adds to every container's environment: how `auto` switches know they
 # run in a cluster.
 KUBELET_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
@@ -836,7 +830,7 @@ def test_scaler_settings_parse_to_the_documented_defaults() -> None:
     settings = settings_from_env(env)
     expected = Settings(redis_url=declared["REDIS_URL"], redis_password="from-a-secret")
     assert settings == _in_cluster(expected, "watch_pods")
-    unread = set(declared) - env.read - PENDING_SCALER_ENV
+    unread = set(declared) - env.read
     assert not unread, f"the scaler reads no such setting: {sorted(unread)}"
     assert declared["WATCH_PODS"] in ("auto", "on", "off")
 
@@ -879,7 +873,7 @@ def test_sidecar_settings_parse() -> None:
     assert config.namespace == "inference"
     assert config.redis_password == "from-a-secret"
     assert config == _in_cluster(config, "deletion_cost")
-    unread = set(declared) - env.read - PENDING_SIDECAR_ENV
+    unread = set(declared) - env.read
     assert not unread, f"the sidecar reads no such setting: {sorted(unread)}"
     assert declared["DELETION_COST"] in ("auto", "on", "off")
 
