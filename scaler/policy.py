@@ -123,13 +123,13 @@ def service_s(signals: Signals, config: TargetConfig) -> float:
 
 
 def recent_s(config: TargetConfig, cold_s: float) -> float:
-    """How far back the in_system and served windows reach: a cold start (planned as at
+    """How far back the in_system and in_flight windows reach: a cold start (planned as at
     least one service time), and the burst window."""
     return max(forecast.planning_horizon_s(cold_s, config.service_s), config.burst_window_s)
 
 
 def bucket_width(config: TargetConfig, cold_s: float | None = None) -> float:
-    """The width of the needed, in_system and served buckets: 60 of them span the longer of
+    """The width of the needed, in_system and in_flight buckets: 60 of them span the longer of
     the scale-down delay and `recent_s` (at the cold start `cold_s`, else coldStartSeconds)."""
     cold = config.cold_start_s if cold_s is None else cold_s
     length = max(config.scale_down_delay_s, recent_s(config, cold))
@@ -158,7 +158,7 @@ def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
         return True
     return any(
         _raises(getattr(stored, name), getattr(new, name))
-        for name in ("needed", "in_system", "served", "peak_buckets")
+        for name in ("needed", "in_system", "in_flight", "peak_buckets")
     )
 
 
@@ -206,7 +206,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         bucket_s=bucket_s,
         needed=needed,
         in_system=recent.in_system,
-        served=recent.in_flight,
+        in_flight=recent.in_flight,
         active_until=active_until,
         peak_bucket_s=hold.bucket_s if hold else 0.0,
         peak_buckets=hold.buckets if hold else (),

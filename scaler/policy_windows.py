@@ -34,7 +34,7 @@ def recent(state: PolicyState, signals: Signals, bucket_s: float, now: float) ->
     return Recent(
         bucket_s,
         _recorded(state.in_system, state.bucket_s, signals.demand, kept_s, bucket_s, now),
-        _recorded(state.served, state.bucket_s, signals.inflight, kept_s, bucket_s, now),
+        _recorded(state.in_flight, state.bucket_s, signals.inflight, kept_s, bucket_s, now),
     )
 
 

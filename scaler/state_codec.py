@@ -32,7 +32,7 @@ from scaler.window import Buckets
 SERIES = {
     "b:": ("needed", "bucket_s"),
     "n:": ("in_system", "bucket_s"),
-    "s:": ("served", "bucket_s"),
+    "s:": ("in_flight", "bucket_s"),  # "s:" from its first name, kept so stored state reads
     "h:": ("peak_buckets", "peak_bucket_s"),
 }
 

@@ -262,7 +262,7 @@ def test_the_windows_cost_a_bounded_number_of_buckets() -> None:
     state = PolicyState()
     for tick in range(5000):  # 5000 samples, 10 per second
         state = decide(signals(tick % 17, ready=2), state, cfg, START + tick / 10).new_state
-    assert max(len(state.needed), len(state.in_system), len(state.served)) <= 62
+    assert max(len(state.needed), len(state.in_system), len(state.in_flight)) <= 62
 
 
 def test_the_decision_is_a_pure_function() -> None:

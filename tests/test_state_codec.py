@@ -15,7 +15,7 @@ A = PolicyState(
     bucket_s=2.0, needed=((10, 5.0), (11, 9.0)), in_system=((10, 40.0),), active_until=400.0
 )
 B = PolicyState(
-    bucket_s=2.0, needed=((11, 3.0), (12, 7.0)), served=((12, 8.0),), active_until=300.0
+    bucket_s=2.0, needed=((11, 3.0), (12, 7.0)), in_flight=((12, 8.0),), active_until=300.0
 )
 PEAKS_A = PolicyState(bucket_s=2.0, peak_bucket_s=20.0, peak_buckets=((1, 70.0),))
 PEAKS_B = PolicyState(bucket_s=2.0, peak_bucket_s=20.0, peak_buckets=((1, 30.0), (2, 5.0)))
@@ -39,7 +39,7 @@ def _merged_in_redis(client: redis.Redis, states: tuple[PolicyState, ...]) -> Po
                 bucket_s=2.0,
                 needed=((10, 5.0), (11, 9.0), (12, 7.0)),
                 in_system=((10, 40.0),),
-                served=((12, 8.0),),
+                in_flight=((12, 8.0),),
                 active_until=400.0,
             ),
         ),
