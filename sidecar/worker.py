@@ -30,16 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
 from gateway.contract import CONSUMER_GROUP, Reply, ReplyType, request_streams, streamed_key
+from scaler.clock import MONOTONIC, Clock
 from scaler.redis_connect import REDIS_ERRORS, AnyRedis
 from sidecar.telemetry import WorkerMetrics
-from sidecar.worker_checks import Checked, Monotonic, RedisClock, Taken, Verdict, check_batch
+from sidecar.worker_checks import Checked, RedisClock, Taken, Verdict, check_batch
 from sidecar.worker_engine import Chunk, Event, Failed, Full, Head
 from sidecar.worker_replies import ReplyWriter, acknowledge, write_replies
 
@@ -79,7 +79,7 @@ class Worker:
         engine: Runner,
         metrics: WorkerMetrics,
         ready: asyncio.Event,
-        clock: Monotonic = time.monotonic,
+        clock: Clock = MONOTONIC,
     ) -> None:
         """`ready`: set while the pod's Triton is ready (the reporter's probe keeps it)."""
         self._client = client
@@ -96,8 +96,8 @@ class Worker:
         self._held: dict[tuple[str, str], asyncio.Task[None] | None] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._reclaimed_at = clock()
-        self._synced_at = clock()
+        self._reclaimed_at = clock.now()
+        self._synced_at = clock.now()
         metrics.slots.set(settings.slots)
 
     @property
@@ -188,7 +188,7 @@ class Worker:
                 if "BUSYGROUP" not in str(exc):
                     raise
         await self._redis_clock.sync(self._client)
-        self._synced_at = self._clock()
+        self._synced_at = self._clock.now()
 
     async def _redis_failed(self, exc: BaseException) -> None:
         self._metrics.redis_errors.inc()
@@ -197,7 +197,7 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), REDIS_RETRY_S)
 
     async def _take_once(self) -> None:
-        now = self._clock()
+        now = self._clock.now()
         if now - self._synced_at >= CLOCK_SYNC_S:
             await self._redis_clock.sync(self._client)
             self._synced_at = now
@@ -334,7 +334,7 @@ class Worker:
             request.gateway,
             item.deliveries,
             self._streamed,
-            give_up_at=self._clock() + max(0.0, left_s),
+            give_up_at=self._clock.now() + max(0.0, left_s),
             clock=self._clock,
         )
         outcome = "failed"

@@ -8,13 +8,11 @@ refused when it was already streaming (streams are not replayed) or when it was 
 more than its `max_deliveries` times. All of it for one batch in one pipelined round trip.
 
 Deadlines are compared on Redis's clock: `RedisClock` keeps the offset between Redis TIME
-and the worker's own (injected) monotonic clock, measured now and then.
+and the worker's own (injected) monotonic clock, a `scaler.clock.Clock`, measured now and then.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -26,27 +24,24 @@ from gateway.contract import (
     live_key,
     streamed_key,
 )
+from scaler.clock import MONOTONIC, Clock
 from scaler.redis_connect import AnyRedis
-
-# Monotonic seconds as a plain function (time.monotonic; the worker's tests pass their own
-# callables), not scaler.clock.Clock's object with now().
-Monotonic = Callable[[], float]
 
 
 class RedisClock:
     """Redis's time in ms, read from `clock` (monotonic seconds) plus a measured offset."""
 
-    def __init__(self, clock: Monotonic = time.monotonic) -> None:
+    def __init__(self, clock: Clock = MONOTONIC) -> None:
         self._clock = clock
         self._offset_ms: float | None = None
 
     async def sync(self, client: AnyRedis) -> None:
-        before = self._clock()
+        before = self._clock.now()
         answer: Any = await client.time()
         if isinstance(answer, dict):  # a Cluster may answer per node: any one will do
             answer = next(iter(answer.values()))
         seconds, micros = answer
-        after = self._clock()
+        after = self._clock.now()
         redis_ms = seconds * 1000 + micros / 1000
         # Redis read the time somewhere in the round trip: its middle is the best guess.
         self._offset_ms = redis_ms - (before + after) / 2 * 1000
@@ -58,7 +53,7 @@ class RedisClock:
     def now_ms(self) -> float:
         if self._offset_ms is None:
             raise RuntimeError("RedisClock.now_ms before the first sync")
-        return self._clock() * 1000 + self._offset_ms
+        return self._clock.now() * 1000 + self._offset_ms
 
 
 class Verdict(StrEnum):

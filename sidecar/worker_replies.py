@@ -29,6 +29,7 @@ from gateway.contract import (
     ReplyType,
     reply_stream,
 )
+from scaler.clock import MONOTONIC, Clock
 from scaler.redis_connect import REDIS_ERRORS, AnyRedis
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ RETRY_MAX_S = 1.0
 async def until_written(
     call: Callable[[], Awaitable[T]],
     give_up_at: float,
-    clock: Callable[[], float],
+    clock: Clock,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """`call()`, retried on Redis errors with a doubling pause until `give_up_at` (on `clock`);
@@ -49,7 +50,7 @@ async def until_written(
         try:
             return await call()
         except REDIS_ERRORS:
-            left = give_up_at - clock()
+            left = give_up_at - clock.now()
             if left <= 0:
                 raise
             await sleep(min(pause, left))
@@ -67,7 +68,7 @@ class ReplyWriter:
         attempt: int,
         streamed_set: str,
         give_up_at: float = 0.0,
-        clock: Callable[[], float] = lambda: 0.0,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self._client = client
         self._give_up_at = give_up_at  # retry failed writes until then (the deadline)

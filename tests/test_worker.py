@@ -35,6 +35,7 @@ from gateway.contract import (
     request_streams,
     streamed_key,
 )
+from scaler.clock import MONOTONIC, Clock
 from scaler.local_redis import LocalRedis
 from scaler.redis_connect import RedisLink
 from sidecar.telemetry import WorkerMetrics
@@ -78,7 +79,7 @@ class ShiftedClock:
     def __init__(self) -> None:
         self.shift_s = 0.0
 
-    def __call__(self) -> float:
+    def now(self) -> float:
         return time.monotonic() + self.shift_s
 
 
@@ -104,7 +105,7 @@ async def running_worker(
     claim_idle_s: float = 30.0,
     grace_s: float = 10.0,
     ready: bool = True,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = MONOTONIC,
     openai_url: str = "http://127.0.0.1:9",
     sentinel_password: str | None = None,
 ) -> AsyncIterator[Running]:

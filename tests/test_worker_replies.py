@@ -15,15 +15,15 @@ class SteppedClock:
     """Time moves only when the code under test sleeps."""
 
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now_s = 0.0
         self.pauses: list[float] = []
 
-    def __call__(self) -> float:
-        return self.now
+    def now(self) -> float:
+        return self.now_s
 
     async def sleep(self, seconds: float) -> None:
         self.pauses.append(seconds)
-        self.now += seconds
+        self.now_s += seconds
 
 
 def _failing(times: int) -> tuple[list[int], object]:
@@ -51,13 +51,13 @@ def test_past_the_deadline_the_last_error_is_raised() -> None:
     calls, call = _failing(times=1000)
     with pytest.raises(RedisConnectionError):
         asyncio.run(until_written(call, give_up_at=3.0, clock=clock, sleep=clock.sleep))  # type: ignore[arg-type]
-    assert clock.now == pytest.approx(3.0)  # the last pause is cut to the deadline
+    assert clock.now_s == pytest.approx(3.0)  # the last pause is cut to the deadline
     assert len(calls) == len(clock.pauses) + 1
 
 
 def test_a_deadline_already_passed_gets_one_try() -> None:
     clock = SteppedClock()
-    clock.now = 10.0
+    clock.now_s = 10.0
     calls, call = _failing(times=1)
     with pytest.raises(RedisConnectionError):
         asyncio.run(until_written(call, give_up_at=9.0, clock=clock, sleep=clock.sleep))  # type: ignore[arg-type]
