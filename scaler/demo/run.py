@@ -126,13 +126,13 @@ def run(config: DemoConfig) -> dict[str, Any]:
     traffic_plan = plan(
         trace, config.trace_start_s, config.duration_s, config.speedup, config.rate_scale
     )
-    target_config = parse_target_config(NAMESPACE, TARGET, config.metadata)
+    replica_target = parse_target_config(NAMESPACE, TARGET, config.metadata).config.replica_target
     logs = config.out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     run_id = os.environ.get(DEMO_RUN_ENV) or uuid.uuid4().hex  # a caller may choose it
     env = {**os.environ, DEMO_RUN_ENV: run_id, "PYTHONUNBUFFERED": "1"}
-    supervisor = Supervisor(logs, env)
+    parts = _Parts(Supervisor(logs, env))
     stop = Flag()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -142,88 +142,159 @@ def run(config: DemoConfig) -> dict[str, Any]:
     samples: list[Sample] = []
     outcome = "interrupted"
     measured: dict[str, Any] = {}
-    traffic: TrafficGenerator | None = None
-    emulator: KedaEmulator | None = None
-    client: redis.Redis | None = None
     try:
-        redis_url = start_redis(supervisor, stop)
-        client = redis.Redis.from_url(redis_url, socket_timeout=5)
-        scalers = start_scalers(supervisor, redis_url, config.scaler_replicas, stop)
-        gateway = start_gateway(
-            supervisor, redis_url, config.request_timeout_s, config.queue_limit, stop
-        )
-        ref = pb.ScaledObjectRef(
-            name=TARGET,
-            namespace=NAMESPACE,
-            scalerMetadata={"scalerAddress": "llm-scaler.llm-scaler:9090", **config.metadata},
-        )
-        emulator = KedaEmulator(
-            [f"127.0.0.1:{grpc_port}" for grpc_port, _ in scalers],
-            ref,
-            keda_config(
-                config.polling_interval_s,
-                config.cooldown_period_s,
-                config.hpa_sync_s,
-                config.min_replicas,
-                config.max_replicas,
-                config.scale_down_stabilization_s,
-                config.rate_period_s,
-            ),
-        )
-        fleet = Fleet(supervisor, client, redis_url, _pod_args(config))
-        streams = StreamReader(client)
-        reasons = _Reasons([f"http://127.0.0.1:{m}/metrics" for _, m in scalers])
+        started = _start(config, traffic_plan, parts, stop)
         view = TerminalView(_header(config, trace, traffic_plan)) if config.view else None
-        # The client gives up a little after the gateway's own deadline would have answered.
-        traffic = TrafficGenerator(traffic_plan, gateway.infer_url, config.request_timeout_s + 10)
-        emulator.start()
-        t0 = time.monotonic()
-        traffic.start()
-        next_sample = next_view = 0.0
-        while not stop.is_set():
-            now = time.monotonic() - t0
-            emulator.tick(now)
-            fleet.scale_to(emulator.replicas)
-            fleet.reap()
-            if traffic.error is not None:
-                raise RuntimeError("traffic generator failed") from traffic.error
-            traffic_over = traffic.all_sent and now >= config.duration_s
-            if now >= next_sample:
-                next_sample = now + _SAMPLE_S
-                samples.append(_sample(now, traffic, streams, emulator, fleet, reasons))
-                s = samples[-1]
-                settled = traffic.outstanding == 0 and s.demand == 0
-                if traffic_over and settled and emulator.replicas == 0 and not fleet.pods:
-                    outcome = "finished"
-                    break
-            if view is not None and now >= next_view:
-                next_view = now + _VIEW_S
-                view.show(samples, _phase(now, config, traffic_over))
-            if now > config.duration_s + config.tail_s:
-                outcome = "timed out"
-                break
-            time.sleep(_TICK_S)
-        if stop.is_set():
-            outcome = "interrupted"
-        traffic.stop()  # before the books: what is still outstanding is counted
-        zero_budget_s = _zero_budget_s(config)
-        measured = figures(
-            samples, emulator, fleet, traffic, t0, config.duration_s, config.cold_start_s,
-            target_config.config.replica_target, zero_budget_s,
-        )  # fmt: skip
-        measured["gateway_books"] = gateway_books(gateway.metrics_url)
+        t0, outcome = _loop(config, started, stop, view, samples)
+        measured = _measure(config, started, samples, t0, replica_target)
     except Stopped:
         outcome = "interrupted"
     finally:
-        if traffic is not None:
-            traffic.stop()
-        if emulator is not None:
-            emulator.close()
-        supervisor.close()
-        if client is not None:
-            client.close()
+        parts.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return _report(config, outcome, run_id, trace, traffic_plan, measured, samples)
+
+
+@dataclass
+class _Parts:
+    """What a run has started so far, closed in `close` whichever way the run ends: the
+    traffic, the emulator, then every child process, then the Redis client."""
+
+    supervisor: Supervisor
+    traffic: TrafficGenerator | None = None
+    emulator: KedaEmulator | None = None
+    client: redis.Redis | None = None
+
+    def close(self) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
+        if self.emulator is not None:
+            self.emulator.close()
+        self.supervisor.close()
+        if self.client is not None:
+            self.client.close()
+
+
+@dataclass(frozen=True)
+class _Started:
+    """Everything the loop drives and reads, once started."""
+
+    traffic: TrafficGenerator
+    emulator: KedaEmulator
+    fleet: Fleet
+    streams: StreamReader
+    reasons: _Reasons
+    gateway_metrics_url: str
+
+
+def _start(config: DemoConfig, traffic_plan: TrafficPlan, parts: _Parts, stop: Flag) -> _Started:
+    """Redis, the scaler replicas, the gateway, the emulator and the traffic generator
+    (neither running yet); each recorded in `parts` as soon as it exists, for its stop."""
+    supervisor = parts.supervisor
+    redis_url = start_redis(supervisor, stop)
+    client = parts.client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    scalers = start_scalers(supervisor, redis_url, config.scaler_replicas, stop)
+    gateway = start_gateway(
+        supervisor, redis_url, config.request_timeout_s, config.queue_limit, stop
+    )
+    ref = pb.ScaledObjectRef(
+        name=TARGET,
+        namespace=NAMESPACE,
+        scalerMetadata={"scalerAddress": "llm-scaler.llm-scaler:9090", **config.metadata},
+    )
+    emulator = parts.emulator = KedaEmulator(
+        [f"127.0.0.1:{grpc_port}" for grpc_port, _ in scalers],
+        ref,
+        keda_config(
+            config.polling_interval_s,
+            config.cooldown_period_s,
+            config.hpa_sync_s,
+            config.min_replicas,
+            config.max_replicas,
+            config.scale_down_stabilization_s,
+            config.rate_period_s,
+        ),
+    )
+    fleet = Fleet(supervisor, client, redis_url, _pod_args(config))
+    streams = StreamReader(client)
+    reasons = _Reasons([f"http://127.0.0.1:{m}/metrics" for _, m in scalers])
+    # The client gives up a little after the gateway's own deadline would have answered.
+    traffic = parts.traffic = TrafficGenerator(
+        traffic_plan, gateway.infer_url, config.request_timeout_s + 10
+    )
+    return _Started(traffic, emulator, fleet, streams, reasons, gateway.metrics_url)
+
+
+def _loop(
+    config: DemoConfig,
+    started: _Started,
+    stop: Flag,
+    view: TerminalView | None,
+    samples: list[Sample],
+) -> tuple[float, str]:
+    """Starts the emulator and the traffic, then every tick: polls, pods to match, a sample
+    into `samples`, the view; until back at zero, timed out or stopped. Returns the start
+    time (monotonic) and the outcome."""
+    traffic, emulator, fleet = started.traffic, started.emulator, started.fleet
+    emulator.start()
+    t0 = time.monotonic()
+    traffic.start()
+    outcome = "interrupted"
+    next_sample = next_view = 0.0
+    while not stop.is_set():
+        now = time.monotonic() - t0
+        emulator.tick(now)
+        fleet.scale_to(emulator.replicas)
+        fleet.reap()
+        if traffic.error is not None:
+            raise RuntimeError("traffic generator failed") from traffic.error
+        traffic_over = traffic.all_sent and now >= config.duration_s
+        if now >= next_sample:
+            next_sample = now + _SAMPLE_S
+            samples.append(_sample(now, traffic, started.streams, emulator, fleet, started.reasons))
+            s = samples[-1]
+            settled = traffic.outstanding == 0 and s.demand == 0
+            if traffic_over and settled and emulator.replicas == 0 and not fleet.pods:
+                outcome = "finished"
+                break
+        if view is not None and now >= next_view:
+            next_view = now + _VIEW_S
+            view.show(samples, _phase(now, config, traffic_over))
+        if now > config.duration_s + config.tail_s:
+            outcome = "timed out"
+            break
+        time.sleep(_TICK_S)
+    if stop.is_set():
+        outcome = "interrupted"
+    return t0, outcome
+
+
+def _measure(
+    config: DemoConfig, started: _Started, samples: list[Sample], t0: float, replica_target: float
+) -> dict[str, Any]:
+    """The run's figures and the gateway's books, once the traffic has stopped."""
+    traffic = started.traffic
+    traffic.stop()  # before the books: what is still outstanding is counted
+    zero_budget_s = _zero_budget_s(config)
+    measured = figures(
+        samples, started.emulator, started.fleet, traffic, t0, config.duration_s,
+        config.cold_start_s, replica_target, zero_budget_s,
+    )  # fmt: skip
+    measured["gateway_books"] = gateway_books(started.gateway_metrics_url)
+    return measured
+
+
+def _report(
+    config: DemoConfig,
+    outcome: str,
+    run_id: str,
+    trace: Trace,
+    traffic_plan: TrafficPlan,
+    measured: dict[str, Any],
+    samples: list[Sample],
+) -> dict[str, Any]:
+    """The summary, written under `out` with the timeline and the plot; returned."""
     summary = {
         "outcome": outcome,
         "run_id": run_id,
