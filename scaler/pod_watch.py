@@ -47,7 +47,8 @@ from kubernetes.watch.watch import iter_resp_lines
 from redis.exceptions import RedisClusterException, RedisError
 
 from scaler.redis_connect import AnyRedis
-from scaler.reports import ReportWriter, report_keys
+from scaler.report_writer import ReportWriter
+from scaler.reports import report_keys
 from scaler.target_config import TargetConfig
 from scaler.telemetry import ScalerMetrics
 

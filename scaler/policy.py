@@ -115,7 +115,7 @@ def cold_start_s(signals: Signals, config: TargetConfig) -> float:
 
 def service_s(signals: Signals, config: TargetConfig) -> float:
     """The service time the rules plan with: serviceSeconds as written; absent, the mean the
-    pods' completions taught (`scaler.reports`) where it is longer than the default, which is
+    pods' completions taught (`scaler.service_record`) where it is longer than the default, which is
     its floor: a short early mean cannot make the forecast smaller than the default plans."""
     if SERVICE_KEY in config.written:
         return config.service_s

@@ -27,8 +27,9 @@ class PolicyState:
     bucket_s: float = 0.0  # width of the needed, in_system and in_flight buckets
     needed: window.Buckets = field(default=())  # capacity needed, kept scaleDownDelaySeconds
     in_system: window.Buckets = field(default=())  # requests in the system, kept a cold start
-    # Requests in flight (being served now; not completions, which are scaler.reports.Served),
-    # kept a cold start. Stored under the "s:" fields (scaler.state_codec), its first name.
+    # Requests in flight (being served now; not completions, which are
+    # scaler.service_record.Served), kept a cold start. Stored under the "s:" fields
+    # (scaler.state_codec), its first name.
     in_flight: window.Buckets = field(default=())
     active_until: float = 0.0  # IsActive holds true until then
     # The SLO-aware hold: burst sizes over the horizon, in buckets of their own width.

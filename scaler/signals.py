@@ -1,6 +1,6 @@
 """What one read of Redis tells about a target: the load signals the policy decides on.
 
-Plain frozen values; the read script sums the pod reports (scaler.reports.SUM_REPORTS_LUA)
+Plain frozen values; the read script sums the pod reports (scaler.report_reader.SUM_REPORTS_LUA)
 and scaler.store builds these from its answer. No I/O here.
 """
 

@@ -2,7 +2,7 @@
 
 One Lua script per decision drops the reports that went stale, returns the fresh
 ones and measures the queue, atomically: the read costs one round trip whatever
-the number of pods, and never sees a report half written (see `scaler.reports`).
+the number of pods, and never sees a report half written (see `scaler.report_writer`).
 On a Redis Cluster a queue outside the target's hash slot is measured by a
 second script on its own node, sent at the same time (docs/redis.md).
 Errors are typed so the gRPC layer can say what is wrong: Redis not answering is
@@ -24,7 +24,9 @@ from redis.exceptions import ResponseError
 from scaler.bounded import put_bounded
 from scaler.policy_state import PolicyState
 from scaler.redis_connect import REDIS_ERRORS, RedisLink
-from scaler.reports import SUM_REPORTS_LUA, PodReport, ReportError, ServiceRecord
+from scaler.report_reader import SUM_REPORTS_LUA
+from scaler.reports import PodReport, ReportError
+from scaler.service_record import ServiceRecord
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
 from scaler.target_config import TargetConfig

@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry
 from scaler.clock import MONOTONIC
 from scaler.metrics_http import MetricsEndpoint
 from scaler.redis_connect import AnyRedis, connect
-from scaler.reports import ReportWriter, report_keys
+from scaler.report_writer import ReportWriter
+from scaler.reports import report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.readiness import readiness_probe
 from sidecar.reporter import Reporter

@@ -1,7 +1,7 @@
 """The report loop: read Triton, decide whether to write, write the pod report, back off.
 
 One `tick` reads readiness (HTTP or gRPC) and the metrics page, turns them into the
-report's figures and writes them through `scaler.reports.ReportWriter` when the
+report's figures and writes them through `scaler.report_writer.ReportWriter` when the
 report interval is over or the load changed. Tests drive `tick` directly with a
 stepped clock; `run` calls it every poll interval.
 
@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from scaler.clock import Clock
 from scaler.redis_connect import REDIS_ERRORS
-from scaler.reports import PodReport, ReportWriter
+from scaler.report_writer import ReportWriter
+from scaler.reports import PodReport
 from sidecar.config import SidecarConfig
 from sidecar.readiness import Readiness, ReadinessProbe, TritonUnavailable
 from sidecar.scrape import MetricsScraper, ScrapeError

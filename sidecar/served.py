@@ -1,6 +1,6 @@
 """What this pod completed since its last report write. Pure: no I/O, no clock.
 
-The scaler learns the mean service time from every write's `scaler.reports.Served`:
+The scaler learns the mean service time from every write's `scaler.service_record.Served`:
 the requests this pod completed since its previous successful write, and the seconds
 they executed. Both come from Triton's cumulative counters, per model version
 (`nv_inference_request_success`; `nv_inference_request_duration_us` -
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 
-from scaler.reports import Served
+from scaler.service_record import Served
 from sidecar.completions import Counters
 from sidecar.triton_metrics import ModelKey
 

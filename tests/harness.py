@@ -11,15 +11,10 @@ import redis
 
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from scaler.reports import (
-    DEFAULT_REPORT_TTL_S,
-    WRITE_REPORT_LUA,
-    PodReport,
-    Served,
-    report_keys,
-    write_call,
-)
+from scaler.report_writer import DEFAULT_REPORT_TTL_S, WRITE_REPORT_LUA, write_call
+from scaler.reports import PodReport, report_keys
 from scaler.server import ScalerServer
+from scaler.service_record import Served
 from scaler.settings import Settings
 
 NAMESPACE = "inference"

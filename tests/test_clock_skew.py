@@ -9,7 +9,8 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from scaler.local_redis import LocalRedis
-from scaler.reports import ReportWriter, report_keys
+from scaler.report_writer import ReportWriter
+from scaler.reports import report_keys
 from tests.harness import NAMESPACE, RunningScaler, pod_report, ref, scaler_settings
 
 

@@ -7,7 +7,8 @@ import threading
 import redis
 
 from scaler.local_redis import LocalRedis
-from scaler.reports import WRITE_REPORT_LUA, report_keys
+from scaler.report_writer import WRITE_REPORT_LUA
+from scaler.reports import report_keys
 from tests.harness import NAMESPACE, RunningScaler, pod_report, ref, scaler_settings
 from tests.test_sidecar_process import eventually, pods
 

@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures
 from scaler.local_redis import LocalRedis
 from scaler.redis_connect import connect
-from scaler.reports import ReportWriter, report_keys
+from scaler.report_writer import ReportWriter
+from scaler.reports import report_keys
 from sidecar.config import ConfigError, SidecarConfig, load_config
 from sidecar.deletion_cost import (
     ANNOTATION,

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from gateway.contract import ENQUEUE_LUA, request_stream, request_streams
-from scaler.reports import Served, report_keys
+from scaler.reports import report_keys
+from scaler.service_record import Served
 from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
 

@@ -9,16 +9,9 @@ import re
 import pytest
 import redis
 
-from scaler.reports import (
-    SERVICE_MEMORY_REQUESTS,
-    SERVICE_TTL_S,
-    SUM_REPORTS_LUA,
-    PodReport,
-    ReportError,
-    Served,
-    ServiceRecord,
-    report_keys,
-)
+from scaler.report_reader import SUM_REPORTS_LUA
+from scaler.reports import PodReport, ReportError, report_keys
+from scaler.service_record import SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S, Served, ServiceRecord
 from tests.harness import NAMESPACE, ReportPublisher, pod_report
 
 

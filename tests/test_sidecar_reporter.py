@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from scaler.demo.triton_standin import ModelFigures, TritonStandIn, TrtFigures, ensemble_config
 from scaler.local_redis import LocalRedis
 from scaler.redis_connect import connect
-from scaler.reports import PodReport, ReportWriter, report_keys
+from scaler.report_writer import ReportWriter
+from scaler.reports import PodReport, report_keys
 from sidecar.config import SidecarConfig
 from sidecar.readiness import readiness_probe
 from sidecar.reporter import MAX_BACKOFF_S, Reporter, TickResult

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from scaler.reports import Served
+from scaler.service_record import Served
 from sidecar.completions import Counters
 from sidecar.selection import TRT_LLM, select
 from sidecar.served import ServedTally

@@ -23,7 +23,7 @@ Model, with its parameters (defaults from the SLO-aware capacity issue):
   drains the ones it runs; its GPU is paid until the last one ends. Draining
   pods are not in the signals (not ready, and not capacity on its way).
 - Completions are added to the target's service record as the sidecars' writes add
-  them (`scaler.reports.ServiceRecord`), all those since the last read at once; the
+  them (`scaler.service_record.ServiceRecord`), all those since the last read at once; the
   signals carry its mean.
 
 Cost is counted over [0, horizon]: GPU-hours = pod-time alive, idle
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scaler.reports import NOTHING_LEARNED, Served, ServiceRecord
+from scaler.service_record import NOTHING_LEARNED, Served, ServiceRecord
 from scaler.signals import Signals
 from scaler.simulator.trace import FloatArray, Trace
 

@@ -10,7 +10,7 @@ warm, as a deployed target has it), as it does in production after a quiet
 night; fixed fleets start warm, and the oracle has its clairvoyant warm fleet.
 All draw the same cold-start samples (same seed).
 
-After a quiet night our scaler still has the service record (`scaler.reports`:
+After a quiet night our scaler still has the service record (`scaler.service_record`:
 the mean service time the pods' completions taught, kept a week), and nothing
 else: `yesterday` serves the same traffic once to fill it. `first-wake` is our
 scaler on the day it is deployed, with no record: it plans with serviceSeconds.
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from scaler.reports import NOTHING_LEARNED, ServiceRecord
+from scaler.service_record import NOTHING_LEARNED, ServiceRecord
 from scaler.simulator.cluster import ClusterParams
 from scaler.simulator.controllers import (
     Controller,

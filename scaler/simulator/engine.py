@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaler.reports import NOTHING_LEARNED, ServiceRecord
+from scaler.service_record import NOTHING_LEARNED, ServiceRecord
 from scaler.simulator.cluster import Accounts, Cluster, ClusterParams
 from scaler.simulator.controllers import Controller
 from scaler.simulator.trace import FloatArray, Trace

@@ -22,7 +22,9 @@ import redis
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.local_redis import LocalRedis
-from scaler.reports import WRITE_REPORT_LUA, PodReport, Served, report_keys, write_call
+from scaler.report_writer import WRITE_REPORT_LUA, write_call
+from scaler.reports import PodReport, report_keys
+from scaler.service_record import Served
 from tests.benchmarks.common import percentile, scaler_process
 
 PODS = 10_000

@@ -30,7 +30,8 @@ from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from scaler.local_redis import LocalRedis
 from scaler.redis_connect import RedisLink
-from scaler.reports import WRITE_REPORT_LUA, PodReport, report_keys
+from scaler.report_writer import WRITE_REPORT_LUA
+from scaler.reports import PodReport, report_keys
 from scaler.store import TargetStore
 from scaler.target_config import parse_target_config
 from tests.benchmarks.common import cpu_seconds, percentile, rss_mib, scaler_process_with_pid
