@@ -46,13 +46,6 @@ TARGET = "llm"
 LABEL = f"{NAMESPACE}/{TARGET}"
 SLEEPER = "sleep"  # plain: SLEPT_S = DURATION_S after sleeping it
 STREAMER = "streamer"  # decoupled: 3 events over DURATION_S (tests/triton_models/streamer.py)
-STREAMER_CONFIG = (
-    'backend: "python"\nmax_batch_size: 0\n'
-    "model_transaction_policy { decoupled: true }\n"
-    'input [ { name: "DURATION_S" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-    'output [ { name: "SLEPT_S" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-    "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-)
 START_TIMEOUT_S = 30.0  # a Python process's start on a loaded 2-core machine
 STOP_TIMEOUT_S = 20.0  # SIGTERM to exit: the processes' grace here is 5 s
 # faulthandler on: a process that does not stop is sent SIGABRT and dumps its threads' stacks

@@ -17,6 +17,7 @@ and `SidecarProcess` runs `python -m sidecar` against the server.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import json
@@ -30,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -92,6 +93,10 @@ class Repository:
         )
         self._model(name, config, "batcher.py")
 
+    def streamer(self, name: str) -> None:
+        """Decoupled model, one instance: 3 events over DURATION_S (an LLM's stream)."""
+        self._model(name, _python_config(1, decoupled=True), "streamer.py")
+
     def engine(self, name: str, max_running: int, gauges: str = "vllm") -> None:
         """Decoupled model with the vLLM backend's gauges (`gauges="none"`: without)."""
         parameters = (
@@ -130,6 +135,17 @@ def _python_config(instances: int, decoupled: bool) -> str:
         + _IO
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
     )
+
+
+@contextlib.contextmanager
+def serving(repository: Path, workdir: Path) -> Iterator[TritonServer]:
+    """A tritonserver on `repository`, ready, stopped on the way out (a module fixture's body)."""
+    server = TritonServer(repository, workdir).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 class TritonServer:

@@ -26,7 +26,6 @@ from tests.harness import NAMESPACE, ref
 from tests.queueing_stack import (
     SLEEPER,
     STREAMER,
-    STREAMER_CONFIG,
     TARGET,
     GatewayProcess,
     Outcome,
@@ -43,7 +42,7 @@ from tests.queueing_stack import (
     triton_ready,
     until,
 )
-from tests.real_triton import Repository, TritonServer
+from tests.real_triton import Repository, TritonServer, serving
 
 WAKE_DELAY_S = 10.0  # the pod starts this long after the requests reached the gateway
 
@@ -51,7 +50,7 @@ WAKE_DELAY_S = 10.0  # the pod starts this long after the requests reached the g
 def _repository(root: Path, sleepers: int) -> Path:
     repository = Repository(root / "models")
     repository.sleeper(SLEEPER, instances=sleepers)
-    repository._model(STREAMER, STREAMER_CONFIG, "streamer.py")
+    repository.streamer(STREAMER)
     return root / "models"
 
 
@@ -64,12 +63,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def triton(workdir: Path) -> Iterator[TritonServer]:
     """The Triton of the pods that stay up: 8 requests execute at once."""
     root = workdir / "shared"
-    server = TritonServer(_repository(root, sleepers=8), root).start()
-    try:
-        server.wait_ready()
+    with serving(_repository(root, sleepers=8), root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

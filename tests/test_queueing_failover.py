@@ -34,7 +34,7 @@ from tests.queueing_stack import (
     slept_s,
     until,
 )
-from tests.real_triton import Repository, TritonServer
+from tests.real_triton import Repository, TritonServer, serving
 from tests.redis_deployments import PASSWORD, SentinelDeployment
 
 CLIENTS = 8
@@ -48,12 +48,8 @@ RETRY_BACKOFF_S = 0.05
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     root = tmp_path_factory.mktemp("queueing_failover")
     Repository(root / "models").sleeper(SLEEPER, instances=CLIENTS)
-    server = TritonServer(root / "models", root).start()
-    try:
-        server.wait_ready()
+    with serving(root / "models", root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_every_request_completes_or_gets_a_named_error_through_a_sentinel_failover(

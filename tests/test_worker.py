@@ -43,20 +43,13 @@ from sidecar.worker import Worker, WorkerSettings
 from sidecar.worker_engine import Engine
 from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE
-from tests.real_triton import Repository, TritonServer
+from tests.real_triton import Repository, TritonServer, serving
 from tests.redis_deployments import Deployment
 
 TARGET = "llm"
 GATEWAY = "gw-0"
 SLEEPER = "sleep"  # plain model, 4 instances: DURATION_S seconds each
 STREAMER = "streamer"  # decoupled: 3 events over DURATION_S
-STREAMER_CONFIG = (
-    'backend: "python"\nmax_batch_size: 0\n'
-    "model_transaction_policy { decoupled: true }\n"
-    'input [ { name: "DURATION_S" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-    'output [ { name: "SLEPT_S" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
-    "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +57,9 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     root = tmp_path_factory.mktemp("worker_triton")
     repository = Repository(root / "models")
     repository.sleeper(SLEEPER, instances=4)
-    repository._model(STREAMER, STREAMER_CONFIG, "streamer.py")
-    server = TritonServer(root / "models", root).start()
-    try:
-        server.wait_ready()
+    repository.streamer(STREAMER)
+    with serving(root / "models", root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class ShiftedClock:

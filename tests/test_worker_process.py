@@ -23,11 +23,10 @@ from gateway.contract import Kind, ReplyType
 from scaler.local_redis import LocalRedis, free_port
 from scaler.reports import PodReport, report_keys
 from tests.harness import NAMESPACE
-from tests.real_triton import Repository, TritonServer
+from tests.real_triton import Repository, TritonServer, serving
 from tests.test_worker import (
     SLEEPER,
     STREAMER,
-    STREAMER_CONFIG,
     TARGET,
     Gateway,
     infer_body,
@@ -48,13 +47,9 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     repository.engine(ENGINE, max_running=2)
     # Decoupled without gauges: refused without the worker, whose count makes it measurable.
     repository.engine("no-gauges", max_running=1, gauges="none")
-    repository._model(STREAMER, STREAMER_CONFIG, "streamer.py")
-    server = TritonServer(root / "models", root).start()
-    try:
-        server.wait_ready()
+    repository.streamer(STREAMER)
+    with serving(root / "models", root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class WorkerPod:
