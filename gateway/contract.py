@@ -199,23 +199,39 @@ class Reply:
         )
 
 
+# Defines stream_load(key) -> waiting, taken: a request stream's entries not yet taken by a
+# worker and those taken (pending in the group); nil and the error where the key is not a
+# stream. The stream holds exactly the unanswered requests (workers XDEL on acknowledging), so
+# waiting = XLEN - pending. The enqueue script, the scaler's queue depth (queueType gateway)
+# and the demo's view all count with it.
+STREAM_LOAD_LUA = f"""
+local function stream_load(key)
+  local len = redis.pcall('XLEN', key)
+  if type(len) ~= 'number' then return nil, len end
+  local taken = 0
+  if len > 0 then
+    local p = redis.pcall('XPENDING', key, '{CONSUMER_GROUP}')
+    if type(p) == 'table' and not p.err then taken = tonumber(p[1]) end
+  end
+  return len - taken, taken
+end
+"""
+
 # Enqueue one request, atomically: refused when the target's waiting requests (every class,
 # not yet taken by a pod) reach the limit; the group is created at id 0 where missing, so the
 # first pod reads what was queued before it existed. The deadline is stamped on Redis's clock.
 # KEYS: the target's streams (every class), then the one to add to.
 # ARGV: queue limit, timeout ms, then field, value pairs.
 # Returns {'ok', entry id, waiting before} or {'full', waiting}.
-ENQUEUE_LUA = """
+ENQUEUE_LUA = (
+    STREAM_LOAD_LUA
+    + """
 local limit = tonumber(ARGV[1])
 local waiting = 0
 for i = 1, #KEYS - 1 do
-  local len = redis.call('XLEN', KEYS[i])
-  if len > 0 then
-    local p = redis.pcall('XPENDING', KEYS[i], 'workers')
-    local pending = 0
-    if type(p) == 'table' and not p.err then pending = tonumber(p[1]) end
-    waiting = waiting + len - pending
-  end
+  local w, err = stream_load(KEYS[i])
+  if not w then return redis.error_reply(err.err) end
+  waiting = waiting + w
 end
 if waiting >= limit then return {'full', tostring(waiting)} end
 local target = KEYS[#KEYS]
@@ -231,3 +247,4 @@ fields[#fields + 1] = tostring(now_ms + tonumber(ARGV[2]))
 local id = redis.call('XADD', target, '*', unpack(fields))
 return {'ok', id, tostring(waiting)}
 """
+)

@@ -21,6 +21,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from gateway.contract import STREAM_LOAD_LUA
 from scaler.bounded import put_bounded
 from scaler.policy_state import PolicyState
 from scaler.redis_connect import REDIS_ERRORS, RedisLink
@@ -59,18 +60,17 @@ class Snapshot:
 
 # Defines queue_depth(key, type, consumer group) -> {'ok', depth} or {'error', message}, and
 # queues_depth(first KEYS index, type, group): the sum over KEYS[first..], or the first error.
-QUEUE_DEPTH_LUA = """
+QUEUE_DEPTH_LUA = (
+    STREAM_LOAD_LUA
+    + """
 local function queue_depth(key, qtype, group)
   if qtype == '' then return {'ok', '0'} end
   local r
   if qtype == 'gateway' then
-    -- Requests not yet taken by a worker: the stream holds exactly the unanswered ones
-    -- (workers XDEL on ack), and those a worker holds are in its pod's exact in-flight.
-    r = redis.pcall('XLEN', key)
-    if type(r) == 'number' and r > 0 then
-      local p = redis.pcall('XPENDING', key, 'workers')
-      if type(p) == 'table' and not p.err then r = r - tonumber(p[1]) end
-    end
+    -- Requests not yet taken by a worker; those a worker holds are in its pod's exact
+    -- in-flight, so they are not counted here too.
+    local waiting, err = stream_load(key)
+    r = waiting or err
   elseif qtype == 'list' then
     r = redis.pcall('LLEN', key)
   elseif qtype == 'zset' then
@@ -112,6 +112,7 @@ local function queues_depth(first, qtype, group)
   return {'ok', tostring(total)}
 end
 """
+)
 
 # KEYS: reports, seen, policy state, service record, then the queues in the target's hash
 # slot (none: no queue). ARGV: stale_after_s, now ('' = Redis TIME), queue type, consumer group.

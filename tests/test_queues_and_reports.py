@@ -68,7 +68,7 @@ def test_missing_consumer_group_is_a_clear_error_not_zero(
 
 
 @every_deployment
-@pytest.mark.parametrize("queue_type", ["list", "zset"])
+@pytest.mark.parametrize("queue_type", ["list", "zset", "gateway"])
 def test_queue_key_of_the_wrong_type_is_a_clear_error_not_zero(
     scaler: RunningScaler, redis_client: redis.Redis, queue_type: str
 ) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from gateway.contract import CONSUMER_GROUP, request_streams
+from gateway.contract import STREAM_LOAD_LUA, request_streams
 
 NAMESPACE = "demo"
 TARGET = "llm"
@@ -27,20 +27,19 @@ MODEL = "llm"
 POD_STATES = "llm-demo:pods"
 
 # KEYS: the target's streams. Returns {waiting, pending}, summed over them.
-_STREAMS_LUA = f"""
+_STREAMS_LUA = (
+    STREAM_LOAD_LUA
+    + """
 local waiting, pending = 0, 0
 for i = 1, #KEYS do
-  local len = redis.call('XLEN', KEYS[i])
-  if len > 0 then
-    local p = redis.pcall('XPENDING', KEYS[i], '{CONSUMER_GROUP}')
-    local held = 0
-    if type(p) == 'table' and not p.err then held = tonumber(p[1]) end
-    waiting = waiting + len - held
-    pending = pending + held
-  end
+  local w, held = stream_load(KEYS[i])
+  if not w then return redis.error_reply(held.err) end
+  waiting = waiting + w
+  pending = pending + held
 end
-return {{waiting, pending}}
+return {waiting, pending}
 """
+)
 
 
 @dataclass(frozen=True)
