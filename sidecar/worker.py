@@ -39,7 +39,7 @@ from gateway.contract import CONSUMER_GROUP, Reply, ReplyType, request_streams, 
 from scaler.clock import MONOTONIC, Clock
 from scaler.redis_connect import REDIS_ERRORS, AnyRedis
 from sidecar.telemetry import WorkerMetrics
-from sidecar.worker_checks import Checked, RedisClock, Taken, Verdict, check_batch
+from sidecar.worker_checks import Checked, RedisOffsetClock, Taken, Verdict, check_batch
 from sidecar.worker_engine import Chunk, Event, Failed, Full, Head
 from sidecar.worker_replies import ReplyWriter, acknowledge, write_replies
 
@@ -88,7 +88,7 @@ class Worker:
         self._metrics = metrics
         self._ready = ready
         self._clock = clock
-        self._redis_clock = RedisClock(clock)
+        self._redis_clock = RedisOffsetClock(clock)
         self._streams = request_streams(settings.namespace, settings.target)
         self._streamed = streamed_key(settings.namespace, settings.target)
         # (stream, entry id) -> its task, None while it is being checked. Keyed by both:

@@ -7,7 +7,7 @@ has passed, when its gateway's `live` key no longer holds the incarnation that e
 refused when it was already streaming (streams are not replayed) or when it was taken
 more than its `max_deliveries` times. All of it for one batch in one pipelined round trip.
 
-Deadlines are compared on Redis's clock: `RedisClock` keeps the offset between Redis TIME
+Deadlines are compared on Redis's clock: `RedisOffsetClock` keeps the offset between Redis TIME
 and the worker's own (injected) monotonic clock, a `scaler.clock.Clock`, measured now and then.
 """
 
@@ -28,7 +28,7 @@ from scaler.clock import MONOTONIC, Clock
 from scaler.redis_connect import AnyRedis
 
 
-class RedisClock:
+class RedisOffsetClock:
     """Redis's time in ms, read from `clock` (monotonic seconds) plus a measured offset."""
 
     def __init__(self, clock: Clock = MONOTONIC) -> None:
@@ -52,7 +52,7 @@ class RedisClock:
 
     def now_ms(self) -> float:
         if self._offset_ms is None:
-            raise RuntimeError("RedisClock.now_ms before the first sync")
+            raise RuntimeError("RedisOffsetClock.now_ms before the first sync")
         return self._clock.now() * 1000 + self._offset_ms
 
 
