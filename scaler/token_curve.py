@@ -1,0 +1,230 @@
+"""The token-time curve: how long one output token takes on a replica as a function of how
+many sequences it decodes together, learned from the pods (`TokenCurve`), and the concurrency
+one replica should carry under a token-latency objective (`replica_concurrency`).
+
+Why a curve: decode is memory-bound. Each step reads the weights once for the whole batch
+and each sequence's KV cache, so the step time is about a + b x sequences at a given context
+(measured on an H200, docs/simulator.md): more sequences per replica cost little per token
+until the KV reads dominate. The concurrency target trades on that slope, and it moves with
+context length and engine version, so it is measured live rather than asked for.
+
+What a pod measures (`Decoded`): since its previous write, `steps` decode steps taking
+`seconds`, with `sequences` decoded together on average. The write script adds it to the
+target's `:tokens` hash (`scaler.reports`), so every pod and scaler replica shares one curve.
+
+Bins: sequences are binned on a log scale, BINS_PER_DOUBLING a doubling (bin k holds
+sequences near 2^(k / BINS_PER_DOUBLING)); each bin keeps the decayed step count `w` and the
+decayed sums of sequences x steps and milliseconds (per step) x steps, so its point is the
+step-weighted mean. At most MAX_BIN + 1 bins: the hash stays bounded.
+
+Forgetting: at every write that decoded something, every bin is multiplied by
+    f = exp(-min(t - t_last, MAX_GAP_S) / TOKEN_MEMORY_S)
+with t the Redis time of the write and t_last that of the previous one: the curve forgets
+with a time constant of TOKEN_MEMORY_S seconds of traffic, and a quiet night (no writes with
+steps) forgets nothing, so the morning's first wake plans with what yesterday measured.
+A bin is known once its weight reaches KNOWN_STEPS; a bin nobody visits fades below it
+within about 10 minutes of other traffic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from scaler.reports import ReportError
+
+TOKEN_MEMORY_S = 120.0  # a new context length or engine shows within a few time constants
+MAX_GAP_S = 10.0  # a pause between writes longer than this forgets no more than this
+KNOWN_STEPS = 200.0  # two seconds of decoding at 10 ms a step: a mean within a few percent
+BINS_PER_DOUBLING = 4  # bins 19 % apart: finer than the curve bends
+MAX_BIN = 48  # 2^12 = 4,096 sequences; more are counted in the last bin
+MAX_EXTRAPOLATION = 2.0  # never plan more than twice the sequences a bin has measured
+CURVE_TTL_S = 7 * 24 * 3600  # a week without a decoded token forgets the curve
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a pod decoded since its previous write: `steps` decode steps (one output token
+    for each sequence decoded) that took `seconds` in all, with `sequences` decoded together
+    on average."""
+
+    sequences: float
+    steps: float
+    seconds: float
+
+    def __post_init__(self) -> None:
+        for name in ("sequences", "steps", "seconds"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ReportError(f"decoded {name} = {value!r}, must be a finite number >= 0")
+
+    @property
+    def token_ms(self) -> float:
+        """Milliseconds per output token (per step); 0 when no step was decoded."""
+        return 1000.0 * self.seconds / self.steps if self.steps > 0 else 0.0
+
+    @property
+    def counts(self) -> bool:
+        """Whether it measures anything: a step, with at least one sequence, taking time."""
+        return self.steps > 0 and self.seconds > 0 and self.sequences >= 0.5
+
+
+def bin_index(sequences: float) -> int:
+    """The bin of a mean number of sequences decoded together (>= 0.5)."""
+    k = round(BINS_PER_DOUBLING * math.log2(max(sequences, 1.0)))
+    return min(max(k, 0), MAX_BIN)
+
+
+@dataclass(frozen=True)
+class Bin:
+    weight: float  # decayed decode steps
+    sequences_sum: float  # decayed sum of sequences x steps
+    ms_sum: float  # decayed sum of milliseconds per step x steps
+
+    def scaled(self, f: float) -> Bin:
+        return Bin(self.weight * f, self.sequences_sum * f, self.ms_sum * f)
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    sequences: float  # step-weighted mean sequences of the bin
+    token_ms: float  # step-weighted mean milliseconds per output token
+    weight: float  # decayed steps behind it
+
+
+@dataclass(frozen=True)
+class TokenCurve:
+    """The learned curve: bins by index, and the time of the last write that decoded."""
+
+    bins: dict[int, Bin] = field(default_factory=dict)
+    updated_at: float | None = None
+
+    def add(self, decoded: Decoded, at: float) -> TokenCurve:
+        """The write script's rule in Python (the simulator keeps one curve per run; tests
+        hold the two to the same cases)."""
+        if not decoded.counts:
+            return self
+        gap = 0.0 if self.updated_at is None else min(max(at - self.updated_at, 0.0), MAX_GAP_S)
+        f = math.exp(-gap / TOKEN_MEMORY_S)
+        bins = {k: b.scaled(f) for k, b in self.bins.items()}
+        k = bin_index(decoded.sequences)
+        old = bins.get(k, Bin(0.0, 0.0, 0.0))
+        steps = decoded.steps
+        bins[k] = Bin(
+            old.weight + steps,
+            old.sequences_sum + decoded.sequences * steps,
+            old.ms_sum + decoded.token_ms * steps,
+        )
+        return TokenCurve(bins, at)
+
+    def points(self) -> list[CurvePoint]:
+        """The known bins (weight >= KNOWN_STEPS), by sequences."""
+        return [
+            CurvePoint(b.sequences_sum / b.weight, b.ms_sum / b.weight, b.weight)
+            for _, b in sorted(self.bins.items())
+            if b.weight >= KNOWN_STEPS
+        ]
+
+    def to_fields(self) -> dict[str, str]:
+        """The `:tokens` hash: `at`, and `<k>:w`, `<k>:b`, `<k>:t` per bin."""
+        fields = {} if self.updated_at is None else {"at": repr(self.updated_at)}
+        for k, b in self.bins.items():
+            fields |= {f"{k}:w": repr(b.weight), f"{k}:b": repr(b.sequences_sum)}
+            fields[f"{k}:t"] = repr(b.ms_sum)
+        return fields
+
+    @staticmethod
+    def from_fields(fields: dict[str, str]) -> TokenCurve:
+        """The curve a `:tokens` hash holds; a field that is not a number is an error naming it."""
+
+        def number(name: str) -> float:
+            try:
+                value = float(fields[name])
+            except ValueError:
+                raise ReportError(
+                    f"token curve field {name} = {fields[name]!r}, must be a number"
+                ) from None
+            if not math.isfinite(value) or value < 0:
+                raise ReportError(f"token curve field {name} = {value!r}, must be >= 0")
+            return value
+
+        bins = {}
+        for name in fields:
+            k, _, part = name.partition(":")
+            if part == "w" and k.isdigit() and f"{k}:b" in fields and f"{k}:t" in fields:
+                bins[int(k)] = Bin(number(name), number(f"{k}:b"), number(f"{k}:t"))
+        return TokenCurve(bins, number("at") if "at" in fields else None)
+
+
+NOTHING_MEASURED = TokenCurve()
+
+
+@dataclass(frozen=True)
+class Sized:
+    """The concurrency one replica should carry, and why."""
+
+    concurrency: float
+    learned: bool  # False: nothing measured yet, targetConcurrency as written
+    detail: str
+
+
+def replica_concurrency(
+    curve: TokenCurve, objective_ms: float, start: float, cap: float = 0.0
+) -> Sized:
+    """The largest concurrency per replica whose measured token time stays within
+    `objective_ms`.
+
+    Between measured points the curve is linear; the measured times are made
+    non-decreasing in sequences first (more sequences never decode faster, so a lower time
+    further up is noise). Past the last point the slope of a weighted least-squares line
+    through the points extends it, at most MAX_EXTRAPOLATION times the sequences measured
+    but never below `start` (targetConcurrency): until something is measured past it, the
+    written target is the starting point and the bound. Below the first point the same
+    slope extends it downwards. Never above `cap` (the slots a pod has; 0: unknown), never
+    below 1."""
+    points = curve.points()
+    if not points:
+        return Sized(start, False, f"targetConcurrency {start:g}: no token time measured yet")
+    times = _non_decreasing([p.token_ms for p in points])
+    sequences = [p.sequences for p in points]
+    slope = _slope(points)
+    within = [i for i, t in enumerate(times) if t <= objective_ms]
+    if not within:
+        b0, t0 = sequences[0], times[0]
+        found = b0 - (t0 - objective_ms) / slope if slope > 0 else b0 / MAX_EXTRAPOLATION
+        why = f"{t0:.3g} ms measured at {b0:.3g} sequences, over the objective"
+    elif within[-1] + 1 < len(points):
+        i = within[-1]
+        (b0, t0), (b1, t1) = (sequences[i], times[i]), (sequences[i + 1], times[i + 1])
+        found = b0 + (b1 - b0) * (objective_ms - t0) / (t1 - t0)
+        why = f"between {t0:.3g} ms at {b0:.3g} and {t1:.3g} ms at {b1:.3g} sequences"
+    else:
+        b0, t0 = sequences[-1], times[-1]
+        reach = max(start, MAX_EXTRAPOLATION * b0)
+        found = reach if slope <= 0 else min(reach, b0 + (objective_ms - t0) / slope)
+        why = f"{t0:.3g} ms at {b0:.3g} sequences, the most measured, extended"
+    concurrency = max(1.0, min(found, cap) if cap > 0 else found)
+    return Sized(
+        concurrency,
+        True,
+        f"{concurrency:.3g} sequences a replica within {objective_ms:g} ms a token ({why})",
+    )
+
+
+def _non_decreasing(times: list[float]) -> list[float]:
+    out: list[float] = []
+    for t in times:
+        out.append(max(t, out[-1]) if out else t)
+    return out
+
+
+def _slope(points: list[CurvePoint]) -> float:
+    """Milliseconds per added sequence: the weighted least-squares slope (0 with one point)."""
+    total = sum(p.weight for p in points)
+    mean_b = sum(p.weight * p.sequences for p in points) / total
+    mean_t = sum(p.weight * p.token_ms for p in points) / total
+    var = sum(p.weight * (p.sequences - mean_b) ** 2 for p in points)
+    if var <= 0:
+        return 0.0
+    cov = sum(p.weight * (p.sequences - mean_b) * (p.token_ms - mean_t) for p in points)
+    return cov / var
