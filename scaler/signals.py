@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scaler.token_curve import NOTHING_MEASURED, TokenCurve
+
 
 @dataclass(frozen=True)
 class Signals:
@@ -22,6 +24,7 @@ class Signals:
     invalid_reports: int = 0  # reports ignored for not following the contract
     cold_start_s: float = 0.0  # longest cold start measured by a fresh report; 0: none reported
     service_s: float = 0.0  # mean service time learned from the pods' completions; 0: none
+    token_curve: TokenCurve = NOTHING_MEASURED  # token time by sequences decoded (`:tokens`)
 
     @property
     def pods_starting(self) -> int:

@@ -98,6 +98,13 @@ METADATA_KEYS: dict[str, KeySpec] = {
         "SLO-aware hold: share of the horizon's burst requests the held capacity must start "
         "within sloWaitSeconds, in [0.5; 1]; 1: all of them (the largest burst)",
     ),
+    "tokenLatencyMs": KeySpec(
+        None,
+        "the promise per output token, in milliseconds, in [0.1; 60000]: one replica carries "
+        "the most sequences at which the pods' measured token time stays within it "
+        "(targetConcurrency until measured); absent: targetConcurrency as written",
+        optional=True,
+    ),
     "hpaTolerance": KeySpec(
         "0.1",
         "the HPA's scale-up tolerance (the cluster's --horizontal-pod-autoscaler-tolerance, or "
@@ -152,6 +159,7 @@ class TargetConfig:
     slo_horizon_s: float = 3600.0  # how far back the SLO-aware hold counts bursts
     slo_target: float = 0.9  # share of the horizon's burst requests sized to start in time
     hpa_tolerance: float = 0.1  # the HPA ignores a metric within this ratio of its replicas'
+    token_latency_ms: float | None = None  # None: no token-latency objective
     # The keys the metadata set: a key written is obeyed as written, and a derived default
     # (`scaler.policy.derived`) applies only where its key is absent.
     written: frozenset[str] = frozenset()
@@ -252,6 +260,7 @@ def parse_target_config(
         slo_horizon_s=md.get("sloHorizonSeconds", _float(0, 86400)),
         slo_target=md.get("sloTarget", _float(0.5, 1)),
         hpa_tolerance=md.get("hpaTolerance", _float(0, 0.99)),
+        token_latency_ms=md.get("tokenLatencyMs", _float(0.1, 60000)),
         written=frozenset(set(metadata) & METADATA_KEYS.keys()),
     )
     retired = frozenset(metadata) & RETIRED_KEYS.keys()

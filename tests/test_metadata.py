@@ -57,6 +57,7 @@ def test_every_key_is_read() -> None:
         "sloHorizonSeconds": "900",
         "sloTarget": "0.99",
         "hpaTolerance": "0.05",
+        "tokenLatencyMs": "12.5",
     }
     assert set(metadata) == set(METADATA_KEYS)
     parsed = parse_target_config("ns", "so", metadata)
@@ -68,6 +69,7 @@ def test_every_key_is_read() -> None:
     assert c.burst_window_s == 5
     assert (c.slo_wait_s, c.cold_start_s, c.service_s) == (2, 90, 6)
     assert (c.slo_horizon_s, c.slo_target, c.hpa_tolerance) == (900, 0.99, 0.05)
+    assert c.token_latency_ms == 12.5
 
 
 def test_a_retired_key_is_accepted_and_named() -> None:
