@@ -70,8 +70,11 @@ class Decoded:
 
 
 def bin_index(sequences: float) -> int:
-    """The bin of a mean number of sequences decoded together (>= 0.5)."""
-    k = round(BINS_PER_DOUBLING * math.log2(max(sequences, 1.0)))
+    """The bin of a mean number of sequences decoded together (>= 0.5).
+
+    Spelled as the write script spells it (`scaler.report_writer`): natural logs and halves
+    rounded up, so Python and Lua (the same libm) put every value in the same bin."""
+    k = math.floor(BINS_PER_DOUBLING * math.log(max(sequences, 1.0)) / math.log(2.0) + 0.5)
     return min(max(k, 0), MAX_BIN)
 
 
