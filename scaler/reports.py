@@ -5,13 +5,15 @@ One definition, imported by the writer (`scaler.report_writer`: the sidecar, and
 writer) and the reader (`scaler.store`, with the same rules in Lua in
 `scaler.report_reader`), so the two cannot drift.
 
-Per target (one inference Deployment) there are three Redis keys; the `{...}` hash
+Per target (one inference Deployment) there are four Redis keys; the `{...}` hash
 tag keeps them in one Redis Cluster slot so one script can touch them all:
 
     llm-scaler:{<namespace>/<target>}:reports   HASH  pod name -> report JSON
     llm-scaler:{<namespace>/<target>}:seen      ZSET  pod name -> time of its last report
     llm-scaler:{<namespace>/<target>}:service   HASH  completed, busy_s: the service time
                                                       learned from the pods' completions
+    llm-scaler:{<namespace>/<target>}:tokens    HASH  at, <k>:w, <k>:b, <k>:t: the token
+                                                      time learned from the pods' decoding
 
 The time in `:seen` is Redis's own clock (TIME inside the write script), and the
 reader judges staleness against the same clock, so clock skew between pods and
@@ -21,6 +23,9 @@ for any more leaves nothing behind.
 
 The service record (`scaler.service_record`) is what the pods' completions teach about the
 mean service time, kept past the pods themselves; a write may carry it (`Served`).
+The token curve (`scaler.token_curve`) is what the pods' decode steps teach about the time
+per output token by the number of sequences decoded together, kept the same way; a write
+may carry it (`Decoded`).
 
 Report JSON fields (all required unless marked optional):
 
@@ -54,6 +59,7 @@ class ReportKeys:
     reports: str
     seen: str
     service: str
+    tokens: str
 
 
 def target_key_base(namespace: str, target: str) -> str:
@@ -62,9 +68,15 @@ def target_key_base(namespace: str, target: str) -> str:
 
 
 def report_keys(namespace: str, target: str) -> ReportKeys:
-    """The keys a target's pods report under: reports, seen and the service record."""
+    """The keys a target's pods report under: reports, seen, the service record and the token
+    curve."""
     base = target_key_base(namespace, target)
-    return ReportKeys(reports=f"{base}:reports", seen=f"{base}:seen", service=f"{base}:service")
+    return ReportKeys(
+        reports=f"{base}:reports",
+        seen=f"{base}:seen",
+        service=f"{base}:service",
+        tokens=f"{base}:tokens",
+    )
 
 
 @dataclass(frozen=True)

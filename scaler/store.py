@@ -3,6 +3,9 @@
 One Lua script per decision drops the reports that went stale, returns the fresh
 ones and measures the queue, atomically: the read costs one round trip whatever
 the number of pods, and never sees a report half written (see `scaler.report_writer`).
+The same script returns the service record and, when the ScaledObject sets
+tokenLatencyMs, the token curve (`scaler.token_curve`): learned values that do not
+parse are logged once and read as what parses, never as an error of the read.
 On a Redis Cluster a queue outside the target's hash slot is measured by a
 second script on its own node, sent at the same time (docs/redis.md).
 Errors are typed so the gRPC layer can say what is wrong: Redis not answering is
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from scaler.service_record import ServiceRecord
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, policy_key, state_ttl_s
 from scaler.target_config import TargetConfig
+from scaler.token_curve import NOTHING_MEASURED, TokenCurve
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +119,12 @@ end
 """
 )
 
-# KEYS: reports, seen, policy state, service record, then the queues in the target's hash
-# slot (none: no queue). ARGV: stale_after_s, now ('' = Redis TIME), queue type, consumer group.
+# KEYS: reports, seen, policy state, service record, token curve, then the queues in the
+# target's hash slot (none: no queue). ARGV: stale_after_s, now ('' = Redis TIME), queue type,
+# consumer group, '1' to read the token curve ('': not asked for, an empty curve returned).
 # Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list,
-# {completed, busy_s} of the service record (false: none)}.
+# {completed, busy_s} of the service record (false: none), {'ok', token curve hash as a flat
+# list} or {'error', why it cannot be read}}.
 READ_TARGET_LUA = (
     SUM_REPORTS_LUA
     + QUEUE_DEPTH_LUA
@@ -147,8 +154,13 @@ end
 
 local state = redis.call('HGETALL', KEYS[3])
 local service = redis.call('HMGET', KEYS[4], 'completed', 'busy_s')
+local tokens = {'ok', {}}
+if ARGV[5] == '1' then
+  local curve = redis.pcall('HGETALL', KEYS[5])
+  if curve.err then tokens = {'error', curve.err} else tokens = {'ok', curve} end
+end
 return {string.format('%.6f', now), #stale, sum_reports(pods, payloads),
-        queues_depth(5, ARGV[3], ARGV[4]), state, service}
+        queues_depth(6, ARGV[3], ARGV[4]), state, service, tokens}
 """
 )
 
@@ -183,13 +195,15 @@ class TargetStore:
         queues = config.queue_keys
         together = [q for q in queues if self._link.same_slot(keys.reports, q)]
         apart = [q for q in queues if q not in together]
+        learned = [keys.service, keys.tokens]
         read = self._read(
-            keys=[keys.reports, keys.seen, policy_key(config), keys.service, *together],
+            keys=[keys.reports, keys.seen, policy_key(config), *learned, *together],
             args=[
                 f"{config.stale_after_s:.6f}",
                 "" if now is None else f"{now:.6f}",
                 queue_type,
                 group,
+                "" if config.token_latency_ms is None else "1",
             ],
         )
         if not apart:
@@ -234,15 +248,15 @@ _WARNED_AT_MOST = 10_000  # bounded: a flood of distinct errors cannot grow memo
 _warned: OrderedDict[str, None] = OrderedDict()
 
 
-def _warn_once(message: str) -> None:
+def _warn_once(message: str, what: str = "ignoring pod report") -> None:
     """Every poll re-reads a broken report until it goes stale: say so once, not per poll."""
     if message not in _warned:
         put_bounded(_warned, message, None, _WARNED_AT_MOST)
-        log.warning("ignoring pod report %s", message)
+        log.warning("%s %s", what, message)
 
 
 def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
-    now_text, stale_count, sums, (status, depth), state_fields, (completed, busy) = raw
+    now_text, stale_count, sums, (status, depth), state_fields, (completed, busy), tokens = raw
     if status != "ok":
         raise QueueError(f"queueKey = {config.queue_key or ','.join(config.queue_keys)!r}: {depth}")
     inflight, waiting, cap_ready, cap_starting, ready, valid, invalid, bad_pods, bad, cold = sums
@@ -264,6 +278,7 @@ def _snapshot(config: TargetConfig, raw: list[Any]) -> Snapshot:
         invalid_reports=int(invalid),
         cold_start_s=float(cold),
         service_s=_learned(completed, busy),
+        token_curve=_token_curve(config.report_keys.tokens, tokens),
     )
     state = decode_state(dict(zip(state_fields[::2], state_fields[1::2], strict=True)))
     return Snapshot(now=float(now_text), signals=signals, state=state)
@@ -276,6 +291,32 @@ def _learned(completed: Any, busy: Any) -> float:
         return ServiceRecord(float(completed), float(busy)).mean_s
     except (TypeError, ValueError):
         return 0.0
+
+
+def _token_curve(key: str, read: list[Any]) -> TokenCurve:
+    """The token curve the `:tokens` hash holds. A hash that does not parse is logged once
+    and read as what parses: the bins whose three fields are numbers, `at` if it is one;
+    a key of another type, as nothing measured (the decision then plans with
+    targetConcurrency, as before any pod measured)."""
+    status, payload = read
+    if status != "ok":
+        _warn_once(f"{key}: {payload}; planning as if nothing were measured", "token curve")
+        return NOTHING_MEASURED
+    fields = dict(zip(payload[::2], payload[1::2], strict=True))
+    try:
+        return TokenCurve.from_fields(fields)
+    except ReportError as exc:
+        numbers = {name: value for name, value in fields.items() if _is_count(value)}
+        _warn_once(f"{key}: {exc}; using the fields that are numbers", "token curve")
+        return TokenCurve.from_fields(numbers)
+
+
+def _is_count(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 def _why_invalid(pod: str, payload: str) -> str:
