@@ -22,6 +22,10 @@ The rules it keeps:
   whose load cannot be measured raise SelectionError, which ends the process.
 - Service time: every write carries what the served models completed since the previous
   successful write (sidecar.served); a failed write keeps it for the next.
+- Token time: every write carries what the selected engines decoded since the previous
+  successful write (sidecar.token_time: steps, their seconds, the sequences decoded
+  together); a failed write keeps it for the next. Plain Triton carries none, said once
+  in the log when the models are selected.
 - With the in-pod worker (sidecar.worker), in-flight is exact on every engine: the
   requests the worker took and has not answered, less what the engine's gauges say
   waits inside it (reported as waiting); capacity is the worker's slots. The completion
@@ -52,7 +56,14 @@ from sidecar.scrape import MetricsScraper, ScrapeError
 from sidecar.selection import ModelConfig, Selection, SelectionError, describe, select
 from sidecar.served import ServedTally
 from sidecar.telemetry import SidecarMetrics
-from sidecar.triton_metrics import Load, LoadEstimator, MetricsError, parse_exposition
+from sidecar.token_time import DecodedTally
+from sidecar.triton_metrics import (
+    Load,
+    LoadEstimator,
+    MetricsError,
+    TritonSample,
+    parse_exposition,
+)
 
 if TYPE_CHECKING:  # imported by __main__ only when on
     from sidecar.deletion_cost import DeletionCost
@@ -174,6 +185,7 @@ class Reporter:
         # after it was gone (sidecar.selection).
         self._estimator = LoadEstimator()
         self._served = ServedTally()
+        self._decoded = DecodedTally()
         # Triton was seen down or not ready: nothing was in flight when it came up.
         self._seen_down = False
         # seq starts at the run's start in milliseconds, so the reports of a restarted
@@ -269,6 +281,7 @@ class Reporter:
             self._seen_down = True
             self._estimator.reset(None, origin_idle=True)  # its counters start again
             self._served.rebase()
+            self._decoded.rebase()
             self._metrics.ready.set(0)
             if self._ready_gate is not None:
                 self._ready_gate.clear()
@@ -342,6 +355,7 @@ class Reporter:
         except (ScrapeError, MetricsError, TritonUnavailable) as exc:
             return None, str(exc)
         self._served.observe(sample.counters, selection.served)
+        self._decoded.observe(sample, selection.engines)
         load = self._estimator.observe(sample, now)
         if load is not None:
             self._metrics.inflight.set(load.inflight)
@@ -378,6 +392,7 @@ class Reporter:
             sorted(selection.queued) or "-",
             describe(configs, gauges),
         )
+        log.info("token time from: %s", token_time_sources(everything, selection.engines))
         return selection
 
     async def _model_config(self, name: str) -> ModelConfig:
@@ -408,9 +423,10 @@ class Reporter:
             kv_cache_utilization=figures.kv_cache_utilization,
         )
         served = self._served.pending()
+        decoded = self._decoded.pending()
         try:
             async with asyncio.timeout(self._config.redis_timeout_s):
-                stamped_at = await self._writer.write(report, served=served)
+                stamped_at = await self._writer.write(report, served=served, decoded=decoded)
         except (*REDIS_ERRORS, TimeoutError) as exc:
             self._backoff_s = min(
                 MAX_BACKOFF_S, max(self._config.poll_interval_s, 2 * self._backoff_s)
@@ -419,6 +435,7 @@ class Reporter:
             message = f"{exc or type(exc).__name__}; next attempt in {self._backoff_s:g} s"
             return self._fail("redis", message, TickResult.REDIS_FAILED)
         self._served.written(served)
+        self._decoded.written(decoded)
         self._seq = report.seq
         self._last_written = (now, figures)
         self._backoff_s = 0.0
@@ -436,3 +453,23 @@ class Reporter:
             log.warning("no report (%s): %s", stage, message)
             self._failing = stage
         return result
+
+
+def token_time_sources(sample: TritonSample, engines: frozenset[str]) -> str:
+    """Which engines' figures tell the token time (sidecar.token_time), or why none do."""
+    found = [
+        f"{model} (TensorRT-LLM iteration counter and time stamp)"
+        for (model, _), trt in sorted(sample.trt.items())
+        if model in engines and trt.iteration_counter is not None and trt.timestamp is not None
+    ]
+    found += [
+        f"{model} (vLLM time_per_output_token_seconds and num_requests_running)"
+        for (model, _), vllm in sorted(sample.vllm.items())
+        if model in engines and vllm.token_intervals is not None
+    ]
+    if found:
+        return ", ".join(dict.fromkeys(found))
+    return (
+        "none: no selected engine publishes its decode steps (plain Triton, or an older "
+        "backend), so the scaler sizes replicas by targetConcurrency, not tokenLatencyMs"
+    )

@@ -75,14 +75,23 @@ QUEUE_DURATION = "nv_inference_queue_duration_us"
 TRT_REQUESTS = TRT_LLM
 TRT_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
 TRT_GENERAL = "nv_trt_llm_general_metrics"
+TRT_BATCHER = "nv_trt_llm_inflight_batcher_metrics"
 VLLM_RUNNING = VLLM
 VLLM_WAITING = "vllm:num_requests_waiting"
 VLLM_KV = ("vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc")  # old name, new name
+VLLM_TOKEN_TIME = "vllm:time_per_output_token_seconds"  # a histogram: its _sum and _count
+VLLM_TOKEN_SUM, VLLM_TOKEN_COUNT = f"{VLLM_TOKEN_TIME}_sum", f"{VLLM_TOKEN_TIME}_count"
 _COUNTERS = (REQUEST_SUCCESS, REQUEST_DURATION, QUEUE_DURATION)
 _VLLM = (VLLM_RUNNING, VLLM_WAITING, *VLLM_KV)
+# The histogram's series as a histogram family, or as two families of their own (an
+# exporter that publishes _sum and _count as counters).
+_VLLM_TOKEN_TIME = (VLLM_TOKEN_TIME, VLLM_TOKEN_SUM, VLLM_TOKEN_COUNT)
 
 # Families this module reads; every other family of a scrape is skipped unread.
-_FAMILIES = frozenset({PENDING, *_COUNTERS, TRT_REQUESTS, TRT_KV_BLOCKS, TRT_GENERAL, *_VLLM})
+_FAMILIES = frozenset(
+    {PENDING, *_COUNTERS, TRT_REQUESTS, TRT_KV_BLOCKS, TRT_GENERAL, TRT_BATCHER, *_VLLM}
+    | {*_VLLM_TOKEN_TIME}
+)
 
 ModelKey = tuple[str, str]  # (model, version)
 
@@ -102,15 +111,24 @@ class TrtModel:
     kv_max: float | None = None
     kv_fraction: float | None = None
     iteration_counter: float | None = None
+    # The iteration's time stamp (general_type="timestamp"): microseconds since the epoch,
+    # whole seconds from backends before 2024's microsecond change (sidecar.token_time).
+    timestamp: float | None = None
+    # Requests in their generation phase in the iteration (the in-flight batcher's
+    # generation_requests); None: not published (a V1, static-batching model).
+    generation: float | None = None
 
 
 @dataclass(frozen=True)
 class VllmModel:
-    """The vLLM backend's scheduler gauges for one model version."""
+    """The vLLM backend's scheduler gauges for one model version, and its token-time
+    histogram's sum (seconds) and count (inter-token intervals) when published."""
 
     running: float
     waiting: float = 0.0
     kv_fraction: float | None = None
+    token_seconds: float | None = None
+    token_intervals: float | None = None
 
 
 @dataclass(frozen=True)
@@ -173,14 +191,21 @@ def parse_exposition(text: str, models: Iterable[str] = ()) -> TritonSample:
                     counters[family.name][key] = sample.value
             elif family.name in _VLLM:
                 vllm.setdefault(key, {})[family.name] = sample.value
+            elif family.name in _VLLM_TOKEN_TIME:
+                name = sample.name.removesuffix("_total")  # as counters: `<family>_total`
+                if name in (VLLM_TOKEN_SUM, VLLM_TOKEN_COUNT):
+                    vllm.setdefault(key, {})[name] = sample.value
             elif family.name == TRT_REQUESTS:
                 kind = sample.labels.get("request_type", "")
                 trt.setdefault(key, {})[f"req_{kind}"] = sample.value
             elif family.name == TRT_KV_BLOCKS:
                 kind = sample.labels.get("kv_cache_block_type", "")
                 trt.setdefault(key, {})[f"kv_{kind}"] = sample.value
-            elif sample.labels.get("general_type") == "iteration_counter":
-                trt.setdefault(key, {})["iteration_counter"] = sample.value
+            elif family.name == TRT_BATCHER:
+                if sample.labels.get("inflight_batcher_specific_metric") == "generation_requests":
+                    trt.setdefault(key, {})["generation"] = sample.value
+            elif sample.labels.get("general_type") in ("iteration_counter", "timestamp"):
+                trt.setdefault(key, {})[sample.labels["general_type"]] = sample.value
     missing = sorted(wanted - seen_models)
     if missing:
         raise MetricsError(f"model(s) {', '.join(missing)} not in Triton's metrics")
@@ -226,12 +251,20 @@ def _trt_model(values: dict[str, float]) -> TrtModel:
         kv_max=values.get("kv_max"),
         kv_fraction=values.get("kv_fraction"),
         iteration_counter=values.get("iteration_counter"),
+        timestamp=values.get("timestamp"),
+        generation=values.get("generation"),
     )
 
 
 def _vllm_model(values: dict[str, float]) -> VllmModel:
     kv = next((values[name] for name in reversed(VLLM_KV) if name in values), None)
-    return VllmModel(values[VLLM_RUNNING], values.get(VLLM_WAITING, 0.0), kv)
+    return VllmModel(
+        values[VLLM_RUNNING],
+        values.get(VLLM_WAITING, 0.0),
+        kv,
+        values.get(VLLM_TOKEN_SUM),
+        values.get(VLLM_TOKEN_COUNT),
+    )
 
 
 def page_selection(sample: TritonSample) -> Selection:
