@@ -30,7 +30,8 @@ CURVE_FLOOR_STEPS = 1e-6
 # Writing every key in one script means a reader never sees a half-written report.
 # The token curve's rule is TokenCurve.add's (scaler.token_curve), step for step, so the two
 # agree to the last bit; a `:tokens` key of another type is left alone (the reader says so),
-# so it can never stop the reports.
+# so it can never stop the reports; a bin with a field that is not a number is dropped (what
+# the reader ignores, the writer forgets).
 WRITE_REPORT_LUA = """
 local t = ARGV[4]
 if t == '' then
@@ -66,7 +67,7 @@ if held == 'hash' or held == 'none' then
   end
   local now = tonumber(t)
   local last = nil
-  local bins = {}
+  local bins = {}  -- bin name -> its parts as read; false: a part that is not a number
   local fields = redis.call('HGETALL', KEYS[4])
   for i = 1, #fields, 2 do
     local name = fields[i]
@@ -76,9 +77,13 @@ if held == 'hash' or held == 'none' then
       local k, part = string.match(name, '^(%d+):([wbt])$')
       if k then
         bins[k] = bins[k] or {}
-        bins[k][part] = number(fields[i + 1]) or 0
+        bins[k][part] = number(fields[i + 1]) or false
       end
     end
+  end
+  local function whole(bin)  -- a bin missing a part is nothing, as TokenCurve.from_fields reads it
+    if bin and bin.w and bin.b and bin.t then return bin end
+    return nil
   end
   local gap = 0
   if last then gap = math.min(math.max(now - last, 0), max_gap) end
@@ -87,23 +92,23 @@ if held == 'hash' or held == 'none' then
   k = tostring(math.min(math.max(k, 0), max_bin))
   local function g(x) return string.format('%.17g', x) end
   local out, gone = {'at', g(now)}, {}
-  for name, bin in pairs(bins) do
-    local w = (bin.w or 0) * f
-    if name ~= k and w < floor_steps then
+  for name, read in pairs(bins) do
+    local bin = whole(read)
+    if name ~= k and (not bin or bin.w * f < floor_steps) then
       gone[#gone + 1] = name .. ':w'
       gone[#gone + 1] = name .. ':b'
       gone[#gone + 1] = name .. ':t'
     elseif name ~= k then
-      local parts = {name .. ':w', g(w), name .. ':b', g((bin.b or 0) * f),
-                     name .. ':t', g((bin.t or 0) * f)}
+      local parts = {name .. ':w', g(bin.w * f), name .. ':b', g(bin.b * f),
+                     name .. ':t', g(bin.t * f)}
       for _, x in ipairs(parts) do out[#out + 1] = x end
     end
   end
-  local old = bins[k] or {}
+  local old = whole(bins[k]) or {w = 0, b = 0, t = 0}
   local token_ms = 1000 * seconds / steps
-  local parts = {k .. ':w', g((old.w or 0) * f + steps),
-                 k .. ':b', g((old.b or 0) * f + sequences * steps),
-                 k .. ':t', g((old.t or 0) * f + token_ms * steps)}
+  local parts = {k .. ':w', g(old.w * f + steps),
+                 k .. ':b', g(old.b * f + sequences * steps),
+                 k .. ':t', g(old.t * f + token_ms * steps)}
   for _, x in ipairs(parts) do out[#out + 1] = x end
   if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
   redis.call('HSET', KEYS[4], unpack(out))

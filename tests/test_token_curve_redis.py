@@ -1,0 +1,258 @@
+"""The token curve in Redis: the write script keeps the `:tokens` hash by TokenCurve.add's rule
+(on one Redis, Sentinel and Cluster), the read script hands it to the decision in the same
+round trip, and a hash that does not parse is reported, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+import pytest
+import redis
+
+from scaler.redis_connect import RedisLink
+from scaler.report_writer import CURVE_FLOOR_STEPS, WRITE_REPORT_LUA, write_call
+from scaler.reports import ReportKeys, report_keys
+from scaler.service_record import Served
+from scaler.signals import Signals
+from scaler.store import TargetStore
+from scaler.target_config import TargetConfig, parse_target_config
+from scaler.token_curve import (
+    BINS_PER_DOUBLING,
+    CURVE_TTL_S,
+    MAX_BIN,
+    MAX_GAP_S,
+    NOTHING_MEASURED,
+    Decoded,
+    TokenCurve,
+    bin_index,
+)
+from tests.conftest import EVERY_DEPLOYMENT
+from tests.harness import NAMESPACE, pod_report
+from tests.redis_deployments import Deployment
+
+every_deployment = pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
+
+T0 = 1_700_000_000.0
+# Sequences on the bins' rounding boundaries, 2^((k + 0.5) / BINS_PER_DOUBLING), and next to them.
+BOUNDARIES = [2 ** ((k + 0.5) / BINS_PER_DOUBLING) for k in range(0, 40, 3)]
+NEAR = [math.nextafter(b, side) for b in BOUNDARIES for side in (0.0, math.inf)]
+
+# Each case: writes as (seconds after T0, Decoded), in order.
+CASES: dict[str, list[tuple[float, Decoded]]] = {
+    "one write": [(0.0, Decoded(8, 100, 0.63))],
+    "one bin, decayed by the gaps": [
+        (0.0, Decoded(8, 100, 0.63)),
+        (1.0, Decoded(8.2, 150, 0.97)),
+        (3.5, Decoded(7.9, 120, 0.75)),
+    ],
+    "a long gap forgets MAX_GAP_S, no more": [
+        (0.0, Decoded(32, 400, 2.9)),
+        (4000.0, Decoded(32, 10, 0.073)),
+        (4000.0 + MAX_GAP_S / 2, Decoded(64, 300, 2.55)),
+    ],
+    "writes that measure nothing change nothing": [
+        (0.0, Decoded(16, 200, 1.3)),
+        (1.0, Decoded(0.4, 100, 0.6)),  # fewer than half a sequence
+        (2.0, Decoded(16, 0, 0.0)),  # no step
+        (3.0, Decoded(16, 10, 0.0)),  # no time
+        (30.0, Decoded(16, 50, 0.33)),
+    ],
+    "an earlier stamp forgets nothing": [
+        (10.0, Decoded(4, 100, 0.6)),
+        (9.0, Decoded(4, 100, 0.61)),
+    ],
+    "every bin, fractional steps, past the last bin": [
+        (0.1 * i, Decoded(s, 0.5 + i, 0.001 * (1 + i)))
+        for i, s in enumerate([0.5, 1, 1.5, 2, 3, 5.7, 8, 16, 33, 64, 128, 256, 5000, 1e6])
+    ],
+    "the rounding boundaries and their neighbours": [
+        (0.2 * i, Decoded(s, 10, 0.07)) for i, s in enumerate(BOUNDARIES + NEAR)
+    ],
+}
+
+
+def _write(
+    client: redis.Redis,
+    keys: ReportKeys,
+    at: float | None,
+    decoded: Decoded | None,
+    served: Served | None = None,
+) -> float:
+    """One pod's write through the contract's write script; `at` None: Redis TIME."""
+    script = client.register_script(WRITE_REPORT_LUA)
+    stamp = "" if at is None else f"{at:.6f}"
+    call_keys, args = write_call(keys, pod_report("p"), 600, stamp, served, decoded)
+    return float(script(keys=call_keys, args=args))
+
+
+def _stored(client: redis.Redis, keys: ReportKeys) -> TokenCurve:
+    return TokenCurve.from_fields(client.hgetall(keys.tokens))
+
+
+def _assert_agree(stored: TokenCurve, expected: TokenCurve, case: str) -> None:
+    """Equal to 1e-9 relative, but for the bins the script deleted below the floor."""
+    kept = {k: b for k, b in expected.bins.items() if b.weight >= CURVE_FLOOR_STEPS}
+    assert sorted(stored.bins) == sorted(kept), case
+    for k, b in kept.items():
+        got = stored.bins[k]
+        for part in ("weight", "sequences_sum", "ms_sum"):
+            assert getattr(got, part) == pytest.approx(getattr(b, part), rel=1e-9), (case, k, part)
+    assert stored.updated_at == expected.updated_at, case
+
+
+@every_deployment
+def test_the_write_script_keeps_the_curve_by_the_python_rule(redis_client: redis.Redis) -> None:
+    for n, (case, writes) in enumerate(CASES.items()):
+        keys = report_keys(NAMESPACE, f"case-{n}")
+        expected = NOTHING_MEASURED
+        for offset, decoded in writes:
+            stamped = _write(redis_client, keys, T0 + offset, decoded)
+            expected = expected.add(decoded, stamped)
+            _assert_agree(_stored(redis_client, keys), expected, case)
+
+
+def test_the_python_and_lua_bins_agree_on_every_boundary(redis_client: redis.Redis) -> None:
+    """Each rounding boundary and its neighbours land in the bin bin_index names (Python's
+    round() would have sent some halves to the even bin)."""
+    for i, sequences in enumerate(BOUNDARIES + NEAR):
+        keys = report_keys(NAMESPACE, f"boundary-{i}")
+        _write(redis_client, keys, T0, Decoded(sequences, 10, 0.07))
+        assert list(_stored(redis_client, keys).bins) == [bin_index(sequences)], sequences
+    assert bin_index(2 ** (2.5 / BINS_PER_DOUBLING) * (1 + 1e-12)) == 3
+
+
+def test_a_write_stamped_by_redis_time_decays_by_that_time(redis_client: redis.Redis) -> None:
+    keys = report_keys(NAMESPACE, "redis-time")
+    first = _write(redis_client, keys, None, Decoded(8, 100, 0.63))
+    second = _write(redis_client, keys, None, Decoded(8, 50, 0.33))
+    expected = NOTHING_MEASURED.add(Decoded(8, 100, 0.63), first).add(Decoded(8, 50, 0.33), second)
+    _assert_agree(_stored(redis_client, keys), expected, "redis time")
+    assert abs(first - redis_client.time()[0]) < 60
+
+
+def test_the_report_and_the_service_record_are_written_beside_the_curve(
+    redis_client: redis.Redis,
+) -> None:
+    keys = report_keys(NAMESPACE, "all")
+    _write(redis_client, keys, T0, Decoded(8, 100, 0.63))  # serves nothing
+    assert not redis_client.exists(keys.service)
+    _write(redis_client, keys, T0 + 1, Decoded(8, 100, 0.63), Served(3, 12.0))
+    assert redis_client.hget(keys.service, "completed") == "3"
+    assert redis_client.zscore(keys.seen, "p") == T0 + 1
+    assert _stored(redis_client, keys).bins[bin_index(8)].weight > 100
+
+
+def test_a_write_that_measures_nothing_leaves_no_curve(redis_client: redis.Redis) -> None:
+    keys = report_keys(NAMESPACE, "quiet")
+    _write(redis_client, keys, T0, None)
+    _write(redis_client, keys, T0, Decoded(0, 0, 0.0))
+    _write(redis_client, keys, T0, Decoded(0.4, 100, 1.0))
+    assert not redis_client.exists(keys.tokens)
+    assert redis_client.hexists(keys.reports, "p")
+
+
+def test_the_curve_expires_a_week_after_its_last_measurement(redis_client: redis.Redis) -> None:
+    keys = report_keys(NAMESPACE, "ttl")
+    _write(redis_client, keys, T0, Decoded(8, 100, 0.63))
+    redis_client.expire(keys.tokens, 5)
+    _write(redis_client, keys, T0 + 1, Decoded(0, 0, 0.0))  # measures nothing: no refresh
+    assert redis_client.ttl(keys.tokens) <= 5
+    _write(redis_client, keys, T0 + 2, Decoded(8, 100, 0.63))
+    assert CURVE_TTL_S - 5 <= redis_client.ttl(keys.tokens) <= CURVE_TTL_S
+
+
+def test_a_bin_nobody_visits_fades_out_of_the_hash(redis_client: redis.Redis) -> None:
+    """A bin decays by exp(-MAX_GAP_S / 120 s) per write 10 s apart: from 1 step to below the
+    floor in ln(1e6) x 12 = 166 writes. Then its fields are gone, and the hash never holds
+    more than the MAX_BIN + 1 bins whatever the pods decode."""
+    keys = report_keys(NAMESPACE, "fading")
+    expected = NOTHING_MEASURED.add(Decoded(300, 1, 0.02), T0)
+    _write(redis_client, keys, T0, Decoded(300, 1, 0.02))
+    faded = bin_index(300)
+    for i in range(1, 200):
+        sequences = 1 + (i * 37) % 2000  # every bin up to 2,000 sequences but the fading one's
+        if bin_index(sequences) == faded:
+            sequences = 8
+        decoded = Decoded(sequences, 1000, 7.0)
+        expected = expected.add(decoded, _write(redis_client, keys, T0 + MAX_GAP_S * i, decoded))
+        still = expected.bins[faded].weight >= CURVE_FLOOR_STEPS
+        assert redis_client.hexists(keys.tokens, f"{faded}:w") == still, i
+    assert not still
+    _assert_agree(_stored(redis_client, keys), expected, "fading")
+    assert redis_client.hlen(keys.tokens) <= 1 + 3 * (MAX_BIN + 1)
+
+
+def _config(target: str, **metadata: str) -> TargetConfig:
+    return parse_target_config(NAMESPACE, target, {"targetConcurrency": "8", **metadata}).config
+
+
+def _read(deployment: Deployment, config: TargetConfig, now: float = T0) -> Signals:
+    """The signals a decision at `now` reads (the reports written up to then are fresh)."""
+
+    async def read() -> Signals:
+        link = RedisLink(deployment.url, None, 2.0, deployment.sentinel_password)
+        try:
+            return (await TargetStore(link, 2.0).read(config, now)).signals
+        finally:
+            await link.aclose()
+
+    return asyncio.run(read())
+
+
+@every_deployment
+def test_the_read_hands_the_curve_to_the_decision_when_an_objective_is_set(
+    redis_client: redis.Redis, deployment: Deployment
+) -> None:
+    keys = report_keys(NAMESPACE, "llama")
+    expected = NOTHING_MEASURED
+    for i, sequences in enumerate([8, 8, 32, 64]):
+        decoded = Decoded(sequences, 300, 0.3 * (6 + sequences / 16))
+        expected = expected.add(decoded, _write(redis_client, keys, T0 + i, decoded))
+    signals = _read(deployment, _config("llama", tokenLatencyMs="10", queueKey="q"), T0 + 3)
+    _assert_agree(signals.token_curve, expected, "read")
+    assert signals.pods_reported == 1
+    assert [round(p.sequences) for p in signals.token_curve.points()] == [8, 32, 64]
+    # Without an objective nobody needs it: the read does not fetch it.
+    assert _read(deployment, _config("llama"), T0 + 3).token_curve == NOTHING_MEASURED
+
+
+def test_a_malformed_curve_is_reported_once_and_what_parses_is_used(
+    redis_client: redis.Redis, deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = report_keys(NAMESPACE, "garbled")
+    _write(redis_client, keys, T0, Decoded(8, 300, 1.9))
+    _write(redis_client, keys, T0 + 1, Decoded(64, 300, 2.6))
+    redis_client.hset(keys.tokens, mapping={f"{bin_index(64)}:t": "fast", "at": "-1"})
+    config = _config("garbled", tokenLatencyMs="10")
+    with caplog.at_level(logging.WARNING, logger="scaler.store"):
+        curves = [_read(deployment, config, T0 + 1).token_curve for _ in range(3)]
+    assert curves[0] == curves[2]
+    assert list(curves[0].bins) == [bin_index(8)]  # the bin whose fields all parse
+    assert curves[0].updated_at is None
+    (warning,) = [r.getMessage() for r in caplog.records if "token curve" in r.getMessage()]
+    assert warning.startswith(f"token curve {keys.tokens}: token curve field ")
+    assert warning.endswith("; using the fields that are numbers")
+    # The next measurement repairs it: the writer forgets what the reader ignores.
+    _write(redis_client, keys, T0 + 2, Decoded(64, 300, 2.6))
+    repaired = _read(deployment, config, T0 + 2).token_curve
+    assert repaired.bins[bin_index(64)].weight == 300
+    assert repaired.bins[bin_index(8)].weight == pytest.approx(300 * math.exp(-1 / 120))
+    assert repaired.updated_at == T0 + 2
+
+
+def test_a_curve_key_of_another_type_is_reported_and_read_as_nothing_measured(
+    redis_client: redis.Redis, deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = report_keys(NAMESPACE, "typo")
+    redis_client.set(keys.tokens, "not a hash")
+    _write(redis_client, keys, T0, Decoded(8, 300, 1.9))  # the report is still written
+    with caplog.at_level(logging.WARNING, logger="scaler.store"):
+        signals = _read(deployment, _config("typo", tokenLatencyMs="10"))
+    assert signals.token_curve == NOTHING_MEASURED
+    assert signals.pods_reported == 1
+    assert redis_client.get(keys.tokens) == "not a hash"
+    (warning,) = [r.getMessage() for r in caplog.records if "token curve" in r.getMessage()]
+    assert warning.startswith(f"token curve {keys.tokens}: WRONGTYPE")
+    assert warning.endswith("planning as if nothing were measured")
