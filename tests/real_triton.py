@@ -22,6 +22,7 @@ import http.client
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -403,3 +404,60 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> floa
             return time.monotonic() - began
         time.sleep(0.1)
     raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+class TokenLoop:
+    """`clients` threads on `port`, each asking `model` for its next request of output
+    tokens when the last is answered: a number drawn evenly from `tokens`, so the answers
+    spread out and the batch keeps about `clients` sequences. `generate`: Triton's generate
+    endpoint (a decoupled model); else KServe v2 infer with JSON tensors."""
+
+    def __init__(
+        self, port: int, model: str, tokens: tuple[int, int], *, generate: bool, seed: int = 0
+    ) -> None:
+        self._port = port
+        self._model = model
+        self._tokens = tokens
+        self._generate = generate
+        self._seed = seed
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.errors: list[str] = []
+        self.completed = 0
+
+    def start(self, clients: int) -> TokenLoop:
+        for index in range(clients):
+            thread = threading.Thread(target=self._client, args=(index,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """No new request; each client's last one ends on its own."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def _body(self, tokens: int) -> str:
+        if self._generate:
+            return json.dumps({"OUTPUT_TOKENS": [tokens]})
+        tensor = {"name": "OUTPUT_TOKENS", "shape": [1], "datatype": "INT32", "data": [tokens]}
+        return json.dumps({"inputs": [tensor]})
+
+    def _client(self, index: int) -> None:
+        draw = random.Random(self._seed * 100_003 + index)
+        path = f"/v2/models/{self._model}/{'generate' if self._generate else 'infer'}"
+        connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=300)
+        try:
+            while not self._stopping.is_set():
+                connection.request("POST", path, self._body(draw.randint(*self._tokens)))
+                answer = connection.getresponse()
+                text = answer.read()
+                if answer.status != 200:
+                    self.errors.append(f"{answer.status}: {text[:200]!r}")
+                    return
+                self.completed += 1
+        except OSError as exc:
+            self.errors.append(repr(exc))
+        finally:
+            connection.close()

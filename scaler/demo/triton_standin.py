@@ -24,13 +24,27 @@ queue); the count executing and waiting is published as TensorRT-LLM's `active` 
 `waiting` gauges, and Triton's success and duration counters move as each completes.
 The answer carries two FP64 outputs: `started_at` (unix seconds the execution began) and
 `service_s` (how long it was held). A model not ready answers 400, as Triton does.
+
+`serve_batcher` makes a model a TensorRT-LLM engine with an in-flight batcher, emulated
+(what a real server cannot show without a GPU): a request (input `OUTPUT_TOKENS`) joins
+the batch, at most `max_active` at once (the rest wait); each iteration gives one token
+to every sequence in the batch and takes `step_s(sequences)`, a known curve
+(`h200_step_s`: the H200 measurement at 1,024 tokens of context, slowed by a factor so
+the sleeps stay precise on a loaded machine); a request is answered after its last
+token. The iterations keep to a schedule (each ends `step_s` after the previous one's
+planned end), so a late wake-up shortens the next sleep and the mean step is the
+curve's. Its gauges are published as the backend publishes them: the latest iteration's
+stats copied at most every STATS_PERIOD_S: `iteration_counter`, `timestamp`
+(microseconds since the epoch), `active`, `generation_requests`, `waiting`.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field, replace
@@ -63,6 +77,10 @@ class TrtFigures:
     # not published, as by older backends).
     iteration_counter: float | None = None
     kv_tokens_per: float | None = 64
+    # The latest iteration's time stamp, microseconds since the epoch, and its requests in
+    # the generation phase (the in-flight batcher's family). None: not published.
+    timestamp: float | None = None
+    generation: float | None = None
 
     @property
     def kv_free(self) -> float | None:
@@ -122,8 +140,10 @@ _TRT_FAMILIES = (
     ("nv_trt_llm_kv_cache_block_metrics", "TRT LLM KV cache block metrics", "kv_cache_block_type",
      {"fraction": "kv_fraction", "tokens_per": "kv_tokens_per", "used": "kv_used",
       "free": "kv_free", "max": "kv_max"}),
+    ("nv_trt_llm_inflight_batcher_metrics", "TRT LLM inflight_batcher-specific metrics",
+     "inflight_batcher_specific_metric", {"generation_requests": "generation"}),
     ("nv_trt_llm_general_metrics", "General TRT LLM metrics", "general_type",
-     {"iteration_counter": "iteration_counter"}),
+     {"timestamp": "timestamp", "iteration_counter": "iteration_counter"}),
 )  # fmt: skip
 
 Rows = list[tuple[dict[str, str], float]]
@@ -138,7 +158,7 @@ def exposition(models: dict[str, ModelFigures], gpus: int = 2) -> str:
         out.append(f"# TYPE {name} {kind}")
         for labels, value in rows:
             text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-            out.append(f"{name}{{{text}}} {value:g}")
+            out.append(f"{name}{{{text}}} {_number(value)}")
 
     for name, kind, doc, attr in _MODEL_FAMILIES:
         rows: Rows = [
@@ -155,13 +175,22 @@ def exposition(models: dict[str, ModelFigures], gpus: int = 2) -> str:
                 value = getattr(f.trt, attr)
                 if value is not None:
                     rows += [({"model": m, "version": v, label: kind}, value) for v in f.versions]
-        family(name, "gauge", doc, rows)
+        if rows or name != "nv_trt_llm_inflight_batcher_metrics":
+            family(name, "gauge", doc, rows)
     gpu = [({"gpu_uuid": f"GPU-{i:08x}-0000-0000-0000-000000000000"}, 0.5) for i in range(gpus)]
     family("nv_gpu_utilization", "gauge", "GPU utilization rate [0.0 - 1.0)", gpu)
     family("nv_gpu_memory_total_bytes", "gauge", "GPU total memory, in bytes", gpu)
     family("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes", gpu)
     family("nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]", [({}, 0.1)])
     return "\n".join(out) + "\n"
+
+
+def _number(value: float) -> str:
+    """A sample's value: a whole number in full (a time stamp in microseconds has 16
+    digits, as Triton prints it), anything else in short."""
+    if value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return f"{value:g}"
 
 
 # The inputs of one request, by name, as flat lists (KServe v2 data is row-major).
@@ -189,6 +218,61 @@ class _Executing:
     compute_us: float = 0.0
 
 
+# Milliseconds a decode step takes on an H200 (Llama 3 8B, 1,024 tokens of context) with
+# this many sequences decoded together (/work/shared/gpu's measurement, docs/simulator.md).
+H200_1K_STEP_MS = ((1, 5.8), (8, 6.3), (32, 7.3), (64, 8.5), (128, 12.0), (256, 18.0))
+STATS_PERIOD_S = 0.1  # the backend's stats_check_period_ms default
+
+
+def h200_step_s(factor: float) -> Callable[[int], float]:
+    """Seconds a step takes with n sequences: H200_1K_STEP_MS, linear between its points
+    and beyond its ends, times `factor`."""
+    sizes = [float(b) for b, _ in H200_1K_STEP_MS]
+    times = [ms / 1000.0 for _, ms in H200_1K_STEP_MS]
+
+    def step_s(sequences: int) -> float:
+        i = min(max(bisect.bisect_right(sizes, sequences) - 1, 0), len(sizes) - 2)
+        slope = (times[i + 1] - times[i]) / (sizes[i + 1] - sizes[i])
+        return factor * max(times[0], times[i] + slope * (sequences - sizes[i]))
+
+    return step_s
+
+
+@dataclass(frozen=True)
+class BatcherModel:
+    """An engine with an in-flight batcher: `step_s(sequences)` a step, at most `max_active`
+    sequences in the batch."""
+
+    step_s: Callable[[int], float]
+    max_active: int = 256
+
+
+@dataclass
+class _Sequence:
+    tokens_left: int
+    arrived: float
+    started: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Batching:
+    """One emulated engine: its queue, its batch, and what it last published."""
+
+    model: BatcherModel
+    queue: deque[_Sequence] = field(default_factory=deque)
+    batch: list[_Sequence] = field(default_factory=list)
+    iterations: int = 0
+    published: TrtFigures = field(
+        default_factory=lambda: TrtFigures(iteration_counter=0, timestamp=0, generation=0)
+    )
+    published_at: float = float("-inf")
+    success: int = 0
+    request_us: float = 0.0
+    queue_us: float = 0.0
+    compute_us: float = 0.0
+
+
 @dataclass
 class _State:
     server_ready: bool = False
@@ -200,6 +284,21 @@ class _State:
     iterations: dict[str, float] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     executing: dict[str, _Executing] = field(default_factory=dict)
+    batching: dict[str, _Batching] = field(default_factory=dict)
+
+
+def _published(figures: TrtFigures, engine: TrtFigures) -> TrtFigures:
+    """`figures` with the gauges an emulated engine publishes laid over them."""
+    return replace(
+        figures,
+        active=engine.active,
+        max=engine.max,
+        scheduled=engine.scheduled,
+        waiting=engine.waiting,
+        iteration_counter=engine.iteration_counter,
+        timestamp=engine.timestamp,
+        generation=engine.generation,
+    )
 
 
 class _Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -314,6 +413,18 @@ class TritonStandIn:
                     live = replace(figures.trt, active=run.active, waiting=run.waiting)
                     figures = replace(figures, trt=live)
                 models[name] = figures
+            for name, engine in state.batching.items():
+                figures = models.get(name)
+                if figures is None:
+                    continue
+                models[name] = replace(
+                    figures,
+                    success=engine.success,
+                    request_duration_us=engine.request_us,
+                    queue_duration_us=engine.queue_us,
+                    compute_infer_duration_us=engine.compute_us,
+                    trt=_published(figures.trt or TrtFigures(), engine.published),
+                )
             for name, figures in models.items():
                 trt = figures.trt
                 if trt is not None and trt.iteration_counter is None:
@@ -355,6 +466,79 @@ class TritonStandIn:
         with self._lock:
             self._state.executing[name] = _Executing(model, threading.Semaphore(model.slots))
 
+    def serve_batcher(self, name: str, model: BatcherModel) -> None:
+        """Run `name` as an engine with an in-flight batcher from now on (see the module
+        docstring); its iterations run on a thread of their own for the process's life."""
+        engine = _Batching(model)
+        with self._lock:
+            self._state.batching[name] = engine
+        threading.Thread(target=self._iterate, args=(engine,), daemon=True).start()
+
+    def _iterate(self, engine: _Batching) -> None:
+        """The engine's loop: one iteration a step while any sequence is in the batch."""
+        planned_end = 0.0
+        while True:
+            with self._lock:
+                while engine.queue and len(engine.batch) < engine.model.max_active:
+                    joining = engine.queue.popleft()
+                    joining.started = time.monotonic()
+                    engine.batch.append(joining)
+                sequences = len(engine.batch)
+            if sequences == 0:
+                time.sleep(0.001)  # idle: the engine does not iterate
+                planned_end = 0.0
+                continue
+            step_s = engine.model.step_s(sequences)
+            now = time.monotonic()
+            # On schedule: a late wake-up shortens the next sleep; a stall past a whole
+            # step starts a new schedule rather than racing to catch up.
+            planned_end = now + step_s if now - planned_end > step_s else planned_end + step_s
+            time.sleep(max(0.0, planned_end - now))
+            self._iterated(engine, sequences)
+
+    def _iterated(self, engine: _Batching, sequences: int) -> None:
+        """One iteration ended: a token to each sequence, the finished ones answered, and
+        the stats published when the backend's period is over or the batch emptied."""
+        ended, stamp = time.monotonic(), time.time()
+        with self._lock:
+            engine.iterations += 1
+            for sequence in engine.batch:
+                sequence.tokens_left -= 1
+            finished = [s for s in engine.batch if s.tokens_left <= 0]
+            engine.batch = [s for s in engine.batch if s.tokens_left > 0]
+            for sequence in finished:
+                engine.success += 1
+                engine.queue_us += (sequence.started - sequence.arrived) * 1e6
+                engine.compute_us += (ended - sequence.started) * 1e6
+                engine.request_us += (ended - sequence.arrived) * 1e6
+                sequence.done.set()
+            if ended - engine.published_at >= STATS_PERIOD_S or not engine.batch:
+                engine.published_at = ended
+                engine.published = TrtFigures(
+                    active=sequences,
+                    max=engine.model.max_active,
+                    scheduled=sequences,
+                    waiting=len(engine.queue),
+                    iteration_counter=engine.iterations,
+                    timestamp=int(stamp * 1e6),
+                    generation=sequences,
+                )
+
+    def _decode(self, engine: _Batching, inputs: Inputs) -> tuple[int, bytes]:
+        """One request to a batcher: queued, decoded token by token, answered when done."""
+        try:
+            tokens = int(inputs["OUTPUT_TOKENS"][0])
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            return 400, _error(f"input OUTPUT_TOKENS: a whole number of tokens expected ({exc})")
+        if tokens < 1:
+            return 400, _error(f"input OUTPUT_TOKENS = {tokens}, must be at least 1")
+        sequence = _Sequence(tokens, time.monotonic())
+        with self._lock:
+            engine.queue.append(sequence)
+        sequence.done.wait()
+        output = {"name": "OUTPUT_TOKENS", "datatype": "INT32", "shape": [1], "data": [tokens]}
+        return 200, json.dumps({"outputs": [output]}).encode()
+
     def _infer(self, path: str, body: bytes, binary: bool) -> tuple[int, bytes]:
         """One KServe v2 infer request, executed on the calling (handler) thread."""
         parts = path.split("?", 1)[0].split("/")  # "", v2, models, m, [versions, v,] infer
@@ -363,8 +547,9 @@ class TritonStandIn:
         name = unquote(parts[3])
         with self._lock:
             run = self._state.executing.get(name)
+            engine = self._state.batching.get(name)
             ready = self._state.server_ready and name in self._state.ready_models
-        if run is None:
+        if run is None and engine is None:
             return 400, _error(f"Request for unknown model: '{name}' is not found")
         if not ready:
             return 400, _error(f"Request for unknown model: '{name}' is not ready")
@@ -373,6 +558,9 @@ class TritonStandIn:
         try:
             request = json.loads(body)
             inputs = {str(i["name"]): flat_data(i["data"]) for i in request["inputs"]}
+            if engine is not None:
+                return self._decode(engine, inputs)
+            assert run is not None
             service_s = float(run.model.service_s(inputs))
         except (ValueError, KeyError, TypeError) as exc:
             return 400, _error(f"failed to parse the request: {type(exc).__name__}: {exc}")
