@@ -1,0 +1,152 @@
+"""The token-time curve learned from the pods (scaler.token_curve): its bins, how it forgets,
+and the per-replica concurrency it gives under a token-latency objective."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from scaler.reports import ReportError
+from scaler.token_curve import (
+    BINS_PER_DOUBLING,
+    KNOWN_STEPS,
+    MAX_BIN,
+    MAX_GAP_S,
+    NOTHING_MEASURED,
+    TOKEN_MEMORY_S,
+    Bin,
+    Decoded,
+    TokenCurve,
+    bin_index,
+    replica_concurrency,
+)
+
+T0 = 1_700_000_000.0
+
+
+def measured(*points: tuple[float, float], steps: float = 1000.0) -> TokenCurve:
+    """A curve that measured `steps` decode steps at each (sequences, ms a token), at once."""
+    curve = NOTHING_MEASURED
+    for sequences, token_ms in points:
+        curve = curve.add(Decoded(sequences, steps, token_ms * steps / 1000), T0)
+    return curve
+
+
+def test_sequences_are_binned_on_a_log_scale() -> None:
+    assert [bin_index(s) for s in (0.5, 1, 2, 8, 1024)] == [0, 0, 4, 12, 40]
+    assert bin_index(2 ** (12.5 / BINS_PER_DOUBLING)) == 13  # a half rounds up, not to even
+    assert bin_index(2 ** (12.49 / BINS_PER_DOUBLING)) == 12
+    assert bin_index(1e9) == MAX_BIN
+
+
+def test_a_bin_holds_the_step_weighted_mean_of_what_it_measured() -> None:
+    curve = NOTHING_MEASURED.add(Decoded(7.8, 300, 1.8), T0).add(Decoded(8.4, 100, 0.8), T0)
+    (point,) = curve.points()
+    assert point.sequences == pytest.approx((7.8 * 300 + 8.4 * 100) / 400)
+    assert point.token_ms == pytest.approx((1800 + 800) / 400)
+    assert point.weight == 400
+    assert curve.bins.keys() == {bin_index(8)}
+
+
+def test_a_write_that_measures_nothing_changes_nothing() -> None:
+    curve = measured((8, 6.3))
+    for nothing in (Decoded(8, 0, 0.0), Decoded(8, 10, 0.0), Decoded(0.4, 10, 0.1)):
+        assert curve.add(nothing, T0 + 5) is curve
+
+
+def test_the_curve_forgets_by_the_gap_between_writes() -> None:
+    curve = measured((8, 6.3)).add(Decoded(64, 1000, 8.5), T0 + 6)
+    assert curve.bins[bin_index(8)].weight == pytest.approx(1000 * math.exp(-6 / TOKEN_MEMORY_S))
+    assert curve.bins[bin_index(64)].weight == 1000
+    assert curve.updated_at == T0 + 6
+
+
+def test_a_quiet_night_forgets_no_more_than_one_capped_gap() -> None:
+    """Idle, nothing is written and nothing decays: the morning's first write forgets what
+    MAX_GAP_S of traffic would, and yesterday's curve still sizes the wake."""
+    night = measured((8, 6.3), (64, 8.5))
+    morning = night.add(Decoded(32, 10, 0.073), T0 + 8 * 3600)
+    kept = math.exp(-MAX_GAP_S / TOKEN_MEMORY_S)
+    assert morning.bins[bin_index(64)].weight == pytest.approx(1000 * kept)
+    assert [round(p.sequences) for p in morning.points()] == [8, 64]
+    assert night.points() == measured((8, 6.3), (64, 8.5)).points()
+
+
+def test_a_bin_is_known_from_known_steps() -> None:
+    assert measured((8, 6.3), steps=KNOWN_STEPS * 0.999).points() == []
+    assert len(measured((8, 6.3), steps=KNOWN_STEPS).points()) == 1
+
+
+def test_the_hash_fields_round_trip_and_a_bad_one_is_named() -> None:
+    curve = measured((8, 6.3), (64, 8.5))
+    assert TokenCurve.from_fields(curve.to_fields()) == curve
+    fields = curve.to_fields() | {"12:t": "fast"}
+    with pytest.raises(ReportError, match=re.escape("token curve field 12:t = 'fast'")):
+        TokenCurve.from_fields(fields)
+
+
+def test_a_bad_decoded_figure_is_refused_naming_it() -> None:
+    with pytest.raises(ReportError, match=re.escape("decoded steps = -1, must be")):
+        Decoded(8, -1, 0.1)
+
+
+H200_1K = [(8, 6.3), (32, 7.3), (64, 8.5), (128, 12.0), (256, 18.0)]  # ms a token, context 1,024
+
+
+def test_nothing_measured_plans_with_target_concurrency() -> None:
+    sized = replica_concurrency(NOTHING_MEASURED, 10, start=8)
+    assert (sized.concurrency, sized.learned) == (8, False)
+    assert "no token time measured yet" in sized.detail
+
+
+def test_between_two_points_the_curve_is_linear() -> None:
+    sized = replica_concurrency(measured(*H200_1K), 10, start=8)
+    assert sized.concurrency == pytest.approx(64 + 64 * (10 - 8.5) / (12.0 - 8.5))
+    assert sized.learned
+    assert "between 8.5 ms at 64 and 12 ms at 128 sequences" in sized.detail
+
+
+def test_a_faster_point_further_up_is_noise() -> None:
+    """16 sequences at 9 ms, 32 at 8 ms: 32 cannot be faster than 16, so 8.5 ms is reached
+    between 8 and 16 sequences, not past 32."""
+    curve = measured((8, 6.0), (16, 9.0), (32, 8.0), (64, 12.0))
+    sized = replica_concurrency(curve, 8.5, start=8)
+    assert sized.concurrency == pytest.approx(8 + 8 * (8.5 - 6.0) / (9.0 - 6.0))
+
+
+def test_past_the_last_point_at_most_twice_what_was_measured() -> None:
+    sized = replica_concurrency(measured((8, 6.3), (16, 6.5)), 100, start=8)
+    assert sized.concurrency == 32
+    # Along the slope when the objective is reached sooner: 16 + (6.6 - 6.5) / (0.2 / 8).
+    sooner = replica_concurrency(measured((8, 6.3), (16, 6.5)), 6.6, start=8)
+    assert sooner.concurrency == pytest.approx(20)
+
+
+def test_past_the_last_point_never_below_target_concurrency() -> None:
+    sized = replica_concurrency(measured((1, 5.8), (2, 5.9)), 100, start=8)
+    assert sized.concurrency == 8
+
+
+def test_never_above_the_slots_a_pod_has() -> None:
+    assert replica_concurrency(measured(*H200_1K), 10, start=8, cap=20).concurrency == 20
+    assert replica_concurrency(measured(*H200_1K), 10, start=8, cap=0).concurrency > 64
+
+
+def test_below_the_first_point_the_slope_extends_down_and_never_below_one() -> None:
+    curve = measured((32, 12.0), (64, 14.0))  # 1 ms per 16 sequences
+    sized = replica_concurrency(curve, 11, start=8)
+    assert sized.concurrency == pytest.approx(32 - 16)
+    assert "12 ms measured at 32 sequences, over the objective" in sized.detail
+    assert replica_concurrency(curve, 5, start=8).concurrency == 1
+
+
+def test_a_point_over_the_objective_with_no_slope_halves_the_sequences() -> None:
+    assert replica_concurrency(measured((32, 12.0)), 10, start=8).concurrency == 16
+
+
+def test_a_bin_without_weight_is_not_a_point() -> None:
+    curve = TokenCurve({12: Bin(0.0, 0.0, 0.0)}, T0)
+    assert curve.points() == []
+    assert replica_concurrency(curve, 10, start=8).learned is False
