@@ -106,6 +106,30 @@ class Repository:
         )
         self._model(name, _python_config(1, decoupled=True) + parameters, "engine.py")
 
+    def decoder(
+        self, name: str, base_ms: float, per_sequence_ms: float, max_running: int = 64
+    ) -> None:
+        """Decoupled model decoding as a continuous batcher: a step of B sequences takes
+        base_ms + per_sequence_ms x B; the vLLM backend's token-time histogram and gauges
+        (tests/triton_models/decoder.py). Requests send OUTPUT_TOKENS."""
+        parameters = ", ".join(
+            f'{{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+            for key, value in (
+                ("base_ms", base_ms),
+                ("per_sequence_ms", per_sequence_ms),
+                ("max_running", max_running),
+            )
+        )
+        config = (
+            'backend: "python"\nmax_batch_size: 0\n'
+            "model_transaction_policy { decoupled: true }\n"
+            'input [ { name: "OUTPUT_TOKENS" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+            'output [ { name: "OUTPUT_TOKENS" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
+            "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+            f"parameters [ {parameters} ]\n"
+        )
+        self._model(name, config, "decoder.py")
+
     def ensemble(self, name: str, *steps: str) -> None:
         """An ensemble calling `steps` in turn, DURATION_S passed along."""
         step = (
