@@ -28,6 +28,7 @@ from scaler.bounded import put_bounded
 from scaler.clock import MONOTONIC, Clock, DecisionClock
 from scaler.policy import Decision, decide, derived, needs_saving
 from scaler.policy_state import PolicyState
+from scaler.signals import Signals
 from scaler.state_codec import merge_states, policy_key
 from scaler.store import NoValidReports, QueueError, Snapshot, StoreUnavailable
 from scaler.target_config import RETIRED_KEYS, MetadataError, TargetConfig, parse_target_config
@@ -43,6 +44,9 @@ _KEDA_INDEX_PREFIX = re.compile(r"^s\d+-")
 # younger than this answers it. Reports arrive each second; an answer this old is fresh.
 POLL_PAIR_S = 0.5
 _REMEMBERED_TARGETS = 10_000  # ~2 KB each at most: bounded memory whatever KEDA sends
+# Pods reporting this long with tokenLatencyMs set and no token time measured: they cannot
+# measure it (a sidecar finds token time in TensorRT-LLM's or vLLM's metrics only).
+NO_TOKEN_TIME_WARN_S = 300.0
 
 
 class SnapshotStore(Protocol):
@@ -98,6 +102,12 @@ def _log_derived(config: TargetConfig) -> None:
     """Once per distinct metadata: the values the scaler derives for it, and from what (a key
     written is obeyed as written and not listed)."""
     found = derived(config)
+    if config.token_latency_ms is not None:
+        found.append(
+            "the per-replica concurrency: learned from the pods' token time within "
+            f"tokenLatencyMs {config.token_latency_ms:g} ms, targetConcurrency "
+            f"{config.target_concurrency:g} as the start until enough is measured"
+        )
     log.info(
         "%s: derived values: %s",
         _target(config),
@@ -112,6 +122,40 @@ def metric_spec(config: TargetConfig) -> pb.GetMetricSpecResponse:
         metricName=config.metric_name, targetSize=math.ceil(target), targetSizeFloat=target
     )
     return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+
+class TokenTimeWatch:
+    """Says once per target when tokenLatencyMs is set and its pods have reported for
+    NO_TOKEN_TIME_WARN_S without any token time measured: the objective then sizes nothing
+    and targetConcurrency is used (plain Triton exposes no token time). Judged on the
+    decisions' clock; a target whose pods stop reporting starts counting again."""
+
+    _WARNED = -math.inf
+
+    def __init__(self) -> None:
+        self._since: OrderedDict[str, float] = OrderedDict()  # first decision without it
+
+    def observe(self, config: TargetConfig, signals: Signals, now: float) -> None:
+        if config.token_latency_ms is None:
+            return
+        key = policy_key(config)
+        since = self._since.get(key)
+        if signals.token_curve.bins:
+            self._since.pop(key, None)
+        elif since == self._WARNED:
+            return
+        elif signals.pods_reported == 0:
+            self._since.pop(key, None)
+        elif since is None:
+            put_bounded(self._since, key, now, _REMEMBERED_TARGETS)
+        elif now - since >= NO_TOKEN_TIME_WARN_S:
+            self._since[key] = self._WARNED
+            log.warning(
+                "%s: tokenLatencyMs set but no pod measures token time (plain Triton? the "
+                "sidecar reads TensorRT-LLM or vLLM metrics): targetConcurrency %g is used",
+                _target(config),
+                config.target_concurrency,
+            )
 
 
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
@@ -143,6 +187,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         # GetMetrics's latest decision per ScaledObject, for the IsActive that follows it.
         self._handed: OrderedDict[str, tuple[float, TargetConfig, Decision]] = OrderedDict()
         self.on_target: Callable[[TargetConfig], None] = lambda config: None  # the pod watch
+        self._token_time = TokenTimeWatch()
 
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
@@ -269,6 +314,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
             ) from None
         self._metrics.redis_last_success.set_to_current_time()
         self._metrics.record_decision(config, snapshot.signals, decision)
+        self._token_time.observe(config, snapshot.signals, snapshot.now)
         log.debug("%s: %s (%s)", _target(config), decision.reason.value, decision.detail)
         return decision
 

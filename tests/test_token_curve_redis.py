@@ -1,6 +1,7 @@
 """The token curve in Redis: the write script keeps the `:tokens` hash by TokenCurve.add's rule
 (on one Redis, Sentinel and Cluster), the read script hands it to the decision in the same
-round trip, and a hash that does not parse is reported, never fatal."""
+round trip, and a hash that does not parse is reported, never fatal; the service says when
+pods never measure token time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import redis
 from scaler.redis_connect import RedisLink
 from scaler.report_writer import CURVE_FLOOR_STEPS, WRITE_REPORT_LUA, write_call
 from scaler.reports import ReportKeys, report_keys
+from scaler.service import NO_TOKEN_TIME_WARN_S
 from scaler.service_record import Served
 from scaler.signals import Signals
 from scaler.store import TargetStore
@@ -29,7 +31,7 @@ from scaler.token_curve import (
     bin_index,
 )
 from tests.conftest import EVERY_DEPLOYMENT
-from tests.harness import NAMESPACE, pod_report
+from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
 from tests.redis_deployments import Deployment
 
 every_deployment = pytest.mark.parametrize("deployment", EVERY_DEPLOYMENT, indirect=True)
@@ -256,3 +258,58 @@ def test_a_curve_key_of_another_type_is_reported_and_read_as_nothing_measured(
     (warning,) = [r.getMessage() for r in caplog.records if "token curve" in r.getMessage()]
     assert warning.startswith(f"token curve {keys.tokens}: WRONGTYPE")
     assert warning.endswith("planning as if nothing were measured")
+
+
+def _token_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if "no pod measures token time" in r.getMessage()
+    ]
+
+
+def test_pods_that_never_measure_token_time_are_reported_once_per_target(
+    scaler: RunningScaler,
+    publisher: ReportPublisher,
+    redis_client: redis.Redis,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Five minutes of reports without token time, on the decisions' clock: a plain Triton
+    (nothing to measure), said once; not for a target that measures it, nor one that does not
+    ask, nor while no pod reports."""
+    caplog.set_level(logging.WARNING, logger="scaler.service")
+    objective = {"tokenLatencyMs": "10"}
+    polled = {"plain": objective, "measured": objective, "unasked": {}, "empty": objective}
+
+    def poll_all(seconds_later: float) -> None:
+        clock.advance(seconds_later)
+        for target in ("plain", "measured", "unasked"):
+            publisher.publish(target, pod_report("p", inflight=1), at=clock())
+        _write(redis_client, report_keys(NAMESPACE, "measured"), clock(), Decoded(8, 100, 0.63))
+        for target, metadata in polled.items():
+            scaler.keda.poll(ref(target, **metadata))
+
+    poll_all(0)
+    poll_all(NO_TOKEN_TIME_WARN_S - 1)
+    assert _token_warnings(caplog) == []
+    poll_all(1)
+    assert _token_warnings(caplog) == [
+        f"{NAMESPACE}/plain: tokenLatencyMs set but no pod measures token time (plain Triton? "
+        "the sidecar reads TensorRT-LLM or vLLM metrics): targetConcurrency 8 is used"
+    ]
+    poll_all(NO_TOKEN_TIME_WARN_S)
+    assert len(_token_warnings(caplog)) == 1
+
+
+def test_get_metric_spec_says_the_concurrency_is_learned_from_target_concurrency(
+    scaler: RunningScaler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scaler.service")
+    scaler.keda.poll(ref("objective", tokenLatencyMs="12.5"))
+    scaler.keda.poll(ref("no-objective"))
+    lines = [r.getMessage() for r in caplog.records if "derived values" in r.getMessage()]
+    (objective,) = [line for line in lines if "/objective:" in line]
+    assert (
+        "the per-replica concurrency: learned from the pods' token time within tokenLatencyMs "
+        "12.5 ms, targetConcurrency 8 as the start until enough is measured"
+    ) in objective
+    assert not any("token time" in line for line in lines if "/no-objective:" in line)
