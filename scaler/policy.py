@@ -25,6 +25,11 @@ active at all (IsActive / StreamIsActive).
 4. Scale to zero only after real silence (`rules.activation`).
 5. A one-replica rise a small fleet's HPA tolerance band would swallow is reported just past
    the band (`rules.tolerance`).
+6. With a token-latency objective (`tokenLatencyMs`), a replica's size is the concurrency C
+   the measured token curve allows within it (`scaler.token_curve.replica_concurrency`), not
+   targetConcurrency: every rule above counts C slots a replica, and the metric is reported
+   in units of the HPA's fixed target, need x targetConcurrency / C. A rise of C (fewer
+   replicas) waits for the scale-down window like any scale-down; a fall acts at once.
 
 The HPA turns the metric into replicas: desired = ceil(metric / replica_target),
 replica_target = targetConcurrency x targetUtilization.
@@ -47,6 +52,7 @@ from scaler.policy_state import BUCKETS_PER_WINDOW, PolicyState
 from scaler.rules import activation, forecast, slo, tolerance
 from scaler.signals import Signals
 from scaler.target_config import TargetConfig
+from scaler.token_curve import Sized, replica_concurrency
 
 # PolicyState lives in scaler.policy_state, which the codec and the store import without
 # the decision; importable from here as before.
@@ -103,6 +109,10 @@ class Decision:
     new_state: PolicyState
     demand: float  # requests in the system now, before any rule
     at: float  # the time it was decided at
+    # The concurrency one replica is sized for: targetConcurrency, or with tokenLatencyMs the
+    # one the measured token curve allows (held as a scale-down); learned: from measurements.
+    replica_concurrency: float = 0.0
+    concurrency_learned: bool = False
 
 
 def cold_start_s(signals: Signals, config: TargetConfig) -> float:
@@ -158,7 +168,7 @@ def needs_saving(stored: PolicyState, new: PolicyState) -> bool:
         return True
     return any(
         _raises(getattr(stored, name), getattr(new, name))
-        for name in ("needed", "in_system", "in_flight", "peak_buckets")
+        for name in ("needed", "in_system", "in_flight", "peak_buckets", "inverse_concurrency")
     )
 
 
@@ -173,6 +183,16 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
     demand = signals.demand
     cold_s = cold_start_s(signals, config)
     bucket_s = bucket_width(config, cold_s)
+    written_concurrency = config.target_concurrency
+    sized = _replica_size(signals, state, config, bucket_s, now)
+    if sized is not None:
+        # Every rule below counts a replica as C slots; the metric is converted at the end.
+        config = replace(config, target_concurrency=sized.concurrency)
+        signals = replace(
+            signals,
+            capacity_ready=signals.pods_ready * sized.concurrency,
+            capacity_starting=signals.pods_starting * sized.concurrency,
+        )
     # The windows' widths stay on serviceSeconds, so a learned mean that moves a little at
     # every poll cannot re-bucket them; the rules plan with the learned one.
     config = replace(config, service_s=service_s(signals, config))
@@ -211,7 +231,71 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         peak_bucket_s=hold.bucket_s if hold else 0.0,
         peak_buckets=hold.buckets if hold else (),
     )
-    return Decision(answer.metric, active, answer.reason, answer.detail, new_state, demand, now)
+    if sized is None:
+        return Decision(
+            answer.metric,
+            active,
+            answer.reason,
+            answer.detail,
+            new_state,
+            demand,
+            now,
+            written_concurrency,
+            False,
+        )
+    # In units of the HPA's fixed target: ceil(metric / (targetConcurrency x utilization))
+    # = ceil(need / (C x utilization)).
+    metric = answer.metric * written_concurrency / sized.concurrency
+    return Decision(
+        metric,
+        active,
+        answer.reason,
+        f"{answer.detail}; a replica carries {sized.detail}",
+        replace(new_state, inverse_concurrency=sized.window),
+        demand,
+        now,
+        sized.concurrency,
+        sized.learned,
+    )
+
+
+@dataclass(frozen=True)
+class _Size:
+    """The per-replica concurrency the decision uses, and the window that holds its rises."""
+
+    concurrency: float
+    learned: bool
+    detail: str
+    window: window.Buckets  # 1 / C sampled, kept scaleDownDelaySeconds (max: the smallest C)
+
+
+def _replica_size(
+    signals: Signals, state: PolicyState, config: TargetConfig, bucket_s: float, now: float
+) -> _Size | None:
+    """C under tokenLatencyMs (None without it): what the token curve allows now, or the
+    smallest C over the scale-down delay if that is smaller. A larger C means fewer replicas,
+    so its rise waits for the delay like any scale-down; a smaller C acts at once."""
+    if config.token_latency_ms is None:
+        return None
+    slots = signals.capacity_ready / signals.pods_ready if signals.pods_ready > 0 else 0.0
+    now_sized: Sized = replica_concurrency(
+        signals.token_curve, config.token_latency_ms, config.target_concurrency, slots
+    )
+    delay = config.scale_down_delay_s
+    stored = policy_windows.rebucketed(state.inverse_concurrency, state.bucket_s, bucket_s, now)
+    inverse = window.record(
+        stored, now, 1.0 / now_sized.concurrency, max(delay, bucket_s), bucket_s
+    )
+    held = window.window_max(inverse, now, delay, bucket_s) if delay > 0 else None
+    if held is None or 1.0 / held >= now_sized.concurrency:
+        return _Size(now_sized.concurrency, now_sized.learned, now_sized.detail, inverse)
+    return _Size(
+        1.0 / held,
+        now_sized.learned,
+        f"{1.0 / held:.3g} sequences, the smallest over the {delay:g} s scale-down delay "
+        f"(now {now_sized.detail})",
+        inverse,
+    )
 
 
 class _Answer(NamedTuple):

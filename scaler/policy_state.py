@@ -35,3 +35,6 @@ class PolicyState:
     # The SLO-aware hold: burst sizes over the horizon, in buckets of their own width.
     peak_bucket_s: float = 0.0
     peak_buckets: window.Buckets = field(default=())
+    # With tokenLatencyMs: 1 / the per-replica concurrency, kept scaleDownDelaySeconds in the
+    # needed window's buckets; its maximum is the smallest concurrency, so a rise waits.
+    inverse_concurrency: window.Buckets = field(default=())

@@ -8,6 +8,9 @@
         s:<index>         max requests in flight, kept for a cold start
         peak_bucket_s     width of the h: buckets
         h:<index>         SLO-aware mode: the largest burst in that bucket, kept the horizon
+        c:<index>         tokenLatencyMs: max 1 / per-replica concurrency (the smallest
+                          concurrency), kept for the scale-down delay; absent in state
+                          stored before it, which reads as none
         active_until      IsActive holds true until then
 
 Saving never overwrites blindly: the merge script keeps the per-field maximum,
@@ -34,6 +37,7 @@ SERIES = {
     "n:": ("in_system", "bucket_s"),
     "s:": ("in_flight", "bucket_s"),  # "s:" from its first name, kept so stored state reads
     "h:": ("peak_buckets", "peak_bucket_s"),
+    "c:": ("inverse_concurrency", "bucket_s"),
 }
 
 
@@ -120,7 +124,7 @@ def merge_args(state: PolicyState, now: float, ttl_s: int) -> list[str | int]:
 
 
 # KEYS: state. ARGV: bucket_s, peak_bucket_s, active_until, the oldest bucket index to keep
-# of each width, ttl_s, then bucket field / value pairs (b:, n:, s: <i> and h:<i>).
+# of each width, ttl_s, then bucket field / value pairs (b:, n:, s:, c: <i> and h:<i>).
 MERGE_STATE_LUA = """
 local key = KEYS[1]
 local function num(field)
@@ -135,7 +139,7 @@ end
 
 -- Buckets of another width were folded into ours by the decision (see policy_windows.rebucketed).
 local same = {num('bucket_s') == tonumber(ARGV[1]), num('peak_bucket_s') == tonumber(ARGV[2])}
-local group = {['b:'] = 1, ['n:'] = 1, ['s:'] = 1, ['h:'] = 2}
+local group = {['b:'] = 1, ['n:'] = 1, ['s:'] = 1, ['h:'] = 2, ['c:'] = 1}
 for _, f in ipairs(redis.call('HKEYS', key)) do
   local g = group[string.sub(f, 1, 2)]
   if g and ((not same[g]) or tonumber(string.sub(f, 3)) < tonumber(ARGV[3 + g])) then

@@ -12,7 +12,7 @@ from typing import Any
 
 # The names only (scaler.simulator.presets): importing the simulation itself (numpy,
 # the models) is left to `main`, so `python -m scaler serve` never pays for it.
-from scaler.simulator.presets import BASELINES, SCALEDOBJECTS, SHORTHANDS
+from scaler.simulator.presets import BASELINES, PROFILES, SCALEDOBJECTS, SHORTHANDS, SIMPLE
 
 
 def add_parser(commands: Any) -> None:
@@ -40,10 +40,24 @@ def add_parser(commands: Any) -> None:
     src.add_argument("--repeat-to-s", type=float, help="tile the trace to this span (s)")
     src.add_argument("--rate-scale", type=float, default=1.0, help="thin (<1) or superpose (>1)")
     src.add_argument("--seed", type=int, default=0)
+    src.add_argument(
+        "--context-scale-after",
+        type=float,
+        metavar="SECONDS",
+        help="multiply the input tokens of the requests from then on by --context-scale",
+    )
+    src.add_argument(
+        "--context-scale", type=float, default=2.0, help="that factor (2: the context doubles)"
+    )
     pol = p.add_argument_group("our scaler (trigger metadata)")
     for flag, key, default in SHORTHANDS:
         pol.add_argument(flag, dest=key, default=default, help=f"metadata {key}")
     pol.add_argument("--meta", action="append", default=[], help="any other KEY=VALUE")
+    pol.add_argument(
+        "--token-latency-ms",
+        type=float,
+        help="metadata tokenLatencyMs (size replicas by it); the runs are scored by it too",
+    )
     keda = p.add_argument_group(
         "KEDA / HPA (defaults: the README's ScaledObject; --scaledobject keda-defaults: KEDA's)"
     )
@@ -63,8 +77,19 @@ def add_parser(commands: Any) -> None:
     keda.add_argument("--no-stream", action="store_true", help="trigger type external (no push)")
     keda.add_argument("--redis-list-length", type=float, default=5.0, help="redis-list baseline")
     pods = p.add_argument_group("pods")
-    pods.add_argument("--slots", type=int, default=8, help="concurrent requests per replica")
-    pods.add_argument("--prefill-tps", type=float, default=10_000.0, help="prefill tokens/s")
+    pods.add_argument(
+        "--pod-profile",
+        choices=PROFILES,
+        default=SIMPLE,
+        help="decode time per step: simple (constant --decode-ms), or a measured table of "
+        "step time by batch and context (continuous batching; docs/simulator.md)",
+    )
+    pods.add_argument(
+        "--slots", type=int, help="concurrent requests per replica (8; a profile: its max batch)"
+    )
+    pods.add_argument(
+        "--prefill-tps", type=float, help="prefill tokens/s (10,000; a profile: its own)"
+    )
     pods.add_argument("--decode-ms", type=float, default=30.0, help="ms per output token")
     pods.add_argument("--cold-start", default="60", help="'60', '45-90', 'lognormal:60:0.3'")
     out = p.add_argument_group("output")
@@ -85,6 +110,13 @@ def add_parser(commands: Any) -> None:
         type=float,
         default=0.99,
         help="the share of requests that must meet it, in the sweep (not the key sloTarget)",
+    )
+    out.add_argument(
+        "--score-token-ms",
+        type=float,
+        metavar="MS",
+        help="score the runs by the share of tokens within this step time (a pod profile; "
+        "default --token-latency-ms), without sizing by it",
     )
     out.add_argument("--baselines", default=",".join(BASELINES), help="comma list, or 'none'")
     out.add_argument(

@@ -41,6 +41,7 @@ import numpy as np
 
 from scaler.service_record import NOTHING_LEARNED, Served, ServiceRecord
 from scaler.signals import Signals
+from scaler.simulator.profile import PodProfile
 from scaler.simulator.trace import FloatArray, Trace
 
 
@@ -99,15 +100,44 @@ class ClusterParams:
     prefill_tokens_per_s: float = 10_000.0
     decode_s_per_token: float = 0.030
     cold_start: ColdStart = field(default_factory=ColdStart)
+    # A measured pod profile (`scaler.simulator.batching`); None: the constant model above.
+    profile: PodProfile | None = None
+    # The token-latency objective the runs are scored by and the oracle plans with (ms).
+    token_objective_ms: float | None = None
 
     def service_s(self, trace: Trace) -> FloatArray:
+        """Service times as planned: with a profile, every replica decoding
+        `planning_slots` sequences at the trace's mean context."""
+        if self.profile is not None:
+            step_s = self.profile.step_ms(self.planning_slots(trace), _mean_context(trace)) / 1000
+            decode_steps = np.maximum(trace.output_tokens - 1, 0)
+            return trace.input_tokens / self.profile.prefill_tokens_per_s + decode_steps * step_s
         return trace.input_tokens / self.prefill_tokens_per_s + (
             trace.output_tokens * self.decode_s_per_token
         )
 
     def first_token_s(self, trace: Trace) -> FloatArray:
-        """From start of service to the first token: prefill and one decode step."""
+        """From start of service to the first token: prefill and one decode step (with a
+        profile, prefill gives the first token)."""
+        if self.profile is not None:
+            return trace.input_tokens / self.profile.prefill_tokens_per_s
         return trace.input_tokens / self.prefill_tokens_per_s + self.decode_s_per_token
+
+    def planning_slots(self, trace: Trace) -> int:
+        """The requests a replica carries in the clairvoyant floor (`oracle`): its slots; with
+        a profile and an objective, the most whose step stays within the objective at the
+        trace's mean context."""
+        if self.profile is None or self.token_objective_ms is None:
+            return self.slots_per_replica
+        within = self.profile.concurrency_within(self.token_objective_ms, _mean_context(trace))
+        return max(1, min(self.slots_per_replica, math.floor(within)))
+
+
+def _mean_context(trace: Trace) -> float:
+    """A decoding sequence's mean context: its input and half its output."""
+    if len(trace) == 0:
+        return 0.0
+    return float(np.mean(trace.input_tokens + trace.output_tokens / 2))
 
 
 class Pod:

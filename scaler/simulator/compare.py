@@ -40,6 +40,7 @@ from scaler.simulator.presets import BASELINES, SCALEDOBJECTS
 from scaler.simulator.summary import Summary, summarise
 from scaler.simulator.trace import Trace
 from scaler.target_config import TargetConfig, parse_target_config
+from scaler.token_curve import NOTHING_MEASURED, TokenCurve
 
 # (pollingInterval, cooldownPeriod, HPA scale-down stabilisation): the README's ScaledObject.
 _RECOMMENDED = SCALEDOBJECTS["recommended"]
@@ -163,7 +164,13 @@ def floor_of(trace: Trace, knobs: Knobs) -> Floor:
 def yesterday(trace: Trace, knobs: Knobs, floor: Floor) -> ServiceRecord:
     """The service record a quiet night leaves: what the pods' completions taught while our
     scaler served the same traffic the day before."""
-    return run_policy(trace, knobs, first_wake(knobs), floor).served
+    return yesterday_run(trace, knobs, floor).served
+
+
+def yesterday_run(trace: Trace, knobs: Knobs, floor: Floor) -> RunResult:
+    """The day before: its service record and (with a pod profile) its token curve are what
+    a quiet night leaves in Redis (a night without decoding forgets nothing)."""
+    return run_policy(trace, knobs, first_wake(knobs), floor)
 
 
 def run_policy(
@@ -172,11 +179,12 @@ def run_policy(
     controller: Controller,
     floor: Floor,
     served: ServiceRecord = NOTHING_LEARNED,
+    curve: TokenCurve = NOTHING_MEASURED,
 ) -> RunResult:
     """One run. An adaptive policy starts from zero replicas, or its minReplicaCount floor
     (warm: a deployed target always has it; a plain HPA's is 1); a fixed fleet starts warm;
     the oracle starts from its clairvoyant warm fleet (its own schedule). `served`: the
-    service record found at the start (only our scaler reads it)."""
+    service record found at the start (only our scaler reads it); `curve`: the token curve."""
     if isinstance(controller, FixedController):
         initial = floor.peak_replicas if controller.replicas is None else controller.replicas
     elif isinstance(controller, ScheduleController):
@@ -186,7 +194,14 @@ def run_policy(
     else:
         initial = knobs.min_replicas
     return run(
-        trace, knobs.cluster, controller, floor.horizon_s, initial, seed=knobs.seed, served=served
+        trace,
+        knobs.cluster,
+        controller,
+        floor.horizon_s,
+        initial,
+        seed=knobs.seed,
+        served=served,
+        curve=curve,
     )
 
 
@@ -198,14 +213,16 @@ def compare(
 ) -> tuple[Floor, list[RunResult], list[Summary]]:
     """Our scaler, the baselines, and fixed fleets of `fixed_replicas`, on the same trace."""
     floor = floor_of(trace, knobs)
-    learned = yesterday(trace, knobs, floor)
+    before = yesterday_run(trace, knobs, floor)
     controllers = [
         ours(knobs),
         *(baseline(name, knobs, floor) for name in baselines),
         *(FixedController(n) for n in fixed_replicas),
     ]
     results = [
-        run_policy(trace, knobs, c, floor, NOTHING_LEARNED if c.name == "first-wake" else learned)
+        run_policy(trace, knobs, c, floor)
+        if c.name == "first-wake"
+        else run_policy(trace, knobs, c, floor, before.served, before.curve)
         for c in controllers
     ]
     summaries = [summarise(r, knobs.slo_wait_s, floor.gpu_hours) for r in results]

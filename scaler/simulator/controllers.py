@@ -50,6 +50,8 @@ class Controller:
         self.desired = 0
         self.scale_events = 0
         self.decisions = 0
+        # (t, per-replica concurrency) of every decision sized by tokenLatencyMs
+        self.concurrency_log: list[tuple[float, float]] = []
 
     def start(self, replicas: int) -> None:
         self.desired = replicas
@@ -138,6 +140,8 @@ class ScalerController(Controller):
         decision = decide(cluster.signals(), self.policy_state, self.config, now)
         self.policy_state = decision.new_state
         self.decisions += 1
+        if self.config.token_latency_ms is not None:
+            self.concurrency_log.append((now, decision.replica_concurrency))
         return decision
 
 

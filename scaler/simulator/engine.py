@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaler.service_record import NOTHING_LEARNED, ServiceRecord
+from scaler.simulator.batching import BatchingCluster
 from scaler.simulator.cluster import Accounts, Cluster, ClusterParams
 from scaler.simulator.controllers import Controller
 from scaler.simulator.trace import FloatArray, Trace
+from scaler.token_curve import NOTHING_MEASURED, TokenCurve
 
 _MAX_OVERRUN_S = 7 * 86400.0  # a run that has not drained by then never will
 
@@ -49,6 +51,12 @@ class RunResult:
     wall_s: float
     learned: ServiceRecord  # the service record found at the start
     served: ServiceRecord  # the service record at the end: what the run taught
+    # With a pod profile: tokens by step time (`batching`), the token curve at the end,
+    # and (t, per-replica concurrency) of every decision sized by a token-latency objective.
+    tokens: FloatArray | None = None
+    tokens_late: FloatArray | None = None  # decoded after the first 5 minutes
+    curve: TokenCurve = NOTHING_MEASURED
+    concurrency: tuple[tuple[float, float], ...] = ()
 
     @property
     def wait_s(self) -> FloatArray:
@@ -64,17 +72,31 @@ def run(
     seed: int = 0,
     sample_s: float = 15.0,
     served: ServiceRecord = NOTHING_LEARNED,
+    curve: TokenCurve = NOTHING_MEASURED,
 ) -> RunResult:
     started = time.perf_counter()
-    cluster = Cluster(
-        trace,
-        params,
-        horizon_s,
-        initial_ready=initial_replicas,
-        seed=seed,
-        remove_starting_first=controller.remove_starting_first,
-        served=served,
-    )
+    cluster: Cluster
+    if params.profile is None:
+        cluster = Cluster(
+            trace,
+            params,
+            horizon_s,
+            initial_ready=initial_replicas,
+            seed=seed,
+            remove_starting_first=controller.remove_starting_first,
+            served=served,
+        )
+    else:
+        cluster = BatchingCluster(
+            trace,
+            params,
+            horizon_s,
+            initial_ready=initial_replicas,
+            seed=seed,
+            remove_starting_first=controller.remove_starting_first,
+            served=served,
+            curve=curve,
+        )
     controller.start(initial_replicas)
     arrivals = trace.arrival_s.tolist()
     n, i = len(arrivals), 0
@@ -124,4 +146,8 @@ def run(
         wall_s=time.perf_counter() - started,
         learned=served,
         served=cluster.served,
+        tokens=cluster.tokens if isinstance(cluster, BatchingCluster) else None,
+        tokens_late=cluster.tokens_late if isinstance(cluster, BatchingCluster) else None,
+        curve=cluster.curve if isinstance(cluster, BatchingCluster) else NOTHING_MEASURED,
+        concurrency=tuple(controller.concurrency_log),
     )

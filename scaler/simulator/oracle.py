@@ -54,7 +54,7 @@ def need_profile(trace: Trace, params: ClusterParams) -> tuple[FloatArray, Float
     deltas = np.concatenate([np.ones(len(trace)), -np.ones(len(trace))])
     order = np.lexsort((deltas, times))  # by time; at a tie, ends first (no false peak)
     times, concurrency = times[order], np.cumsum(deltas[order])
-    need = np.ceil(concurrency / params.slots_per_replica)
+    need = np.ceil(concurrency / params.planning_slots(trace))
     # Keep the last change at each time, and only the points where n changes.
     last_at_time = np.append(times[1:] != times[:-1], True)
     times, need = times[last_at_time], need[last_at_time]

@@ -16,6 +16,10 @@ BASELINES = (
     "hpa-utilisation",
 )
 
+# The pod profiles (`scaler.simulator.profile`): simple is the constant model.
+SIMPLE = "simple"
+PROFILES = (SIMPLE, "h200-llama3-8b")
+
 # (pollingInterval, cooldownPeriod, HPA scale-down stabilizationWindowSeconds)
 SCALEDOBJECTS = {
     "recommended": (15.0, 15.0, 0.0),  # the README's ScaledObject

@@ -13,6 +13,7 @@ from scaler.simulator.cluster import ClusterParams, ColdStart
 from scaler.simulator.compare import Knobs, compare
 from scaler.simulator.keda_hpa import HpaBehavior
 from scaler.simulator.presets import BASELINES, SCALEDOBJECTS, SHORTHANDS
+from scaler.simulator.profile import load as load_profile
 from scaler.simulator.summary import table
 from scaler.simulator.sweep import (
     DEFAULT_GRID,
@@ -29,6 +30,7 @@ from scaler.simulator.trace import (
     diurnal,
     load_csv,
     repeat_to,
+    scale_context_after,
     scale_rate,
     starting_at,
     surge,
@@ -147,6 +149,8 @@ def _trace(args: argparse.Namespace) -> Trace:
         trace = scale_rate(trace, args.rate_scale, seed=args.seed)
     if args.repeat_to_s:
         trace = repeat_to(trace, args.repeat_to_s)
+    if args.context_scale_after is not None:
+        trace = scale_context_after(trace, args.context_scale_after, args.context_scale)
     if len(trace) == 0:
         raise ValueError("the trace has no requests")
     return trace
@@ -159,14 +163,24 @@ def _knobs(args: argparse.Namespace) -> Knobs:
         if not sep:
             raise ValueError(f"--meta {item!r}, must be KEY=VALUE")
         metadata[key] = value
+    if args.token_latency_ms is not None:
+        metadata["tokenLatencyMs"] = f"{args.token_latency_ms:g}"
+    profile = load_profile(args.pod_profile)
+    slots = args.slots if args.slots is not None else profile.max_batch if profile else 8
+    prefill = _or(args.prefill_tps, profile.prefill_tokens_per_s if profile else 10_000.0)
+    if slots < 1 or prefill <= 0 or args.decode_ms < 0:
+        raise ValueError("--slots must be >= 1, --prefill-tps > 0, --decode-ms >= 0")
+    scored = args.score_token_ms if args.score_token_ms is not None else args.token_latency_ms
+    if scored is not None and scored <= 0:
+        raise ValueError(f"--score-token-ms = {scored:g}, must be > 0")
     cluster = ClusterParams(
-        slots_per_replica=args.slots,
-        prefill_tokens_per_s=args.prefill_tps,
+        slots_per_replica=slots,
+        prefill_tokens_per_s=prefill,
         decode_s_per_token=args.decode_ms / 1000,
         cold_start=ColdStart.parse(args.cold_start),
+        profile=profile,
+        token_objective_ms=scored,
     )
-    if args.slots < 1 or args.prefill_tps <= 0 or args.decode_ms < 0:
-        raise ValueError("--slots must be >= 1, --prefill-tps > 0, --decode-ms >= 0")
     poll, cooldown, stabilization = SCALEDOBJECTS[args.scaledobject]
     return replace(
         Knobs(),
@@ -225,19 +239,33 @@ def _model(knobs: Knobs) -> dict[str, Any]:
         "decode_s_per_token": c.decode_s_per_token,
         "cold_start": str(c.cold_start),
         "slo_wait_s": knobs.slo_wait_s,
-    }
+    } | (
+        {}
+        if c.profile is None
+        else {"pod_profile": c.profile.name, "token_objective_ms": c.token_objective_ms}
+    )
 
 
 def _describe(trace: Trace, knobs: Knobs) -> str:
     c = knobs.cluster
     config = knobs.target_config()
+    decode = (
+        f"decode {c.decode_s_per_token * 1000:g} ms/token"
+        if c.profile is None
+        else f"decode by the {c.profile.name} profile, continuous batching"
+    )
+    prefill = c.prefill_tokens_per_s if c.profile is None else c.profile.prefill_tokens_per_s
+    objective = (
+        "" if config.token_latency_ms is None else (f", tokenLatencyMs {config.token_latency_ms:g}")
+    )
     return (
         f"trace {trace.name}: {len(trace):,} requests over {trace.span_s / 3600:.2f} h "
         f"({trace.mean_rate:.2f} req/s)\n"
-        f"pods: {c.slots_per_replica} slots, prefill {c.prefill_tokens_per_s:g} tok/s, "
-        f"decode {c.decode_s_per_token * 1000:g} ms/token, cold start {c.cold_start}\n"
+        f"pods: {c.slots_per_replica} slots, prefill {prefill:g} tok/s, "
+        f"{decode}, cold start {c.cold_start}\n"
         f"ours: targetConcurrency {config.target_concurrency:g} x targetUtilization "
-        f"{config.target_utilization:g}, scaleDownDelay {config.scale_down_delay_s:g} s, "
+        f"{config.target_utilization:g}{objective}, "
+        f"scaleDownDelay {config.scale_down_delay_s:g} s, "
         f"scaleToZeroDelay {config.scale_to_zero_delay_s:g} s; KEDA poll "
         f"{knobs.polling_interval_s:g} s, cooldown {knobs.cooldown_period_s:g} s, "
         f"replicas [{knobs.min_replicas}; {knobs.max_replicas}]"

@@ -10,6 +10,9 @@
   divides it by the clairvoyant floor's (see `oracle`).
 - idle replica-hours: ready pod-time with no request in flight.
 - scale events: changes of the replica count asked for; cold starts: pods created.
+- With a pod profile and a token-latency objective (`ClusterParams.token_objective_ms`):
+  "tokens ok", the share of output tokens after the first whose decode step took <= the
+  objective, and "token p99", the step time 99 % of them came within (`batching`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from scaler.simulator import batching
+from scaler.simulator.batching import share_within, token_percentile_ms
 from scaler.simulator.engine import RunResult
 
-WARMUP_S = 300.0  # "after 5 min": requests arriving from then on
+# "after 5 min": requests arriving from then on, tokens decoded from then on
+WARMUP_S = batching.WARMUP_S
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,20 @@ class Summary:
     peak_replicas: int
     decisions: int
     sim_wall_s: float
+    token_objective_ms: float | None = None  # None: no token side (no profile or objective)
+    token_share: float | None = None
+    token_share_after_warmup: float | None = None
+    token_p99_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: _jsonable(v) for k, v in self.__dict__.items()}
+        return {
+            k: _jsonable(v)
+            for k, v in self.__dict__.items()
+            if v is not None or k not in _TOKEN_FIELDS
+        }
+
+
+_TOKEN_FIELDS = ("token_objective_ms", "token_share", "token_share_after_warmup", "token_p99_ms")
 
 
 def summarise(result: RunResult, slo_wait_s: float, floor_gpu_hours: float) -> Summary:
@@ -63,6 +80,8 @@ def summarise(result: RunResult, slo_wait_s: float, floor_gpu_hours: float) -> S
         return float(np.percentile(values, q, method="higher"))
 
     late = result.trace.arrival_s >= WARMUP_S
+    objective = result.params.token_objective_ms
+    tokens = result.tokens if objective is not None else None
     return Summary(
         policy=result.name,
         requests=int(waits.size),
@@ -84,6 +103,12 @@ def summarise(result: RunResult, slo_wait_s: float, floor_gpu_hours: float) -> S
         peak_replicas=result.peak_replicas,
         decisions=result.decisions,
         sim_wall_s=result.wall_s,
+        token_objective_ms=objective if tokens is not None else None,
+        token_share=share_within(tokens, objective) if tokens is not None and objective else None,
+        token_share_after_warmup=share_within(result.tokens_late, objective)
+        if result.tokens_late is not None and objective
+        else None,
+        token_p99_ms=token_percentile_ms(tokens, 99) if tokens is not None else None,
     )
 
 
@@ -108,14 +133,22 @@ _COLUMNS = (
     ("cold st", "cold_starts", "{}"),
     ("peak", "peak_replicas", "{}"),
 )
+_TOKEN_COLUMNS = (
+    ("tokens ok", "token_share", "{:.2%}"),
+    ("after 5 min", "token_share_after_warmup", "{:.2%}"),
+    ("token p99", "token_p99_ms", "{:.2f}ms"),
+)
 
 
 def table(summaries: list[Summary]) -> str:
-    """A fixed-width table, one row per policy."""
-    rows = [[title for title, _, _ in _COLUMNS]]
+    """A fixed-width table, one row per policy (with the token side when it was measured)."""
+    columns: tuple[tuple[str, str, str], ...] = _COLUMNS
+    if any(s.token_share is not None for s in summaries):
+        columns = (*_COLUMNS[:2], *_TOKEN_COLUMNS, *_COLUMNS[2:])
+    rows = [[title for title, _, _ in columns]]
     for s in summaries:
-        rows.append([_cell(fmt, getattr(s, key)) for _, key, fmt in _COLUMNS])
-    widths = [max(len(r[c]) for r in rows) for c in range(len(_COLUMNS))]
+        rows.append([_cell(fmt, getattr(s, key)) for _, key, fmt in columns])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(columns))]
     lines = []
     for n, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])] + [
@@ -128,6 +161,8 @@ def table(summaries: list[Summary]) -> str:
 
 
 def _cell(fmt: str, value: object) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float) and not np.isfinite(value):
         return "inf"
     return fmt.format(value)

@@ -23,7 +23,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from scaler.simulator.compare import Knobs, floor_of, ours, run_policy, yesterday
+from scaler.simulator.compare import Knobs, floor_of, ours, run_policy, yesterday_run
 from scaler.simulator.summary import Summary, summarise
 from scaler.simulator.trace import Trace, scale_rate
 from scaler.target_config import METADATA_KEYS
@@ -89,14 +89,14 @@ def sweep(
     trace: Trace, knobs: Knobs, grid: Mapping[str, Sequence[str]], slo_target: float
 ) -> list[Point]:
     floor = floor_of(trace, knobs)
-    learned = yesterday(trace, knobs, floor)
+    before = yesterday_run(trace, knobs, floor)
     points = []
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values, strict=True))
         tuned = knobs
         for key, value in setting.items():
             tuned = apply(tuned, key, value)
-        result = run_policy(trace, tuned, ours(tuned), floor, learned)
+        result = run_policy(trace, tuned, ours(tuned), floor, before.served, before.curve)
         points.append(Point(setting, summarise(result, knobs.slo_wait_s, floor.gpu_hours)))
     return mark(points, slo_target)
 
@@ -104,7 +104,7 @@ def sweep(
 def mark(points: list[Point], slo_target: float) -> list[Point]:
     """Points sorted by GPU-hours, with the frontier and the cheapest meeting the target marked."""
     points = sorted(points, key=lambda p: (p.summary.gpu_hours, -p.summary.slo_attainment))
-    meeting = [p for p in points if p.summary.slo_attainment >= slo_target]
+    meeting = [p for p in points if _meets(p.summary, slo_target)]
     cheapest = meeting[0] if meeting else None
     marked, best = [], -1.0
     for p in points:  # cheapest first: on the frontier if it serves better than all cheaper
@@ -112,6 +112,14 @@ def mark(points: list[Point], slo_target: float) -> list[Point]:
         best = max(best, p.summary.slo_attainment)
         marked.append(replace(p, on_frontier=frontier, cheapest_meeting_slo=p is cheapest))
     return marked
+
+
+def _meets(summary: Summary, share: float) -> bool:
+    """The target met: the share of tokens within the token objective when the runs are
+    scored by one, else the share of requests within the wait."""
+    if summary.token_share is not None:
+        return summary.token_share >= share
+    return summary.slo_attainment >= share
 
 
 def break_even(
@@ -125,11 +133,11 @@ def break_even(
         if len(scaled) < 2:
             continue
         floor = floor_of(scaled, knobs)
-        learned = yesterday(scaled, knobs, floor)
+        before = yesterday_run(scaled, knobs, floor)
         runs = []
         for min_replicas in (0, 1):
             tuned = replace(knobs, min_replicas=min_replicas)
-            result = run_policy(scaled, tuned, ours(tuned), floor, learned)
+            result = run_policy(scaled, tuned, ours(tuned), floor, before.served, before.curve)
             runs.append(summarise(result, knobs.slo_wait_s, floor.gpu_hours))
         # The rate over the original span: a thinned trace ends early by chance.
         levels.append(Level(len(scaled) / max(trace.span_s, 1e-9), runs[0], runs[1]))
@@ -149,7 +157,11 @@ def _saving(level: Level) -> float:
 
 def frontier_table(points: list[Point], slo_target: float) -> str:
     keys = list(points[0].setting) if points else []
-    head = [*keys, "SLO met", "p99 wait", "GPU-h", "x floor", "scale ev", ""]
+    tokens = any(p.summary.token_share is not None for p in points)
+    head = [*keys, "SLO met", *(["tokens ok", "after 5 min"] if tokens else []), "p99 wait"]
+    head += ["GPU-h"]
+    head += ["x floor", "scale ev", ""]
+    met = "tokens within the objective" if tokens else "SLO met"
     rows = [head]
     for p in points:
         s = p.summary
@@ -157,7 +169,7 @@ def frontier_table(points: list[Point], slo_target: float) -> str:
             n
             for n, on in (
                 ("frontier", p.on_frontier),
-                (f"<- cheapest with >= {slo_target:.1%} SLO met", p.cheapest_meeting_slo),
+                (f"<- cheapest with >= {slo_target:.1%} {met}", p.cheapest_meeting_slo),
             )
             if on
         )
@@ -165,6 +177,11 @@ def frontier_table(points: list[Point], slo_target: float) -> str:
             [
                 *p.setting.values(),
                 f"{s.slo_attainment:.2%}",
+                *(
+                    [f"{s.token_share or 0.0:.2%}", f"{s.token_share_after_warmup or 0.0:.2%}"]
+                    if tokens
+                    else []
+                ),
                 f"{s.wait_p99_s:.2f}s",
                 f"{s.gpu_hours:.2f}",
                 f"{s.x_floor:.2f}",

@@ -142,6 +142,18 @@ def starting_at(trace: Trace, start_s: float) -> Trace:
     )
 
 
+def scale_context_after(trace: Trace, at_s: float, factor: float) -> Trace:
+    """The same arrivals, the input tokens of every request arriving at or after `at_s`
+    multiplied by `factor` (rounded, at least 1): a context that changes mid-trace."""
+    if factor <= 0:
+        raise ValueError(f"context scale = {factor}, must be > 0")
+    late = trace.arrival_s >= at_s
+    scaled = np.maximum(1, np.rint(trace.input_tokens * factor)).astype(np.int64)
+    inputs = np.where(late, scaled, trace.input_tokens)
+    name = f"{trace.name}, input x{factor:g} from {at_s:g} s"
+    return replace(trace, name=name, input_tokens=inputs)
+
+
 def scale_rate(trace: Trace, factor: float, seed: int = 0) -> Trace:
     """The same traffic shape at `factor` times the rate.
 
