@@ -66,7 +66,8 @@ MICROSECONDS_ABOVE = 1e14
 @dataclass(frozen=True)
 class _Iteration:
     counter: float
-    seconds: float  # the time stamp, in seconds
+    stamp: float  # the time stamp as published (microseconds or seconds: whole numbers)
+    second: float  # one second in the stamp's unit
     sequences: float
     moved: bool  # the counter moved since the sample before: the engine was iterating
 
@@ -124,14 +125,15 @@ class DecodedTally:
 
     def _iterated(self, before: _Iteration | None, now: _Iteration) -> _Iteration:
         """`now` as the next baseline, adding the steps since `before` when they count."""
-        if before is None or now.counter < before.counter or now.seconds < before.seconds:
+        if before is None or now.counter < before.counter or now.stamp < before.stamp:
             return now  # a baseline: the first sample, or the engine started again
         steps = now.counter - before.counter
         if steps == 0:
             return replace(before, moved=False)  # no iteration: idle, or scraped too soon
-        seconds = now.seconds - before.seconds
-        moved = _Iteration(now.counter, now.seconds, now.sequences, True)
-        if not before.moved or seconds > MAX_STEP_S * steps:
+        # The difference first, in the stamp's own unit: exact.
+        seconds = (now.stamp - before.stamp) / now.second
+        moved = replace(now, moved=True)
+        if not before.moved or now.second != before.second or seconds > MAX_STEP_S * steps:
             return moved  # it may span idle time (or a clock change): a baseline
         self._add(steps, seconds, (before.sequences + now.sequences) / 2)
         return moved
@@ -157,9 +159,9 @@ def _iteration(trt: TrtModel) -> _Iteration | None:
     counter, stamp = trt.iteration_counter, trt.timestamp
     if counter is None or stamp is None or not math.isfinite(counter + stamp):
         return None
-    seconds = stamp / 1e6 if stamp > MICROSECONDS_ABOVE else stamp
+    second = 1e6 if stamp > MICROSECONDS_ABOVE else 1.0
     sequences = trt.generation if trt.generation is not None else trt.active
-    return _Iteration(counter, seconds, sequences, False)
+    return _Iteration(counter, stamp, second, sequences, False)
 
 
 def _tokens(vllm: VllmModel) -> _Tokens | None:
