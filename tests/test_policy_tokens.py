@@ -1,0 +1,139 @@
+"""The decision sized by a token-latency objective (tokenLatencyMs), pure: no Redis, no gRPC.
+
+With the objective, a replica carries C sequences, the most the measured token curve allows
+within it (scaler.token_curve.replica_concurrency); the metric is in units of the HPA's fixed
+target (need x targetConcurrency / C); a rise of C waits for the scale-down delay, a fall acts
+at once; with nothing measured C is targetConcurrency; without the objective nothing changes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from scaler.policy import PolicyState, decide
+from scaler.signals import Signals
+from scaler.target_config import TargetConfig, parse_target_config
+from scaler.token_curve import NOTHING_MEASURED, Decoded, TokenCurve
+
+REACTIVE = {"sloWaitSeconds": "off", "serviceSeconds": "5", "coldStartSeconds": "60"}
+START = 1_000_000.0
+
+
+def config(**metadata: str) -> TargetConfig:
+    return parse_target_config(
+        "ns", "llama", {"targetConcurrency": "8", **REACTIVE, **metadata}
+    ).config
+
+
+def curve(*points: tuple[float, float]) -> TokenCurve:
+    """A curve that measured `ms` a token at `sequences`, enough steps to be known."""
+    learned = NOTHING_MEASURED
+    for sequences, ms in points:
+        learned = learned.add(Decoded(sequences, 1000.0, ms), START)
+    return learned
+
+
+# The H200 profile at context 1,024: 8.46 ms at 64 sequences, 12.03 ms at 128.
+H200 = curve((32.0, 7.34), (64.0, 8.46), (128.0, 12.03))
+C_H200 = 64 + 64 * (10 - 8.46) / (12.03 - 8.46)  # 91.6 sequences within 10 ms
+
+
+def signals(
+    inflight: float, ready: int, tokens: TokenCurve = NOTHING_MEASURED, slots: float = 256.0
+) -> Signals:
+    return Signals(
+        queue_depth=0.0,
+        inflight=inflight,
+        waiting=0,
+        pods_reported=ready,
+        pods_ready=ready,
+        capacity_ready=slots * ready,
+        capacity_starting=0.0,
+        token_curve=tokens,
+    )
+
+
+def replicas(metric: float, cfg: TargetConfig) -> int:
+    """What the HPA makes of the metric: its target is fixed at targetConcurrency x
+    targetUtilization."""
+    return math.ceil(round(metric / cfg.replica_target, 9))
+
+
+def steady(cfg: TargetConfig, sig: Signals, seconds: float = 300.0) -> tuple[float, PolicyState]:
+    """Decisions every 15 s on the same signals; the last metric and state."""
+    state, metric = PolicyState(), 0.0
+    for k in range(int(seconds // 15) + 1):
+        d = decide(sig, state, cfg, START + 15 * k)
+        state, metric = d.new_state, d.metric_value
+    return metric, state
+
+
+def test_the_metric_is_in_units_of_the_fixed_target() -> None:
+    cfg = config(tokenLatencyMs="10")
+    sig = signals(inflight=300.0, ready=5, tokens=H200)
+    metric, _ = steady(cfg, sig)
+    d = decide(sig, steady(cfg, sig)[1], cfg, START + 315)
+    assert math.isclose(d.replica_concurrency, C_H200, rel_tol=1e-6)
+    assert d.concurrency_learned
+    # need 300 slots: metric = 300 x 8 / C, and the HPA's ceil(metric / 6.4) = ceil(300 / 0.8 C)
+    assert math.isclose(metric, 300 * 8 / C_H200, rel_tol=1e-6)
+    assert replicas(metric, cfg) == math.ceil(300 / (0.8 * C_H200)) == 5
+    assert f"{C_H200:.3g} sequences a replica within 10 ms" in d.detail
+
+
+def test_nothing_measured_sizes_by_target_concurrency_and_says_so() -> None:
+    cfg = config(tokenLatencyMs="10")
+    plain = config()
+    sig = signals(inflight=30.0, ready=5, slots=8.0)
+    d = decide(sig, PolicyState(), cfg, START)
+    assert (d.replica_concurrency, d.concurrency_learned) == (8.0, False)
+    assert "no token time measured yet" in d.detail
+    assert d.metric_value == decide(sig, PolicyState(), plain, START).metric_value
+
+
+def test_c_is_capped_by_the_slots_a_pod_reports() -> None:
+    cfg = config(tokenLatencyMs="10")
+    d = decide(signals(inflight=30.0, ready=1, tokens=H200, slots=48.0), PolicyState(), cfg, START)
+    assert d.replica_concurrency == 48.0
+
+
+def test_a_rise_of_c_waits_for_the_scale_down_delay_and_a_fall_acts_at_once() -> None:
+    cfg = config(tokenLatencyMs="10", scaleDownDelaySeconds="120")
+    long_context = curve((8.0, 7.45), (32.0, 10.2), (64.0, 14.18))  # context 4,096: C ~ 30
+    c_long = 8 + 24 * (10 - 7.45) / (10.2 - 7.45)
+    sig = signals(inflight=200.0, ready=8, tokens=long_context)
+    _, state = steady(cfg, sig)
+    now = START + 315
+    # The context shortens: C may rise to 91.6, but only once the delay has held it.
+    short = replace(sig, token_curve=H200)
+    seen = []
+    for k in range(12):
+        d = decide(short, state, cfg, now + 15 * k)
+        state = d.new_state
+        seen.append((15 * k, d.replica_concurrency))
+        if k == 0:
+            assert "the smallest over the 120 s scale-down delay" in d.detail
+    held = [c for t, c in seen if t < 120]
+    assert all(math.isclose(c, c_long, rel_tol=1e-6) for c in held)
+    assert math.isclose(seen[-1][1], C_H200, rel_tol=1e-6)  # t = 165 s: past the delay
+    # The context grows again: C falls at once.
+    d = decide(sig, state, cfg, now + 180)
+    assert math.isclose(d.replica_concurrency, c_long, rel_tol=1e-6)
+
+
+def test_without_the_objective_the_decision_is_the_one_before() -> None:
+    """Random signals and states, with and without a token curve: no objective, no change
+    (the curve is not read, the state gains no concurrency window)."""
+    rng = random.Random(7)
+    cfg = config()
+    state = PolicyState()
+    for k in range(400):
+        sig = signals(inflight=float(rng.randint(0, 200)), ready=rng.randint(0, 12), slots=8.0)
+        with_curve = decide(replace(sig, token_curve=H200), state, cfg, START + 7 * k)
+        without = decide(sig, state, cfg, START + 7 * k)
+        assert with_curve == without
+        assert (without.replica_concurrency, without.concurrency_learned) == (8.0, False)
+        assert without.new_state.inverse_concurrency == ()
+        state = without.new_state
