@@ -1,8 +1,9 @@
 """Every Prometheus instrument the scaler exports, on a registry passed in.
 
 Units are in the names, counters end in `_total`. Per-target series are labelled
-by namespace and ScaledObject and bounded (scaler.target_series); other labels take
-values from small fixed sets (RPC method, gRPC status code, decision reason).
+by namespace and ScaledObject and bounded (scaler.target_series; the replica-concurrency
+gauge is removed with them); other labels take values from small fixed sets (RPC method,
+gRPC status code, decision reason, the concurrency's source).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 # A GPU LLM replica takes 30-120 s from pod start to ready (image pull, weights load);
 # a cached image and a small model, a few seconds; a first pull of a large one, minutes.
 _COLD_START_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800)
+# llm_scaler_replica_concurrency's source: learned from token time, or targetConcurrency.
+_SOURCES = ("learned", "targetConcurrency")
 
 
 class ScalerMetrics:
@@ -82,6 +85,13 @@ class ScalerMetrics:
             ("kind",),
             registry=registry,
         )
+        self.replica_concurrency = Gauge(
+            "llm_scaler_replica_concurrency",
+            "Concurrency one replica was sized for by the latest decision, by source: learned "
+            "(from the pods' token time within tokenLatencyMs) or targetConcurrency",
+            ("namespace", "scaled_object", "source"),
+            registry=registry,
+        )
         self.redis_last_success = Gauge(
             "llm_scaler_redis_last_success_timestamp_seconds",
             "Unix time of the last successful Redis read or ping",
@@ -101,8 +111,12 @@ class ScalerMetrics:
             target_name=config.target_name,
             service_s=service_s(signals, config),
         )
-        self.targets.record((config.namespace, config.scaled_object), values, signals.stale_dropped)
+        target = (config.namespace, config.scaled_object)
+        self.targets.record(target, values, signals.stale_dropped)
         self.decisions.labels(decision.reason.value).inc()
+        source, other = _SOURCES if decision.concurrency_learned else _SOURCES[::-1]
+        self.replica_concurrency.remove(*target, other)
+        self.replica_concurrency.labels(*target, source).set(decision.replica_concurrency)
 
     def observe_cold_start(self, namespace: str, target_name: str, seconds: float) -> None:
         """Only for a target that has series: its cold starts go with them."""
@@ -110,6 +124,8 @@ class ScalerMetrics:
             self.cold_start.labels(namespace, target_name).observe(seconds)
 
     def _forget(self, target: Target, values: TargetValues) -> None:
+        for source in _SOURCES:
+            self.replica_concurrency.remove(*target, source)
         # Another ScaledObject may share the pods' report target: then its cold starts stay.
         if not self.targets.has_report_target(target[0], values.target_name):
             self.cold_start.remove(target[0], values.target_name)

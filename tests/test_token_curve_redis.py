@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import urllib.request
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 
+from scaler.policy import Decision, PolicyState, Reason
 from scaler.redis_connect import RedisLink
 from scaler.report_writer import CURVE_FLOOR_STEPS, WRITE_REPORT_LUA, write_call
 from scaler.reports import ReportKeys, report_keys
@@ -20,6 +23,7 @@ from scaler.service_record import Served
 from scaler.signals import Signals
 from scaler.store import TargetStore
 from scaler.target_config import TargetConfig, parse_target_config
+from scaler.telemetry import ScalerMetrics
 from scaler.token_curve import (
     BINS_PER_DOUBLING,
     CURVE_TTL_S,
@@ -29,6 +33,7 @@ from scaler.token_curve import (
     Decoded,
     TokenCurve,
     bin_index,
+    replica_concurrency,
 )
 from tests.conftest import EVERY_DEPLOYMENT
 from tests.harness import NAMESPACE, FakeClock, ReportPublisher, RunningScaler, pod_report, ref
@@ -313,3 +318,62 @@ def test_get_metric_spec_says_the_concurrency_is_learned_from_target_concurrency
         "12.5 ms, targetConcurrency 8 as the start until enough is measured"
     ) in objective
     assert not any("token time" in line for line in lines if "/no-objective:" in line)
+
+
+def _samples(scaler: RunningScaler, name: str, scaled_object: str) -> dict[str, float]:
+    """The series of `name` for one ScaledObject, by their source label."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(scaler.metrics_url, timeout=5).read().decode()
+    return {
+        sample.labels["source"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("scaled_object") == scaled_object
+    }
+
+
+@every_deployment
+def test_the_concurrency_a_replica_was_sized_for_is_exported_with_its_source(
+    scaler: RunningScaler, publisher: ReportPublisher, redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    keys = report_keys(NAMESPACE, "learning")
+    curve = NOTHING_MEASURED
+    for sequences, token_ms in [(8, 6.3), (32, 7.3), (64, 8.5), (128, 12.0)]:
+        decoded = Decoded(sequences, 1000, token_ms)
+        curve = curve.add(decoded, _write(redis_client, keys, clock(), decoded))
+    for target in ("learning", "written"):
+        publisher.publish(target, pod_report("p", inflight=4, capacity=256), at=clock())
+        scaler.keda.poll(ref(target, tokenLatencyMs="10"))
+    scaler.keda.poll(ref("unasked"))
+    name = "llm_scaler_replica_concurrency"
+    learned = replica_concurrency(curve, 10, start=8, cap=256).concurrency
+    assert learned == pytest.approx(64 + 64 * 1.5 / 3.5)
+    assert _samples(scaler, name, "learning") == {"learned": pytest.approx(learned)}
+    assert _samples(scaler, name, "written") == {"targetConcurrency": 8}
+    assert _samples(scaler, name, "unasked") == {"targetConcurrency": 8}
+    # The curve forgotten: back to targetConcurrency, and the learned series goes.
+    redis_client.delete(keys.tokens)
+    scaler.keda.poll(ref("learning", tokenLatencyMs="10"))
+    assert _samples(scaler, name, "learning") == {"targetConcurrency": 8}
+
+
+def test_the_concurrency_series_leave_with_the_target_series() -> None:
+    monotonic = FakeClock(0.0)
+    registry = CollectorRegistry()
+    metrics = ScalerMetrics(registry, series_idle_s=300, monotonic=monotonic)
+    signals = Signals(0, 1, 0, 1, 1, 8, 0)
+    for so, learned in (("a", True), ("b", False)):
+        config = parse_target_config(NAMESPACE, so, {"targetConcurrency": "8"}).config
+        decision = Decision(1, True, Reason.FOLLOWING, "", PolicyState(), 1, T0, 20, learned)
+        metrics.record_decision(config, signals, decision)
+    name = "llm_scaler_replica_concurrency"
+    assert registry.get_sample_value(name, {**_labels("a"), "source": "learned"}) == 20
+    assert registry.get_sample_value(name, {**_labels("b"), "source": "targetConcurrency"}) == 20
+    monotonic.advance(301)
+    list(registry.collect())  # a scrape evicts the targets idle for SERIES_IDLE_SECONDS
+    assert [s for m in registry.collect() if m.name == name for s in m.samples] == []
+
+
+def _labels(scaled_object: str) -> dict[str, str]:
+    return {"namespace": NAMESPACE, "scaled_object": scaled_object}
