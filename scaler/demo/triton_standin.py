@@ -224,13 +224,13 @@ H200_1K_STEP_MS = ((1, 5.8), (8, 6.3), (32, 7.3), (64, 8.5), (128, 12.0), (256, 
 STATS_PERIOD_S = 0.1  # the backend's stats_check_period_ms default
 
 
-def h200_step_s(factor: float) -> Callable[[int], float]:
+def h200_step_s(factor: float) -> Callable[[float], float]:
     """Seconds a step takes with n sequences: H200_1K_STEP_MS, linear between its points
     and beyond its ends, times `factor`."""
     sizes = [float(b) for b, _ in H200_1K_STEP_MS]
     times = [ms / 1000.0 for _, ms in H200_1K_STEP_MS]
 
-    def step_s(sequences: int) -> float:
+    def step_s(sequences: float) -> float:
         i = min(max(bisect.bisect_right(sizes, sequences) - 1, 0), len(sizes) - 2)
         slope = (times[i + 1] - times[i]) / (sizes[i + 1] - sizes[i])
         return factor * max(times[0], times[i] + slope * (sequences - sizes[i]))
