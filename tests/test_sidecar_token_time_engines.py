@@ -15,7 +15,7 @@ curve 15 % off and a flat one, so it can fail.
 - TensorRT-LLM: the stand-in's emulated in-flight batcher (scaler.demo.triton_standin:
   the H200 curve at 1,024 tokens of context, FACTOR times slower), read through the
   iteration counter, its time stamp and the generation count, as the backend publishes
-  them; concurrencies up to 128.
+  them; concurrencies up to 256.
 - vLLM: a real tritonserver with a Python-backend decoder (tests/triton_models/decoder.py:
   base + per-sequence milliseconds a step), read through the vLLM backend's
   time_per_output_token_seconds histogram and num_requests_running; concurrencies 1-16.
@@ -47,8 +47,8 @@ TOLERANCE = 0.10
 MIN_TRAFFIC_S = 30.0
 MAX_TRAFFIC_S = 300.0
 TOKENS = (20, 60)
-FACTOR = 5.0  # the stand-in's steps: 29 ms (1 sequence) to 60 ms (128)
-STANDIN_LEVELS = (1, 4, 16, 64, 128)
+FACTOR = 5.0  # the stand-in's steps: 29 ms (1 sequence) to 90 ms (256)
+STANDIN_LEVELS = (1, 4, 16, 32, 64, 128, 256)
 REAL_LEVELS = (1, 2, 4, 8, 16)
 BASE_MS, PER_SEQUENCE_MS = 20.0, 5.0  # the real decoder's steps: 25 ms to 100 ms
 
