@@ -13,7 +13,10 @@ Metric names relied on, as published by:
 - TensorRT-LLM backend, `inflight_batcher_llm/src/custom_metrics_reporter` (Triton
   23.11+): `nv_trt_llm_request_metrics{request_type=active|max|scheduled|context}`,
   `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=max|free|used|tokens_per}`,
-  `nv_trt_llm_general_metrics{general_type=iteration_counter|timestamp}`.
+  `nv_trt_llm_general_metrics{general_type=iteration_counter|timestamp}`,
+  `nv_trt_llm_inflight_batcher_metrics{inflight_batcher_specific_metric=generation_requests}`
+  (the counter, the time stamp and generation_requests give the token time,
+  sidecar.token_time).
   Newer backends (the code moved to TensorRT-LLM's `triton_backend/`, documented in
   the tensorrtllm_backend README with the 25.x containers) add
   `request_type="waiting"` and `kv_cache_block_type="fraction"`; both are used
@@ -41,6 +44,8 @@ TensorRT-LLM (any selected model publishes `nv_trt_llm_request_metrics`):
 
 vLLM backend (a selected engine publishes `vllm:num_requests_running`; Triton's
 vLLM backend `src/utils/metrics.py`, labels model/version):
+  (and, for the token time, the histogram vllm:time_per_output_token_seconds: its _sum
+  and _count; sidecar.token_time)
   inflight = vllm:num_requests_running, waiting = vllm:num_requests_waiting +
       Triton's pending count, kv = vllm:gpu_cache_usage_perc (0-1; newer vLLM
       names it vllm:kv_cache_usage_perc), capacity = None (not published).
