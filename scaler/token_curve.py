@@ -23,7 +23,7 @@ with t the Redis time of the write and t_last that of the previous one: the curv
 with a time constant of TOKEN_MEMORY_S seconds of traffic, and a quiet night (no writes with
 steps) forgets nothing, so the morning's first wake plans with what yesterday measured.
 A bin is known once its weight reaches KNOWN_STEPS; a bin nobody visits fades below it
-within about 10 minutes of other traffic.
+within about 6 minutes of other traffic (TOKEN_MEMORY_S says why).
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 
 from scaler.reports import ReportError
 
-TOKEN_MEMORY_S = 120.0  # a new context length or engine shows within a few time constants
+# A bin no longer visited stays known until its weight, r x TOKEN_MEMORY_S while it was visited
+# at r steps a second, has decayed below KNOWN_STEPS: TOKEN_MEMORY_S x ln(r x TOKEN_MEMORY_S /
+# KNOWN_STEPS) seconds of traffic. At 60 s that is under 6 minutes up to 1,000 steps a second
+# (ten busy pods), so a new context length or engine shows within 10 minutes (120 s would
+# take 13).
+TOKEN_MEMORY_S = 60.0
 MAX_GAP_S = 10.0  # a pause between writes longer than this forgets no more than this
 KNOWN_STEPS = 200.0  # two seconds of decoding at 10 ms a step: a mean within a few percent
 BINS_PER_DOUBLING = 4  # bins 19 % apart: finer than the curve bends
@@ -177,18 +182,19 @@ def replica_concurrency(
     """The largest concurrency per replica whose measured token time stays within
     `objective_ms`.
 
-    Between measured points the curve is linear; the measured times are made
-    non-decreasing in sequences first (more sequences never decode faster, so a lower time
-    further up is noise). Past the last point the slope of a weighted least-squares line
+    Between measured points the curve is linear; where a point's time is lower than that
+    of a point with fewer sequences (more sequences never decode faster), the one with fewer
+    decayed steps behind it is left out first (noise, or measured before a change and not
+    visited since). Past the last point the slope of a weighted least-squares line
     through the points extends it, at most MAX_EXTRAPOLATION times the sequences measured
     but never below `start` (targetConcurrency): until something is measured past it, the
     written target is the starting point and the bound. Below the first point the same
     slope extends it downwards. Never above `cap` (the slots a pod has; 0: unknown), never
     below 1."""
-    points = curve.points()
+    points = _consistent(curve.points())
     if not points:
         return Sized(start, False, f"targetConcurrency {start:g}: no token time measured yet")
-    times = _non_decreasing([p.token_ms for p in points])
+    times = [p.token_ms for p in points]
     sequences = [p.sequences for p in points]
     slope = _slope(points)
     within = [i for i, t in enumerate(times) if t <= objective_ms]
@@ -214,11 +220,21 @@ def replica_concurrency(
     )
 
 
-def _non_decreasing(times: list[float]) -> list[float]:
-    out: list[float] = []
-    for t in times:
-        out.append(max(t, out[-1]) if out else t)
-    return out
+def _consistent(points: list[CurvePoint]) -> list[CurvePoint]:
+    """The points with the time non-decreasing in sequences (more sequences never decode
+    faster): where two neighbours disagree, the one with fewer decayed steps behind it gives
+    way. A lower time further up is noise, or a bin measured before the context or the
+    engine changed and not visited since; either way the heavier point is the better
+    evidence of now."""
+    kept: list[CurvePoint] = []
+    for p in points:
+        while kept and p.token_ms < kept[-1].token_ms:
+            if p.weight <= kept[-1].weight:
+                break
+            kept.pop()
+        else:
+            kept.append(p)
+    return kept
 
 
 def _slope(points: list[CurvePoint]) -> float:

@@ -14,7 +14,7 @@ from scaler.simulator.compare import Knobs, compare
 from scaler.simulator.keda_hpa import HpaBehavior
 from scaler.simulator.presets import BASELINES, SCALEDOBJECTS, SHORTHANDS
 from scaler.simulator.profile import load as load_profile
-from scaler.simulator.summary import table
+from scaler.simulator.summary import concurrency_shift, table
 from scaler.simulator.sweep import (
     DEFAULT_GRID,
     break_even,
@@ -63,6 +63,16 @@ def main(args: argparse.Namespace) -> int:
         f"the oracle starts from its clairvoyant warm fleet ({floor.warm_replicas}); ours with "
         f"the service time the day before taught ({learned_s:.2f} s), first-wake with none"
     )
+    shift = None
+    if args.context_scale_after is not None:
+        shift = concurrency_shift(results[0].concurrency, args.context_scale_after)
+    if shift is not None:
+        within = "never" if shift.within_10pct_s is None else f"{shift.within_10pct_s:.0f} s"
+        print(
+            f"context x{args.context_scale:g} at {args.context_scale_after:g} s: "
+            f"{results[0].name}'s per-replica concurrency {shift.before:.1f} before, settled at "
+            f"{shift.settled:.1f}; within 10 % of it {within} after the change"
+        )
     print(
         f"floor: {floor.gpu_hours:.2f} GPU-h (warm start {floor.warm_replicas}, "
         f"peak {floor.peak_replicas} replicas, horizon {floor.horizon_s / 3600:.2f} h); "
@@ -75,6 +85,8 @@ def main(args: argparse.Namespace) -> int:
         "policies": [s.as_dict() for s in summaries],
         "wall_s": elapsed,
     }
+    if shift is not None:
+        report["concurrency_shift"] = shift.__dict__
     (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     if not args.no_plot:
         from scaler.simulator.plot import plot

@@ -135,7 +135,7 @@ _COLUMNS = (
 )
 _TOKEN_COLUMNS = (
     ("tokens ok", "token_share", "{:.2%}"),
-    ("after 5 min", "token_share_after_warmup", "{:.2%}"),
+    ("tok after 5 min", "token_share_after_warmup", "{:.2%}"),
     ("token p99", "token_p99_ms", "{:.2f}ms"),
 )
 
@@ -166,3 +166,25 @@ def _cell(fmt: str, value: object) -> str:
     if isinstance(value, float) and not np.isfinite(value):
         return "inf"
     return fmt.format(value)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """How the per-replica concurrency C moved after a change at `at_s`."""
+
+    before: float  # median C over the 10 minutes before the change
+    settled: float  # median C over the last 10 minutes of the run
+    within_10pct_s: float | None  # from the change until C first came within 10 % of settled
+
+
+def concurrency_shift(log: tuple[tuple[float, float], ...], at_s: float) -> Shift | None:
+    """The move of C after a change at `at_s` (say the context doubling), from the
+    decisions' (t, C); None without decisions on both sides."""
+    before = [c for t, c in log if at_s - 600.0 <= t < at_s]
+    after = [(t, c) for t, c in log if t >= at_s]
+    if not before or not after:
+        return None
+    end = after[-1][0]
+    settled = float(np.median([c for t, c in after if t >= end - 600.0]))
+    reached = next((t - at_s for t, c in after if abs(c - settled) <= 0.1 * settled), None)
+    return Shift(float(np.median(before)), settled, reached)
