@@ -85,7 +85,7 @@ def share_within(histogram: FloatArray, objective_ms: float) -> float:
     if total <= 0:
         return 1.0
     edge = min(math.floor(objective_ms / TOKEN_BIN_MS + 1e-9), TOKEN_BINS)
-    return float(histogram[: edge + 1].sum()) / total
+    return min(1.0, float(histogram[: edge + 1].sum()) / total)
 
 
 def token_percentile_ms(histogram: FloatArray, q: float) -> float:
