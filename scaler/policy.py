@@ -438,14 +438,18 @@ def _slo_hold(
     burst = slo.burst_size(demand, before, demand - (before or 0.0) + completed)
     peaks = policy_windows.rebucketed(state.peak_buckets, state.peak_bucket_s, width, now)
     buckets = window.record(peaks, now, burst, horizon, width)
-    ratio = slo.burst_ratio(config.slo_wait_s, config.service_s)
+    # With tokenLatencyMs a request beyond a replica's C does not wait for a slot to free: the
+    # pod admits it and every token it decodes slows. A burst is then held whole (no slot
+    # turns over within the wait: ratio 1).
+    wait_s = 0.0 if config.token_latency_ms is not None else config.slo_wait_s
+    ratio = slo.burst_ratio(wait_s, config.service_s)
     oldest = window.oldest_bucket(now, horizon, width)
     seen = [(i * width, v) for i, v in buckets if i >= oldest and v > 0]
     # One burst seen by decisions up to a burst window apart can fall in two buckets.
     apart = width + window_s
     recent_from_s = slo.recent_from_s(now, cold_s)
     largest = slo.level(slo.recurring(seen, apart, recent_from_s), config.slo_target, ratio)
-    slots = slo.slots_for(largest, config.slo_wait_s, config.service_s)
+    slots = slo.slots_for(largest, wait_s, config.service_s)
     # ceil(metric / (targetConcurrency x targetUtilization)) = ceil(slots / targetConcurrency)
     metric = slots * config.target_utilization
     detail = (
