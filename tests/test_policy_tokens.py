@@ -12,8 +12,11 @@ import math
 import random
 from dataclasses import replace
 
+import redis
+
 from scaler.policy import PolicyState, decide
 from scaler.signals import Signals
+from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, merge_states
 from scaler.target_config import TargetConfig, parse_target_config
 from scaler.token_curve import NOTHING_MEASURED, Decoded, TokenCurve
 
@@ -137,3 +140,20 @@ def test_without_the_objective_the_decision_is_the_one_before() -> None:
         assert (without.replica_concurrency, without.concurrency_learned) == (8.0, False)
         assert without.new_state.inverse_concurrency == ()
         state = without.new_state
+
+
+def test_the_concurrency_window_is_stored_merged_by_maximum_and_old_state_reads(
+    redis_client: redis.Redis,
+) -> None:
+    """Two scaler replicas save their 1 / C samples (the c: fields); the stored window keeps
+    the larger of each bucket (the smaller C), as merge_states does, and a state stored
+    before the field existed reads with an empty window."""
+    merge = redis_client.register_script(MERGE_STATE_LUA)
+    one = PolicyState(bucket_s=2.0, needed=((10, 5.0),), inverse_concurrency=((10, 1 / 90),))
+    two = PolicyState(bucket_s=2.0, inverse_concurrency=((10, 1 / 50), (11, 1 / 80)))
+    for state in (one, two):
+        merge(keys=["state"], args=merge_args(state, 24.0, ttl_s=60))
+    stored = decode_state(redis_client.hgetall("state"))
+    assert stored.inverse_concurrency == ((10, 1 / 50), (11, 1 / 80))
+    assert stored == merge_states(merge_states(PolicyState(bucket_s=2.0), one), two)
+    assert decode_state({"bucket_s": "2.0", "b:10": "5.0"}).inverse_concurrency == ()
