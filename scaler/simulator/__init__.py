@@ -8,6 +8,10 @@ baselines on the same trace. One concern per module:
 - `trace`: loading CSV traces as they are published, synthesising bursty ones.
 - `cluster`: pods (cold start, continuous batching), the FIFO queue, the
   service-time model, and the bookkeeping of cost and waits.
+- `profile`: pod profiles: `simple` (the constant model) or a measured table of decode
+  step time by batch and context (`profiles/`, with their provenance).
+- `batching`: the cluster with a measured profile: a step clock per replica, the token
+  side of the SLO, and the pods' token curve.
 - `keda_hpa`: KEDA's activation and cooldown and the HPA's AverageValue rule,
   tolerance and behavior; pure, knows nothing of traces or pods (the local demo
   drives real pods with it).
@@ -17,5 +21,5 @@ baselines on the same trace. One concern per module:
 - `summary`: the figures of one run, as JSON and as a table.
 - `plot`: the PNG (matplotlib, imported lazily).
 - `sweep`: the knob grid, its cost/SLO frontier and the scale-to-zero break-even.
-- `cli`: the `simulate` subcommand.
+- `cli`, `run`, `presets`: the `simulate` subcommand, its run and its named presets.
 """

@@ -26,6 +26,9 @@ Model, with its parameters (defaults from the SLO-aware capacity issue):
   them (`scaler.service_record.ServiceRecord`), all those since the last read at once; the
   signals carry its mean.
 
+With a measured pod profile (`ClusterParams.profile`) decode time depends on the batch
+and the context: `scaler.simulator.batching.BatchingCluster`, chosen by the engine.
+
 Cost is counted over [0, horizon]: GPU-hours = pod-time alive, idle
 replica-hours = pod-time ready with nothing in flight.
 """
