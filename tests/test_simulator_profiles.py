@@ -15,12 +15,19 @@ from scaler.__main__ import main
 from scaler.simulator.batching import BatchingCluster, share_within, token_percentile_ms
 from scaler.simulator.cluster import ClusterParams
 from scaler.simulator.compare import Knobs, floor_of, ours, run_policy, yesterday_run
-from scaler.simulator.profile import load
-from scaler.simulator.summary import concurrency_shift, summarise
+from scaler.simulator.profile import PodProfile, load
+from scaler.simulator.summary import Summary, concurrency_shift, summarise
+from scaler.simulator.sweep import Point, mark
 from scaler.simulator.trace import Trace, make_trace, scale_context_after
 
-H200 = load("h200-llama3-8b")
-assert H200 is not None
+
+def _measured(name: str) -> PodProfile:
+    profile = load(name)
+    assert profile is not None
+    return profile
+
+
+H200 = _measured("h200-llama3-8b")
 PREFILL = H200.prefill_tokens_per_s
 
 
@@ -200,3 +207,43 @@ def test_the_cli_runs_a_profile_and_reports_the_token_side(tmp_path: Path) -> No
     ours_summary = report["policies"][0]
     assert 0.0 <= ours_summary["token_share"] <= 1.0
     assert ours_summary["token_objective_ms"] == 10.0
+
+
+def summary(gpu_hours: float, tokens_late: float | None) -> Summary:
+    """A run's figures: the wait met by 98 %, and (scored by an objective) its tokens."""
+    waits = dict.fromkeys(("wait_p50_s", "wait_p95_s", "wait_p99_s", "wait_max_s"), 0.0)
+    return Summary(
+        policy="llm-keda-scaler",
+        requests=100,
+        unserved=0,
+        slo_wait_s=2.0,
+        slo_attainment=0.98,
+        slo_after_warmup=1.0,
+        **waits,
+        ttft_p50_s=0.0,
+        ttft_p99_s=0.0,
+        gpu_hours=gpu_hours,
+        x_floor=1.0,
+        idle_replica_hours=0.0,
+        scale_events=0,
+        cold_starts=0,
+        peak_replicas=0,
+        decisions=0,
+        sim_wall_s=0.0,
+        token_objective_ms=None if tokens_late is None else 10.0,
+        token_share=None if tokens_late is None else 0.98,
+        token_share_after_warmup=tokens_late,
+    )
+
+
+def test_the_hindsight_sweep_marks_the_cheapest_meeting_the_token_share_after_5_minutes() -> None:
+    points = [
+        Point({"targetConcurrency": "128"}, summary(2.24, 0.9178)),
+        Point({"targetConcurrency": "112"}, summary(2.25, 1.0)),
+        Point({"targetConcurrency": "8"}, summary(15.2, 1.0)),
+    ]
+    marked = {p.setting["targetConcurrency"]: p.cheapest_meeting_slo for p in mark(points, 0.99)}
+    assert marked == {"128": False, "112": True, "8": False}
+    # Scored without an objective, the wait's share decides as before (0.98 < 0.99: none).
+    plain = [Point({"targetConcurrency": "8"}, summary(15.2, None))]
+    assert not mark(plain, 0.99)[0].cheapest_meeting_slo
