@@ -113,6 +113,11 @@ class Decision:
     # one the measured token curve allows (held as a scale-down); learned: from measurements.
     replica_concurrency: float = 0.0
     concurrency_learned: bool = False
+    # With tokenLatencyMs, the sequences a pod may run at once: the C the token curve allows
+    # now, not the one held for the scale-down delay (admitting up to today's C keeps every
+    # token within the objective; the held C only keeps replicas). Published to the workers,
+    # which take no more than this into a pod. None without tokenLatencyMs.
+    admit_concurrency: float | None = None
 
 
 def cold_start_s(signals: Signals, config: TargetConfig) -> float:
@@ -256,6 +261,7 @@ def decide(signals: Signals, state: PolicyState, config: TargetConfig, now: floa
         now,
         sized.concurrency,
         sized.learned,
+        sized.admit,
     )
 
 
@@ -267,6 +273,7 @@ class _Size:
     learned: bool
     detail: str
     window: window.Buckets  # 1 / C sampled, kept scaleDownDelaySeconds (max: the smallest C)
+    admit: float  # the C the curve allows now, un-held: what a pod may admit
 
 
 def _replica_size(
@@ -288,13 +295,20 @@ def _replica_size(
     )
     held = window.window_max(inverse, now, delay, bucket_s) if delay > 0 else None
     if held is None or 1.0 / held >= now_sized.concurrency:
-        return _Size(now_sized.concurrency, now_sized.learned, now_sized.detail, inverse)
+        return _Size(
+            now_sized.concurrency,
+            now_sized.learned,
+            now_sized.detail,
+            inverse,
+            now_sized.concurrency,
+        )
     return _Size(
         1.0 / held,
         now_sized.learned,
         f"{1.0 / held:.3g} sequences, the smallest over the {delay:g} s scale-down delay "
         f"(now {now_sized.detail})",
         inverse,
+        now_sized.concurrency,
     )
 
 

@@ -126,6 +126,26 @@ def test_a_rise_of_c_waits_for_the_scale_down_delay_and_a_fall_acts_at_once() ->
     assert math.isclose(d.replica_concurrency, c_long, rel_tol=1e-6)
 
 
+def test_a_pod_admits_the_c_the_curve_allows_now_not_the_held_one() -> None:
+    """Replicas are kept for the held (smallest) C, but a pod may admit what the curve
+    allows now: its tokens stay within the objective at that many."""
+    cfg = config(tokenLatencyMs="10", scaleDownDelaySeconds="120")
+    long_context = curve((8.0, 7.45), (32.0, 10.2), (64.0, 14.18))
+    c_long = 8 + 24 * (10 - 7.45) / (10.2 - 7.45)
+    sig = signals(inflight=200.0, ready=8, tokens=long_context)
+    _, state = steady(cfg, sig)
+    d = decide(replace(sig, token_curve=H200), state, cfg, START + 315)
+    assert math.isclose(d.replica_concurrency, c_long, rel_tol=1e-6)  # held for replicas
+    assert d.admit_concurrency is not None
+    assert math.isclose(d.admit_concurrency, C_H200, rel_tol=1e-6)  # admitted now
+    # Nothing measured: the starting point, targetConcurrency; capped by the pod's slots.
+    assert decide(signals(30.0, 5), PolicyState(), cfg, START).admit_concurrency == 8.0
+    capped = decide(signals(30.0, 1, H200, slots=48.0), PolicyState(), cfg, START)
+    assert capped.admit_concurrency == 48.0
+    # No objective: nothing to admit by, the worker keeps its CAPACITY.
+    assert decide(sig, PolicyState(), config(), START).admit_concurrency is None
+
+
 def test_without_the_objective_the_decision_is_the_one_before() -> None:
     """Random signals and states, with and without a token curve: no objective, no change
     (the curve is not read, the state gains no concurrency window)."""
