@@ -9,7 +9,9 @@ from scaler.reports import PodReport, ReportKeys
 from scaler.service_record import SERVICE_MEMORY_REQUESTS, SERVICE_TTL_S, Served
 from scaler.token_curve import (
     BINS_PER_DOUBLING,
+    CURVE_FLOOR_STEPS,
     CURVE_TTL_S,
+    MAX_AGE,
     MAX_BIN,
     MAX_GAP_S,
     TOKEN_MEMORY_S,
@@ -17,21 +19,20 @@ from scaler.token_curve import (
 )
 
 DEFAULT_REPORT_TTL_S = 24 * 3600
-# A bin decayed below this many steps is deleted: it weighs nothing against the
-# KNOWN_STEPS a point needs, and the hash keeps only the bins traffic still visits.
-CURVE_FLOOR_STEPS = 1e-6
 
 # KEYS: reports, seen, service, tokens. ARGV: pod, payload, ttl_s, reported_at ('' = Redis
 # time) [, completed and busy seconds served since the previous write ('0' '0': none), the
 # service record's memory in requests and its ttl [, sequences, steps and seconds decoded
 # since the previous write, then the token curve's TOKEN_MEMORY_S, MAX_GAP_S,
-# BINS_PER_DOUBLING, MAX_BIN, CURVE_TTL_S and CURVE_FLOOR_STEPS]]: a write without a
+# BINS_PER_DOUBLING, MAX_BIN, CURVE_TTL_S, CURVE_FLOOR_STEPS and MAX_AGE]]: a write without a
 # bracketed part serves (decodes) nothing.
 # Writing every key in one script means a reader never sees a half-written report.
-# The token curve's rule is TokenCurve.add's (scaler.token_curve), step for step, so the two
-# agree to the last bit; a `:tokens` key of another type is left alone (the reader says so),
-# so it can never stop the reports; a bin with a field that is not a number is dropped (what
-# the reader ignores, the writer forgets).
+# The token curve's rule is TokenCurve.add's (scaler.token_curve), operation for operation, so
+# the two agree to the last bit: a write reads and writes `at`, `age` and its own bin only,
+# but every bin when it renormalises. A `:tokens` key of another type is left alone (the
+# reader says so), so it can never stop the reports; what the reader ignores the writer
+# forgets: a bin with a part that is not a number is overwritten by the next write to it and
+# deleted at the next renormalisation; an `age` that is not a number starts the curve over.
 WRITE_REPORT_LUA = """
 local t = ARGV[4]
 if t == '' then
@@ -59,59 +60,60 @@ local held = counts and redis.call('TYPE', KEYS[4])['ok']
 if held == 'hash' or held == 'none' then
   local memory, max_gap = tonumber(ARGV[12]), tonumber(ARGV[13])
   local per_doubling, max_bin = tonumber(ARGV[14]), tonumber(ARGV[15])
-  local floor_steps = tonumber(ARGV[17])
+  local floor_steps, max_age = tonumber(ARGV[17]), tonumber(ARGV[18])
   local function number(text)  -- what TokenCurve.from_fields refuses counts as nothing
     local x = tonumber(text)
     if x and x == x and x >= 0 and x < math.huge then return x end
     return nil
   end
+  local function g(x) return string.format('%.17g', x) end
   local now = tonumber(t)
-  local last = nil
-  local bins = {}  -- bin name -> its parts as read; false: a part that is not a number
-  local fields = redis.call('HGETALL', KEYS[4])
-  for i = 1, #fields, 2 do
-    local name = fields[i]
-    if name == 'at' then
-      last = number(fields[i + 1])
-    else
-      local k, part = string.match(name, '^(%d+):([wbt])$')
-      if k then
-        bins[k] = bins[k] or {}
-        bins[k][part] = number(fields[i + 1]) or false
-      end
-    end
-  end
-  local function whole(bin)  -- a bin missing a part is nothing, as TokenCurve.from_fields reads it
-    if bin and bin.w and bin.b and bin.t then return bin end
-    return nil
-  end
-  local gap = 0
-  if last then gap = math.min(math.max(now - last, 0), max_gap) end
-  local f = math.exp(-gap / memory)
   local k = math.floor(per_doubling * math.log(math.max(sequences, 1)) / math.log(2) + 0.5)
   k = tostring(math.min(math.max(k, 0), max_bin))
-  local function g(x) return string.format('%.17g', x) end
-  local out, gone = {'at', g(now)}, {}
-  for name, read in pairs(bins) do
-    local bin = whole(read)
-    if name ~= k and (not bin or bin.w * f < floor_steps) then
-      gone[#gone + 1] = name .. ':w'
-      gone[#gone + 1] = name .. ':b'
-      gone[#gone + 1] = name .. ':t'
-    elseif name ~= k then
-      local parts = {name .. ':w', g(bin.w * f), name .. ':b', g(bin.b * f),
-                     name .. ':t', g(bin.t * f)}
-      for _, x in ipairs(parts) do out[#out + 1] = x end
-    end
+  local read = redis.call('HMGET', KEYS[4], 'at', 'age', k .. ':w', k .. ':b', k .. ':t')
+  local last, age = number(read[1]), number(read[2] or '0')
+  if not age then  -- an age that is not a number: no bin can be scaled, start over
+    redis.call('DEL', KEYS[4])
+    last, age, read = nil, 0, {}
   end
-  local old = whole(bins[k]) or {w = 0, b = 0, t = 0}
+  local old = {w = number(read[3]), b = number(read[4]), t = number(read[5])}
+  local gap = 0
+  if last then gap = math.min(math.max(now - last, 0), max_gap) end
+  age = age + gap / memory
+  if age > max_age then  -- renormalise: every bin at its true value, the faded ones deleted
+    local f = math.exp(-age)
+    local bins = {}  -- bin name -> its parts as read; false: a part that is not a number
+    local fields = redis.call('HGETALL', KEYS[4])
+    for i = 1, #fields, 2 do
+      local name, part = string.match(fields[i], '^(%d+):([wbt])$')
+      if name then
+        bins[name] = bins[name] or {}
+        bins[name][part] = number(fields[i + 1]) or false
+      end
+    end
+    local out, gone = {}, {}
+    for name, bin in pairs(bins) do
+      if bin.w and bin.b and bin.t and bin.w * f >= floor_steps then
+        local parts = {name .. ':w', g(bin.w * f), name .. ':b', g(bin.b * f),
+                       name .. ':t', g(bin.t * f)}
+        for _, x in ipairs(parts) do out[#out + 1] = x end
+        if name == k then old = {w = bin.w * f, b = bin.b * f, t = bin.t * f} end
+      else  -- faded, or a bin missing a part, which TokenCurve.from_fields reads as nothing
+        for _, part in ipairs({':w', ':b', ':t'}) do gone[#gone + 1] = name .. part end
+        if name == k then old = {} end
+      end
+    end
+    if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
+    if #out > 0 then redis.call('HSET', KEYS[4], unpack(out)) end
+    age = 0
+  end
+  if not (old.w and old.b and old.t) then old = {w = 0, b = 0, t = 0} end
+  local scale = math.exp(age)
   local token_ms = 1000 * seconds / steps
-  local parts = {k .. ':w', g(old.w * f + steps),
-                 k .. ':b', g(old.b * f + sequences * steps),
-                 k .. ':t', g(old.t * f + token_ms * steps)}
-  for _, x in ipairs(parts) do out[#out + 1] = x end
-  if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
-  redis.call('HSET', KEYS[4], unpack(out))
+  redis.call('HSET', KEYS[4], 'at', g(now), 'age', g(age),
+             k .. ':w', g(old.w + steps * scale),
+             k .. ':b', g(old.b + sequences * steps * scale),
+             k .. ':t', g(old.t + token_ms * steps * scale))
   redis.call('EXPIRE', KEYS[4], ARGV[16])
 end
 return t
@@ -144,7 +146,7 @@ def write_call(
     if decoded is not None:
         args += [repr(decoded.sequences), repr(decoded.steps), repr(decoded.seconds)]
         args += [repr(TOKEN_MEMORY_S), repr(MAX_GAP_S), BINS_PER_DOUBLING, MAX_BIN]
-        args += [CURVE_TTL_S, repr(CURVE_FLOOR_STEPS)]
+        args += [CURVE_TTL_S, repr(CURVE_FLOOR_STEPS), repr(MAX_AGE)]
     return [keys.reports, keys.seen, keys.service, keys.tokens], args
 
 

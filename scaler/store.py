@@ -296,8 +296,9 @@ def _learned(completed: Any, busy: Any) -> float:
 def _token_curve(key: str, read: list[Any]) -> TokenCurve:
     """The token curve the `:tokens` hash holds. A hash that does not parse is logged once
     and read as what parses: the bins whose three fields are numbers, `at` if it is one;
-    a key of another type, as nothing measured (the decision then plans with
-    targetConcurrency, as before any pod measured)."""
+    an `age` that is not a number (no bin can be scaled to its true value) or a key of
+    another type, as nothing measured (the decision then plans with targetConcurrency, as
+    before any pod measured; the next write starts the curve over)."""
     status, payload = read
     if status != "ok":
         _warn_once(f"{key}: {payload}; planning as if nothing were measured", "token curve")
@@ -306,6 +307,9 @@ def _token_curve(key: str, read: list[Any]) -> TokenCurve:
     try:
         return TokenCurve.from_fields(fields)
     except ReportError as exc:
+        if "age" in fields and not _is_count(fields["age"]):
+            _warn_once(f"{key}: {exc}; planning as if nothing were measured", "token curve")
+            return NOTHING_MEASURED
         numbers = {name: value for name, value in fields.items() if _is_count(value)}
         _warn_once(f"{key}: {exc}; using the fields that are numbers", "token curve")
         return TokenCurve.from_fields(numbers)

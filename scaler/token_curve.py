@@ -17,13 +17,24 @@ sequences near 2^(k / BINS_PER_DOUBLING)); each bin keeps the decayed step count
 decayed sums of sequences x steps and milliseconds (per step) x steps, so its point is the
 step-weighted mean. At most MAX_BIN + 1 bins: the hash stays bounded.
 
-Forgetting: at every write that decoded something, every bin is multiplied by
+Forgetting: at every write that decoded something, every bin is worth
     f = exp(-min(t - t_last, MAX_GAP_S) / TOKEN_MEMORY_S)
-with t the Redis time of the write and t_last that of the previous one: the curve forgets
-with a time constant of TOKEN_MEMORY_S seconds of traffic, and a quiet night (no writes with
-steps) forgets nothing, so the morning's first wake plans with what yesterday measured.
-A bin is known once its weight reaches KNOWN_STEPS; a bin nobody visits fades below it
-within about 6 minutes of other traffic (TOKEN_MEMORY_S says why).
+of what it was, with t the Redis time of the write and t_last that of the previous one: the
+curve forgets with a time constant of TOKEN_MEMORY_S seconds of traffic, and a quiet night (no
+writes with steps) forgets nothing, so the morning's first wake plans with what yesterday
+measured. A bin is known once its weight reaches KNOWN_STEPS; a bin nobody visits fades below
+it within about 6 minutes of other traffic (TOKEN_MEMORY_S says why).
+
+Storage: a write touches one bin, not every bin (each pod writes about once a second). The
+bins are kept unscaled, with the curve's running decay exponent `age` = the sum of
+min(gap, MAX_GAP_S) / TOKEN_MEMORY_S over the writes: a write adds to `age` and adds its
+sample to its bin multiplied by exp(age); a bin's true weight and sums are the stored ones x
+exp(-age). Once `age` passes MAX_AGE, the write first renormalises: every bin x exp(-age),
+bins whose weight falls below CURVE_FLOOR_STEPS deleted, `age` = 0. That is the one write
+that reads and rewrites every bin, once per MAX_AGE time constants of traffic; the bound
+keeps the stored numbers within exp(MAX_AGE) of the true ones, far inside a double's range
+and precision. A hash without `age` (stored before it was kept) reads as age 0: its bins
+are the true values, as they were.
 """
 
 from __future__ import annotations
@@ -45,6 +56,14 @@ BINS_PER_DOUBLING = 4  # bins 19 % apart: finer than the curve bends
 MAX_BIN = 48  # 2^12 = 4,096 sequences; more are counted in the last bin
 MAX_EXTRAPOLATION = 2.0  # never plan more than twice the sequences a bin has measured
 CURVE_TTL_S = 7 * 24 * 3600  # a week without a decoded token forgets the curve
+# Renormalise once the decay exponent passes this: stored numbers grow by at most e^20 ~ 5e8
+# over the true ones (15 of a double's 16 digits left), and it happens once per 20 time
+# constants of traffic (20 minutes at 60 s).
+MAX_AGE = 20.0
+# A bin decayed below this many steps is deleted when the curve is renormalised: it weighs
+# nothing against the KNOWN_STEPS a point needs, and the hash keeps only the bins traffic
+# still visits.
+CURVE_FLOOR_STEPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -102,40 +121,52 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class TokenCurve:
-    """The learned curve: bins by index, and the time of the last write that decoded."""
+    """The learned curve: bins by index as stored (unscaled: the true values are these x
+    exp(-age)), the time of the last write that decoded, and the decay exponent `age`."""
 
     bins: dict[int, Bin] = field(default_factory=dict)
     updated_at: float | None = None
+    age: float = 0.0
 
     def add(self, decoded: Decoded, at: float) -> TokenCurve:
         """The write script's rule in Python (the simulator keeps one curve per run; tests
-        hold the two to the same cases)."""
+        hold the two to the same cases), operation for operation."""
         if not decoded.counts:
             return self
         gap = 0.0 if self.updated_at is None else min(max(at - self.updated_at, 0.0), MAX_GAP_S)
-        f = math.exp(-gap / TOKEN_MEMORY_S)
-        bins = {k: b.scaled(f) for k, b in self.bins.items()}
+        age = self.age + gap / TOKEN_MEMORY_S
+        bins = dict(self.bins)
+        if age > MAX_AGE:
+            bins, age = _renormalised(bins, age), 0.0
+        scale = math.exp(age)
         k = bin_index(decoded.sequences)
         old = bins.get(k, Bin(0.0, 0.0, 0.0))
         steps = decoded.steps
         bins[k] = Bin(
-            old.weight + steps,
-            old.sequences_sum + decoded.sequences * steps,
-            old.ms_sum + decoded.token_ms * steps,
+            old.weight + steps * scale,
+            old.sequences_sum + decoded.sequences * steps * scale,
+            old.ms_sum + decoded.token_ms * steps * scale,
         )
-        return TokenCurve(bins, at)
+        return TokenCurve(bins, at, age)
+
+    def decayed(self) -> dict[int, Bin]:
+        """The bins' true values now: decayed steps and sums."""
+        f = math.exp(-self.age)
+        return {k: b.scaled(f) for k, b in self.bins.items()}
 
     def points(self) -> list[CurvePoint]:
         """The known bins (weight >= KNOWN_STEPS), by sequences."""
         return [
             CurvePoint(b.sequences_sum / b.weight, b.ms_sum / b.weight, b.weight)
-            for _, b in sorted(self.bins.items())
+            for _, b in sorted(self.decayed().items())
             if b.weight >= KNOWN_STEPS
         ]
 
     def to_fields(self) -> dict[str, str]:
-        """The `:tokens` hash: `at`, and `<k>:w`, `<k>:b`, `<k>:t` per bin."""
+        """The `:tokens` hash: `at`, `age`, and `<k>:w`, `<k>:b`, `<k>:t` per bin (stored)."""
         fields = {} if self.updated_at is None else {"at": repr(self.updated_at)}
+        if self.updated_at is not None or self.bins:
+            fields["age"] = repr(self.age)
         for k, b in self.bins.items():
             fields |= {f"{k}:w": repr(b.weight), f"{k}:b": repr(b.sequences_sum)}
             fields[f"{k}:t"] = repr(b.ms_sum)
@@ -143,7 +174,8 @@ class TokenCurve:
 
     @staticmethod
     def from_fields(fields: dict[str, str]) -> TokenCurve:
-        """The curve a `:tokens` hash holds; a field that is not a number is an error naming it."""
+        """The curve a `:tokens` hash holds; a field that is not a number is an error naming it.
+        No `age` (a hash stored before it was kept): 0, the bins being the true values."""
 
         def number(name: str) -> float:
             try:
@@ -161,7 +193,17 @@ class TokenCurve:
             k, _, part = name.partition(":")
             if part == "w" and k.isdigit() and f"{k}:b" in fields and f"{k}:t" in fields:
                 bins[int(k)] = Bin(number(name), number(f"{k}:b"), number(f"{k}:t"))
-        return TokenCurve(bins, number("at") if "at" in fields else None)
+        return TokenCurve(
+            bins,
+            number("at") if "at" in fields else None,
+            number("age") if "age" in fields else 0.0,
+        )
+
+
+def _renormalised(bins: dict[int, Bin], age: float) -> dict[int, Bin]:
+    """Every bin at its true value (x exp(-age)), those below CURVE_FLOOR_STEPS left out."""
+    f = math.exp(-age)
+    return {k: b.scaled(f) for k, b in bins.items() if b.weight * f >= CURVE_FLOOR_STEPS}
 
 
 NOTHING_MEASURED = TokenCurve()

@@ -11,7 +11,9 @@ import pytest
 from scaler.reports import ReportError
 from scaler.token_curve import (
     BINS_PER_DOUBLING,
+    CURVE_FLOOR_STEPS,
     KNOWN_STEPS,
+    MAX_AGE,
     MAX_BIN,
     MAX_GAP_S,
     NOTHING_MEASURED,
@@ -58,8 +60,9 @@ def test_a_write_that_measures_nothing_changes_nothing() -> None:
 
 def test_the_curve_forgets_by_the_gap_between_writes() -> None:
     curve = measured((8, 6.3)).add(Decoded(64, 1000, 8.5), T0 + 6)
-    assert curve.bins[bin_index(8)].weight == pytest.approx(1000 * math.exp(-6 / TOKEN_MEMORY_S))
-    assert curve.bins[bin_index(64)].weight == 1000
+    decayed = curve.decayed()
+    assert decayed[bin_index(8)].weight == pytest.approx(1000 * math.exp(-6 / TOKEN_MEMORY_S))
+    assert decayed[bin_index(64)].weight == pytest.approx(1000)
     assert curve.updated_at == T0 + 6
 
 
@@ -69,7 +72,7 @@ def test_a_quiet_night_forgets_no_more_than_one_capped_gap() -> None:
     night = measured((8, 6.3), (64, 8.5))
     morning = night.add(Decoded(32, 10, 0.073), T0 + 8 * 3600)
     kept = math.exp(-MAX_GAP_S / TOKEN_MEMORY_S)
-    assert morning.bins[bin_index(64)].weight == pytest.approx(1000 * kept)
+    assert morning.decayed()[bin_index(64)].weight == pytest.approx(1000 * kept)
     assert [round(p.sequences) for p in morning.points()] == [8, 64]
     assert night.points() == measured((8, 6.3), (64, 8.5)).points()
 
@@ -85,6 +88,50 @@ def test_the_hash_fields_round_trip_and_a_bad_one_is_named() -> None:
     fields = curve.to_fields() | {"12:t": "fast"}
     with pytest.raises(ReportError, match=re.escape("token curve field 12:t = 'fast'")):
         TokenCurve.from_fields(fields)
+
+
+def test_a_write_touches_its_own_bin_only() -> None:
+    """Bins are stored unscaled: a write adds to the decay exponent and its sample x exp(age)
+    to its own bin; the others stay as stored and their true values fall by exp(-age)."""
+    before = measured((8, 6.3), (64, 8.5))
+    after = before.add(Decoded(32, 1000, 7.3), T0 + 6)
+    assert after.age == 6 / TOKEN_MEMORY_S
+    assert after.bins[bin_index(8)] == before.bins[bin_index(8)]
+    assert after.bins[bin_index(32)].weight == 1000 * math.exp(6 / TOKEN_MEMORY_S)
+    (_, point, _) = after.points()
+    assert (point.sequences, point.token_ms) == pytest.approx((32, 7.3))
+    assert point.weight == pytest.approx(1000)
+
+
+def test_past_max_age_the_curve_is_renormalised_and_faded_bins_go() -> None:
+    """Every MAX_AGE time constants of traffic one write scales every bin to its true value
+    and resets the exponent: the points are the same, the bins below the floor are gone."""
+    curve = NOTHING_MEASURED.add(Decoded(300, 1e-3, 1e-5), T0).add(Decoded(64, 1e6, 8500), T0)
+    at = T0
+    while curve.age <= MAX_AGE - MAX_GAP_S / TOKEN_MEMORY_S:
+        at += MAX_GAP_S
+        curve = curve.add(Decoded(8, 1000, 6.3), at)
+    assert bin_index(300) in curve.bins
+    renormalised = curve.add(Decoded(8, 1000, 6.3), at + MAX_GAP_S)
+    assert renormalised.age == 0
+    assert bin_index(300) not in renormalised.bins  # 1e-3 x e^-20 steps: below the floor
+    assert CURVE_FLOOR_STEPS < renormalised.bins[bin_index(64)].weight < 1e-2
+    f = math.exp(-MAX_GAP_S / TOKEN_MEMORY_S)
+    (before,), (after,) = curve.points(), renormalised.points()  # 8 sequences; 64 faded
+    assert (after.sequences, after.token_ms) == pytest.approx((8, 6.3), rel=1e-12)
+    assert after.weight == pytest.approx(before.weight * f + 1000, rel=1e-12)
+
+
+def test_a_hash_stored_without_age_reads_as_the_true_values() -> None:
+    """A curve kept before the decay exponent was stored: its bins are the true values."""
+    fields = {"at": repr(T0), "12:w": "1000.0", "12:b": "8000.0", "12:t": "6300.0"}
+    curve = TokenCurve.from_fields(fields)
+    assert curve.age == 0
+    (point,) = curve.points()
+    assert (point.sequences, point.token_ms, point.weight) == (8, 6.3, 1000)
+    assert TokenCurve.from_fields(curve.to_fields()) == curve
+    with pytest.raises(ReportError, match=re.escape("token curve field age = 'old'")):
+        TokenCurve.from_fields(fields | {"age": "old"})
 
 
 def test_a_bad_decoded_figure_is_refused_naming_it() -> None:

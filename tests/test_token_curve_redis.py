@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler.policy import Decision, PolicyState, Reason
 from scaler.redis_connect import RedisLink
-from scaler.report_writer import CURVE_FLOOR_STEPS, WRITE_REPORT_LUA, write_call
+from scaler.report_writer import WRITE_REPORT_LUA, write_call
 from scaler.reports import ReportKeys, report_keys
 from scaler.service import NO_TOKEN_TIME_WARN_S
 from scaler.service_record import Served
@@ -26,10 +26,13 @@ from scaler.target_config import TargetConfig, parse_target_config
 from scaler.telemetry import ScalerMetrics
 from scaler.token_curve import (
     BINS_PER_DOUBLING,
+    CURVE_FLOOR_STEPS,
     CURVE_TTL_S,
+    MAX_AGE,
     MAX_BIN,
     MAX_GAP_S,
     NOTHING_MEASURED,
+    TOKEN_MEMORY_S,
     Decoded,
     TokenCurve,
     bin_index,
@@ -77,6 +80,13 @@ CASES: dict[str, list[tuple[float, Decoded]]] = {
     "the rounding boundaries and their neighbours": [
         (0.2 * i, Decoded(s, 10, 0.07)) for i, s in enumerate(BOUNDARIES + NEAR)
     ],
+    # Past MAX_AGE time constants the curve is renormalised: 1e-3 steps fade below the
+    # floor and go, a million steps stay; then the exponent grows again from 0.
+    "renormalised past MAX_AGE, the faded bins deleted": [
+        (0.0, Decoded(300, 1e-3, 1e-5)),
+        (0.0, Decoded(64, 1e6, 8500.0)),
+        *[(MAX_GAP_S * i, Decoded(1 + i % 40, 100 + i, 0.7 + i / 100)) for i in range(1, 260)],
+    ],
 }
 
 
@@ -99,25 +109,66 @@ def _stored(client: redis.Redis, keys: ReportKeys) -> TokenCurve:
 
 
 def _assert_agree(stored: TokenCurve, expected: TokenCurve, case: str) -> None:
-    """Equal to 1e-9 relative, but for the bins the script deleted below the floor."""
-    kept = {k: b for k, b in expected.bins.items() if b.weight >= CURVE_FLOOR_STEPS}
-    assert sorted(stored.bins) == sorted(kept), case
-    for k, b in kept.items():
+    """The same bins (the same deleted below the floor), each equal to 1e-9 relative."""
+    assert sorted(stored.bins) == sorted(expected.bins), case
+    for k, b in expected.bins.items():
         got = stored.bins[k]
         for part in ("weight", "sequences_sum", "ms_sum"):
             assert getattr(got, part) == pytest.approx(getattr(b, part), rel=1e-9), (case, k, part)
     assert stored.updated_at == expected.updated_at, case
+    assert stored.age == pytest.approx(expected.age, rel=1e-9, abs=1e-12), case
 
 
 @every_deployment
 def test_the_write_script_keeps_the_curve_by_the_python_rule(redis_client: redis.Redis) -> None:
+    renormalised = 0
     for n, (case, writes) in enumerate(CASES.items()):
         keys = report_keys(NAMESPACE, f"case-{n}")
         expected = NOTHING_MEASURED
         for offset, decoded in writes:
             stamped = _write(redis_client, keys, T0 + offset, decoded)
+            aged = expected.age
             expected = expected.add(decoded, stamped)
+            renormalised += expected.age < aged
             _assert_agree(_stored(redis_client, keys), expected, case)
+    assert renormalised == 2  # 259 writes 10 s apart: past MAX_AGE twice
+
+
+def test_a_write_reads_and_writes_one_bin_until_it_renormalises(
+    redis_client: redis.Redis,
+) -> None:
+    """O(1) a write: no HGETALL of the curve (Redis's own counts of the calls scripts make)
+    but in the one write that renormalises, once per MAX_AGE time constants of traffic."""
+    keys = report_keys(NAMESPACE, "cost")
+    for k in range(MAX_BIN + 1):
+        _write(redis_client, keys, T0, Decoded(2 ** (k / BINS_PER_DOUBLING), 1000, 7.0))
+    expected, writes, aged = _stored(redis_client, keys), 0, 0.0
+    redis_client.config_resetstat()
+    while expected.age >= aged:  # until the write that renormalises
+        assert "cmdstat_hgetall" not in redis_client.info("commandstats"), writes
+        writes, aged, decoded = writes + 1, expected.age, Decoded(8, 1000, 6.3)
+        stamp = _write(redis_client, keys, T0 + MAX_GAP_S * writes, decoded)
+        expected = expected.add(decoded, stamp)
+    assert abs(writes - MAX_AGE * TOKEN_MEMORY_S / MAX_GAP_S) <= 1
+    assert redis_client.info("commandstats")["cmdstat_hgetall"]["calls"] == 1
+    _assert_agree(_stored(redis_client, keys), expected, "renormalised")
+
+
+def test_a_curve_stored_without_age_is_read_and_continued_as_its_true_values(
+    redis_client: redis.Redis,
+) -> None:
+    """A hash of the layout before the decay exponent was kept (the bins' true values, no
+    `age`): read as age 0, and the next write carries on from it as TokenCurve.add does."""
+    keys = report_keys(NAMESPACE, "old-layout")
+    old = {"at": repr(T0), "12:w": "1000.0", "12:b": "8000.0", "12:t": "6300.0"}
+    redis_client.hset(keys.tokens, mapping=old)
+    expected = TokenCurve.from_fields(old)
+    assert [(p.sequences, p.token_ms, p.weight) for p in expected.points()] == [(8, 6.3, 1000)]
+    decoded = Decoded(64, 1000, 8.5)
+    expected = expected.add(decoded, _write(redis_client, keys, T0 + 6, decoded))
+    _assert_agree(_stored(redis_client, keys), expected, "old layout")
+    weights = [p.weight for p in _stored(redis_client, keys).points()]
+    assert weights == pytest.approx([1000 * math.exp(-6 / TOKEN_MEMORY_S), 1000])
 
 
 def test_the_python_and_lua_bins_agree_on_every_boundary(redis_client: redis.Redis) -> None:
@@ -171,24 +222,30 @@ def test_the_curve_expires_a_week_after_its_last_measurement(redis_client: redis
 
 
 def test_a_bin_nobody_visits_fades_out_of_the_hash(redis_client: redis.Redis) -> None:
-    """A bin decays by exp(-MAX_GAP_S / 120 s) per write 10 s apart: from 1 step to below the
-    floor in ln(1e6) x 12 = 166 writes. Then its fields are gone, and the hash never holds
-    more than the MAX_BIN + 1 bins whatever the pods decode."""
+    """A bin decays by exp(-MAX_GAP_S / TOKEN_MEMORY_S) per write 10 s apart; once below the
+    floor, the next renormalisation (every MAX_AGE time constants) deletes its fields, and the
+    hash never holds more than the MAX_BIN + 1 bins whatever the pods decode."""
     keys = report_keys(NAMESPACE, "fading")
     expected = NOTHING_MEASURED.add(Decoded(300, 1, 0.02), T0)
     _write(redis_client, keys, T0, Decoded(300, 1, 0.02))
     faded = bin_index(300)
+    gone_at = []
     for i in range(1, 200):
         sequences = 1 + (i * 37) % 2000  # every bin up to 2,000 sequences but the fading one's
         if bin_index(sequences) == faded:
             sequences = 8
         decoded = Decoded(sequences, 1000, 7.0)
         expected = expected.add(decoded, _write(redis_client, keys, T0 + MAX_GAP_S * i, decoded))
-        still = expected.bins[faded].weight >= CURVE_FLOOR_STEPS
+        still = faded in expected.bins
         assert redis_client.hexists(keys.tokens, f"{faded}:w") == still, i
-    assert not still
+        if not still and not gone_at:
+            gone_at.append(i)
+            assert expected.age == 0  # deleted by the renormalising write
+    assert len(gone_at) == 1
+    assert abs(gone_at[0] - MAX_AGE * TOKEN_MEMORY_S / MAX_GAP_S) <= 1
+    assert math.exp(-MAX_AGE) < CURVE_FLOOR_STEPS  # one step fades below it by then
     _assert_agree(_stored(redis_client, keys), expected, "fading")
-    assert redis_client.hlen(keys.tokens) <= 1 + 3 * (MAX_BIN + 1)
+    assert redis_client.hlen(keys.tokens) <= 2 + 3 * (MAX_BIN + 1)
 
 
 def _config(target: str, **metadata: str) -> TargetConfig:
@@ -244,9 +301,32 @@ def test_a_malformed_curve_is_reported_once_and_what_parses_is_used(
     # The next measurement repairs it: the writer forgets what the reader ignores.
     _write(redis_client, keys, T0 + 2, Decoded(64, 300, 2.6))
     repaired = _read(deployment, config, T0 + 2).token_curve
-    assert repaired.bins[bin_index(64)].weight == 300
-    assert repaired.bins[bin_index(8)].weight == pytest.approx(300 * math.exp(-1 / 120))
+    decayed = repaired.decayed()
+    assert decayed[bin_index(64)].weight == pytest.approx(300)
+    assert decayed[bin_index(8)].weight == pytest.approx(300 * math.exp(-1 / TOKEN_MEMORY_S))
     assert repaired.updated_at == T0 + 2
+
+
+def test_an_age_that_is_not_a_number_is_read_as_nothing_measured_and_started_over(
+    redis_client: redis.Redis, deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the decay exponent no bin can be scaled to its true value: the reader plans
+    as if nothing were measured, the next write starts the curve afresh."""
+    keys = report_keys(NAMESPACE, "ageless")
+    _write(redis_client, keys, T0, Decoded(8, 300, 1.9))
+    _write(redis_client, keys, T0 + 1, Decoded(64, 300, 2.6))
+    redis_client.hset(keys.tokens, "age", "soon")
+    config = _config("ageless", tokenLatencyMs="10")
+    with caplog.at_level(logging.WARNING, logger="scaler.store"):
+        assert _read(deployment, config, T0 + 1).token_curve == NOTHING_MEASURED
+    (warning,) = [r.getMessage() for r in caplog.records if "token curve" in r.getMessage()]
+    assert warning == (
+        f"token curve {keys.tokens}: token curve field age = 'soon', must be a number; "
+        "planning as if nothing were measured"
+    )
+    _write(redis_client, keys, T0 + 2, Decoded(32, 300, 2.2))
+    fresh = NOTHING_MEASURED.add(Decoded(32, 300, 2.2), T0 + 2)
+    _assert_agree(_read(deployment, config, T0 + 2).token_curve, fresh, "started over")
 
 
 def test_a_curve_key_of_another_type_is_reported_and_read_as_nothing_measured(
