@@ -20,6 +20,14 @@ its previous write (`scaler.token_curve.Decoded`: steps, seconds, mean sequences
 target keeps one `TokenCurve` (`token_curve.TokenCurve.add`, the write script's rule), as it
 keeps the service record; the signals carry it.
 
+Admission: the project's queueing path holds requests in Redis and each pod's worker takes
+only what it may run (`sidecar/worker.py`, CAPACITY). With a token-latency objective the
+worker takes at most the C the latest decision published (`Decision.admit_concurrency`,
+capped by the slots, at least 1); without one the example manifests set CAPACITY to
+targetConcurrency. So a replica admits at most `admit_at_most`'s limit (its slots until a
+controller sets one); the rest waits in the queue, which the scaler counts. Lowering it
+cancels nothing: the pod takes nothing new until it runs below the new limit.
+
 The token side of the SLO: every output token after the first is counted with the time of the
 step that produced it (a histogram in TOKEN_BIN_MS bins), so the share within any objective is
 read off after the run (the first token is the wait / TTFT side).
@@ -123,6 +131,7 @@ class BatchingCluster(Cluster):
         self._active: set[Pod] = set()  # decoding, or with steps not yet reported
         self._next_report = math.inf
         self.curve = curve
+        self.admit = params.slots_per_replica  # sequences a pod may run at once
         self.tokens = token_histogram()
         self.tokens_late = token_histogram()  # decoded from WARMUP_S on
         super().__init__(
@@ -250,14 +259,24 @@ class BatchingCluster(Cluster):
 
     # -- admission ------------------------------------------------------------------------
 
+    def admit_at_most(self, limit: float | None) -> None:
+        """The workers take at most min(slots, max(1, floor(`limit`))) requests a pod (None:
+        the slots, CAPACITY); a higher limit takes from the queue at once."""
+        slots = self._slots
+        admit = slots if limit is None else min(slots, max(1, math.floor(limit)))
+        raised = admit > self.admit
+        self.admit = admit
+        if raised:
+            self._dispatch(self.now)
+
     def _dispatch(self, t: float) -> None:
-        if not self.queue or self._inflight_ready >= self._pods_ready * self._slots:
+        if not self.queue or self._inflight_ready >= self._pods_ready * self.admit:
             return
         ready = [p for p in self.live if p.ready]
-        queue, slots = self.queue, self._slots
+        queue, admit = self.queue, self.admit
         while queue:
             pod = min(ready, key=_inflight)
-            if pod.inflight >= slots:
+            if pod.inflight >= admit:
                 return
             request = queue.popleft()
             self.start_s[request] = t

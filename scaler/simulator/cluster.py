@@ -265,6 +265,10 @@ class Cluster:
         self.queue.append(request)
         self._dispatch(t)
 
+    def admit_at_most(self, limit: float | None) -> None:
+        """What the pods' workers may take at once (`scaler.simulator.batching`). The constant
+        model's slots already stand for the concurrency a pod is run at: it admits by them."""
+
     # -- scaling --------------------------------------------------------------------
 
     def set_replicas(self, t: float, replicas: int, cold_start_s: float | None = None) -> None:

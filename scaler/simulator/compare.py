@@ -122,14 +122,17 @@ def first_wake(knobs: Knobs) -> ScalerController:
 def keda_defaults(knobs: Knobs) -> MetricController:
     """KEDA and the HPA as they come (poll 30 s, cooldown 300 s, scale-down stabilisation
     300 s, trigger `external`), fed the plain concurrency now, one replica per
-    targetConcurrency: what a scaler without smoothing or headroom gets."""
+    targetConcurrency: what a scaler without smoothing or headroom gets. Its pods sit behind
+    the same queue and workers, CAPACITY targetConcurrency: each admits that many."""
     config = knobs.target_config()
     keda = KedaHpaConfig(
         target_per_replica=config.target_concurrency,
         min_replicas=knobs.min_replicas,
         max_replicas=knobs.max_replicas,
     )
-    return MetricController("keda-defaults", keda, concurrency_metric())
+    controller = MetricController("keda-defaults", keda, concurrency_metric())
+    controller.admission = config.target_concurrency
+    return controller
 
 
 def baseline(name: str, knobs: Knobs, floor: Floor) -> Controller:
@@ -185,6 +188,9 @@ def run_policy(
     (warm: a deployed target always has it; a plain HPA's is 1); a fixed fleet starts warm;
     the oracle starts from its clairvoyant warm fleet (its own schedule). `served`: the
     service record found at the start (only our scaler reads it); `curve`: the token curve."""
+    if isinstance(controller, (FixedController, ScheduleController)):
+        # Planned by the oracle at so many requests a replica: its pods admit that many.
+        controller.admission = knobs.cluster.planning_slots(trace)
     if isinstance(controller, FixedController):
         initial = floor.peak_replicas if controller.replicas is None else controller.replicas
     elif isinstance(controller, ScheduleController):

@@ -22,6 +22,12 @@ All start from the same warm fleet, so the figures compare.
   replica, minReplicas 1: it sees busy pods, never the queue).
 - `FixedController`: a fleet sized for the peak (or a given size), never changed.
 - `ScheduleController`: replays the oracle's schedule (see `oracle`).
+
+What each admits (`admission`, a pod's worker taking at most that many at once; only a
+measured pod profile uses it, `batching`): our scaler with tokenLatencyMs, the C each of its
+decisions publishes; without, targetConcurrency (the workers' CAPACITY in the example
+manifests); keda-defaults the same; the oracle's and fixed fleets, the concurrency the
+oracle planned a replica at; the other baselines, the slots.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from scaler.simulator import keda_hpa
 from scaler.simulator.cluster import Cluster
 from scaler.simulator.keda_hpa import Call, KedaHpaConfig
 from scaler.target_config import TargetConfig
+from scaler.token_curve import replica_concurrency
 
 # (signals) -> (metric for the HPA, active for KEDA)
 MetricFn = Callable[[Signals], tuple[float, bool]]
@@ -52,9 +59,15 @@ class Controller:
         self.decisions = 0
         # (t, per-replica concurrency) of every decision sized by tokenLatencyMs
         self.concurrency_log: list[tuple[float, float]] = []
+        # What a pod's worker takes at once (`Cluster.admit_at_most`); None: its slots.
+        self.admission: float | None = None
 
     def start(self, replicas: int) -> None:
         self.desired = replicas
+
+    def publish_admission(self, cluster: Cluster) -> None:
+        """What the pods' workers find when the run starts (`Cluster.admit_at_most`)."""
+        cluster.admit_at_most(self.admission)
 
     def next_tick_s(self) -> float:
         return math.inf
@@ -94,11 +107,30 @@ class ScalerController(Controller):
         self._streamed: bool | None = None  # last value the stream sent
         self._stream_next_at = 0.0 if stream else math.inf
         self._stream_waits_on_change = stream
+        # Without an objective the workers' CAPACITY is targetConcurrency (the example
+        # manifests); with one they take the C each decision publishes, their slots before.
+        if config.token_latency_ms is None:
+            self.admission = config.target_concurrency
 
     def start(self, replicas: int) -> None:
         super().start(replicas)
         self.control = keda_hpa.initial_state(self.keda, replicas)
         self.policy_state = seeded_state(self.config, replicas)
+
+    def publish_admission(self, cluster: Cluster) -> None:
+        """With the objective, the C the scaler kept publishing while KEDA polled it through
+        the quiet night: the one the token curve found at the start allows (the decision's
+        own rule; targetConcurrency with nothing measured)."""
+        if self.config.token_latency_ms is not None:
+            signals = cluster.signals()
+            slots = signals.capacity_ready / signals.pods_ready if signals.pods_ready else 0.0
+            self.admission = replica_concurrency(
+                signals.token_curve,
+                self.config.token_latency_ms,
+                self.config.target_concurrency,
+                slots,
+            ).concurrency
+        super().publish_admission(cluster)
 
     def next_tick_s(self) -> float:
         return min(keda_hpa.due(self.control)[0], self._stream_next_at)
@@ -142,6 +174,8 @@ class ScalerController(Controller):
         self.decisions += 1
         if self.config.token_latency_ms is not None:
             self.concurrency_log.append((now, decision.replica_concurrency))
+            self.admission = decision.admit_concurrency
+            cluster.admit_at_most(self.admission)
         return decision
 
 

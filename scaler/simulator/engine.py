@@ -98,6 +98,7 @@ def run(
             curve=curve,
         )
     controller.start(initial_replicas)
+    controller.publish_admission(cluster)
     arrivals = trace.arrival_s.tolist()
     n, i = len(arrivals), 0
     next_sample = 0.0

@@ -115,12 +115,12 @@ def mark(points: list[Point], slo_target: float) -> list[Point]:
 
 
 def _meets(summary: Summary, share: float) -> bool:
-    """The target met: the share of tokens within the token objective after the first 5
-    minutes (before, every policy woken from zero decodes a cold start's backlog at its
-    pods' full batch) when the runs are scored by one, else the share of requests within the
-    wait."""
-    if summary.token_share_after_warmup is not None:
-        return summary.token_share_after_warmup >= share
+    """The target met: the share of all tokens within the token objective when the runs are
+    scored by one (the workers admit at most what a replica is sized for, so a wake's
+    backlog waits in the queue rather than slowing tokens), else the share of requests
+    within the wait."""
+    if summary.token_share is not None:
+        return summary.token_share >= share
     return summary.slo_attainment >= share
 
 
@@ -163,7 +163,7 @@ def frontier_table(points: list[Point], slo_target: float) -> str:
     head = [*keys, "SLO met", *(["tokens ok", "after 5 min"] if tokens else []), "p99 wait"]
     head += ["GPU-h"]
     head += ["x floor", "scale ev", ""]
-    met = "tokens within the objective after 5 min" if tokens else "SLO met"
+    met = "of all tokens within the objective" if tokens else "SLO met"
     rows = [head]
     for p in points:
         s = p.summary
