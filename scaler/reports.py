@@ -5,15 +5,19 @@ One definition, imported by the writer (`scaler.report_writer`: the sidecar, and
 writer) and the reader (`scaler.store`, with the same rules in Lua in
 `scaler.report_reader`), so the two cannot drift.
 
-Per target (one inference Deployment) there are four Redis keys; the `{...}` hash
+Per target (one inference Deployment) there are these Redis keys; the `{...}` hash
 tag keeps them in one Redis Cluster slot so one script can touch them all:
 
     llm-scaler:{<namespace>/<target>}:reports   HASH  pod name -> report JSON
     llm-scaler:{<namespace>/<target>}:seen      ZSET  pod name -> time of its last report
     llm-scaler:{<namespace>/<target>}:service   HASH  completed, busy_s: the service time
                                                       learned from the pods' completions
-    llm-scaler:{<namespace>/<target>}:tokens    HASH  at, <k>:w, <k>:b, <k>:t: the token
-                                                      time learned from the pods' decoding
+    llm-scaler:{<namespace>/<target>}:tokens    HASH  at, age, <k>:w, <k>:b, <k>:t: the
+                                                      token time learned from the pods'
+                                                      decoding
+    llm-scaler:{<namespace>/<target>}:admit     STRING  with tokenLatencyMs, the sequences
+                                                      one pod may run at once (written by
+                                                      the scaler, read by the queue workers)
 
 The time in `:seen` is Redis's own clock (TIME inside the write script), and the
 reader judges staleness against the same clock, so clock skew between pods and
@@ -60,6 +64,7 @@ class ReportKeys:
     seen: str
     service: str
     tokens: str
+    admit: str
 
 
 def target_key_base(namespace: str, target: str) -> str:
@@ -69,13 +74,14 @@ def target_key_base(namespace: str, target: str) -> str:
 
 def report_keys(namespace: str, target: str) -> ReportKeys:
     """The keys a target's pods report under: reports, seen, the service record and the token
-    curve."""
+    curve; and the admission limit the scaler writes for them."""
     base = target_key_base(namespace, target)
     return ReportKeys(
         reports=f"{base}:reports",
         seen=f"{base}:seen",
         service=f"{base}:service",
         tokens=f"{base}:tokens",
+        admit=f"{base}:admit",
     )
 
 

@@ -47,6 +47,11 @@ _REMEMBERED_TARGETS = 10_000  # ~2 KB each at most: bounded memory whatever KEDA
 # Pods reporting this long with tokenLatencyMs set and no token time measured: they cannot
 # measure it (a sidecar finds token time in TensorRT-LLM's or vLLM's metrics only).
 NO_TOKEN_TIME_WARN_S = 300.0
+# The admit key is written when its value moves by more than this share, or its last write is
+# this old (refreshing its TTL, and restoring it after a flush): a few writes an hour per
+# target, not one a poll.
+ADMIT_CHANGE = 0.01
+ADMIT_REWRITE_S = 60.0
 
 
 class SnapshotStore(Protocol):
@@ -59,6 +64,10 @@ class SnapshotStore(Protocol):
 
     async def save_state(
         self, config: TargetConfig, state: PolicyState, now: float, timeout_s: float | None = None
+    ) -> None: ...
+
+    async def write_admit(
+        self, config: TargetConfig, concurrency: float, timeout_s: float | None = None
     ) -> None: ...
 
 
@@ -158,6 +167,26 @@ class TokenTimeWatch:
             )
 
 
+class AdmitWrites:
+    """When this scaler process writes a target's admit key: the first decision with
+    tokenLatencyMs, then a change of more than ADMIT_CHANGE from what it last wrote, or
+    ADMIT_REWRITE_S since (on the decisions' clock; a clock that went back writes too).
+    Every scaler replica writes the same value, so their writes never disagree."""
+
+    def __init__(self) -> None:
+        self._written: OrderedDict[str, tuple[float, float]] = OrderedDict()  # value, at
+
+    def due(self, key: str, value: float, now: float) -> bool:
+        last = self._written.get(key)
+        if last is None:
+            return True
+        written, at = last
+        return abs(value - written) > ADMIT_CHANGE * written or not 0 <= now - at < ADMIT_REWRITE_S
+
+    def wrote(self, key: str, value: float, now: float) -> None:
+        put_bounded(self._written, key, (value, now), _REMEMBERED_TARGETS)
+
+
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
     def __init__(
         self,
@@ -188,6 +217,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._handed: OrderedDict[str, tuple[float, TargetConfig, Decision]] = OrderedDict()
         self.on_target: Callable[[TargetConfig], None] = lambda config: None  # the pod watch
         self._token_time = TokenTimeWatch()
+        self._admit_writes = AdmitWrites()
 
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: Context
@@ -315,8 +345,28 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._metrics.redis_last_success.set_to_current_time()
         self._metrics.record_decision(config, snapshot.signals, decision)
         self._token_time.observe(config, snapshot.signals, snapshot.now)
+        if decision.admit_concurrency is not None:
+            await self._publish_admit(
+                config, decision.admit_concurrency, snapshot.now, time_remaining_s
+            )
         log.debug("%s: %s (%s)", _target(config), decision.reason.value, decision.detail)
         return decision
+
+    async def _publish_admit(
+        self, config: TargetConfig, concurrency: float, now: float, time_remaining_s: float | None
+    ) -> None:
+        """Write the admit key the workers take by, when it is due. A failed write is logged
+        and tried again at the next decision; the decision itself stands."""
+        key = config.report_keys.admit
+        if not self._admit_writes.due(key, concurrency, now):
+            return
+        try:
+            await self._store.write_admit(config, concurrency, time_remaining_s)
+        except StoreUnavailable as exc:
+            self._metrics.redis_errors.labels("unavailable").inc()
+            log.warning("%s: admit key %s not written: %s", _target(config), key, exc)
+            return
+        self._admit_writes.wrote(key, concurrency, now)
 
     async def _unary(self, method: str, context: Context, answer: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()

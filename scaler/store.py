@@ -171,6 +171,16 @@ return {string.format('%.6f', now), #stale, sum_reports(pods, payloads),
 READ_QUEUE_LUA = QUEUE_DEPTH_LUA + "return queue_depth(KEYS[1], ARGV[1], ARGV[2])\n"
 
 
+# The admit key outlives a scaler that stops writing it by a day: the workers then keep the
+# last limit rather than jumping to their slots while the scaler is away.
+ADMIT_TTL_S = 24 * 3600
+
+
+def admit_text(concurrency: float) -> str:
+    """The admit key's value: a plain decimal number (never an exponent)."""
+    return f"{concurrency:.3f}"
+
+
 class TargetStore:
     """Reads targets' snapshots from Redis (one, Sentinel's master or a Cluster), each read
     bounded by a timeout."""
@@ -221,6 +231,14 @@ class TargetStore:
             keys=[policy_key(config)], args=merge_args(state, now, state_ttl_s(config))
         )
         await self._bounded(merge, timeout_s)
+
+    async def write_admit(
+        self, config: TargetConfig, concurrency: float, timeout_s: float | None = None
+    ) -> None:
+        """Set the target's admit key: the sequences one pod may run at once (TTL a day)."""
+        key = config.report_keys.admit
+        write = self._link.client.set(key, admit_text(concurrency), ex=ADMIT_TTL_S)
+        await self._bounded(write, timeout_s)
 
     async def _bounded(self, call: Awaitable[Any], timeout_s: float | None) -> Any:
         limit = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
