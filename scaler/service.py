@@ -48,8 +48,8 @@ _REMEMBERED_TARGETS = 10_000  # ~2 KB each at most: bounded memory whatever KEDA
 # measure it (a sidecar finds token time in TensorRT-LLM's or vLLM's metrics only).
 NO_TOKEN_TIME_WARN_S = 300.0
 # The admit key is written when its value moves by more than this share, or its last write is
-# this old (refreshing its TTL, and restoring it after a flush): a few writes an hour per
-# target, not one a poll.
+# this old (refreshing its TTL, and restoring it after a flush): while C is steady, one SET a
+# minute per target, not one a poll.
 ADMIT_CHANGE = 0.01
 ADMIT_REWRITE_S = 60.0
 

@@ -119,9 +119,11 @@ end
 """
 )
 
-# KEYS: reports, seen, policy state, service record, token curve, then the queues in the
-# target's hash slot (none: no queue). ARGV: stale_after_s, now ('' = Redis TIME), queue type,
-# consumer group, '1' to read the token curve ('': not asked for, an empty curve returned).
+# KEYS: reports, seen, policy state, service record, token curve, admit key, then the queues
+# in the target's hash slot (none: no queue). ARGV: stale_after_s, now ('' = Redis TIME), queue
+# type, consumer group, '1' to read the token curve ('': no tokenLatencyMs, an empty curve
+# returned, and the admit key deleted: a limit the objective set must not outlive it; a DEL
+# of no key changes nothing and is not replicated).
 # Returns {now, stale count, sum_reports(...), {status, depth}, state hash as a flat list,
 # {completed, busy_s} of the service record (false: none), {'ok', token curve hash as a flat
 # list} or {'error', why it cannot be read}}.
@@ -158,9 +160,11 @@ local tokens = {'ok', {}}
 if ARGV[5] == '1' then
   local curve = redis.pcall('HGETALL', KEYS[5])
   if curve.err then tokens = {'error', curve.err} else tokens = {'ok', curve} end
+else
+  redis.call('DEL', KEYS[6])
 end
 return {string.format('%.6f', now), #stale, sum_reports(pods, payloads),
-        queues_depth(6, ARGV[3], ARGV[4]), state, service, tokens}
+        queues_depth(7, ARGV[3], ARGV[4]), state, service, tokens}
 """
 )
 
@@ -207,7 +211,7 @@ class TargetStore:
         apart = [q for q in queues if q not in together]
         learned = [keys.service, keys.tokens]
         read = self._read(
-            keys=[keys.reports, keys.seen, policy_key(config), *learned, *together],
+            keys=[keys.reports, keys.seen, policy_key(config), *learned, keys.admit, *together],
             args=[
                 f"{config.stale_after_s:.6f}",
                 "" if now is None else f"{now:.6f}",

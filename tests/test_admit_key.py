@@ -1,7 +1,8 @@
 """The admit key through the real scaler on a real Redis: with tokenLatencyMs every decision
 publishes the sequences one pod may run at once (the C the token curve allows now, not the one
 held for the scale-down delay) under `llm-scaler:{<ns>/<target>}:admit`, for the queue workers;
-written when it moves by more than 1 % or every 60 s, never without the objective."""
+written when it moves by more than 1 % or every 60 s; deleted by the poll's read without the
+objective."""
 
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ def test_the_admit_key_holds_the_curves_concurrency_and_only_with_an_objective(
     publisher.publish("unasked", pod_report("p", inflight=4, capacity=SLOTS), at=clock())
     scaler.keda.poll(ref("unasked"))
     assert _admit(redis_client, "unasked") is None
+    # The objective removed: the key goes with the next decision (by the poll's read).
+    publisher.publish("learning", pod_report("p", inflight=4, capacity=SLOTS), at=clock())
+    scaler.keda.poll(ref("learning"))
+    assert _admit(redis_client, "learning") is None
 
 
 def test_the_admit_key_follows_the_curve_at_once_both_ways(
