@@ -227,12 +227,15 @@ def replica_concurrency(
     Between measured points the curve is linear; where a point's time is lower than that
     of a point with fewer sequences (more sequences never decode faster), the one with fewer
     decayed steps behind it is left out first (noise, or measured before a change and not
-    visited since). Past the last point the slope of a weighted least-squares line
-    through the points extends it, at most MAX_EXTRAPOLATION times the sequences measured
-    but never below `start` (targetConcurrency): until something is measured past it, the
-    written target is the starting point and the bound. Below the first point the same
-    slope extends it downwards. Never above `cap` (the slots a pod has; 0: unknown), never
-    below 1."""
+    visited since). Past the last point it is extended by the steeper of the slope of a
+    weighted least-squares line through the points and that of its last segment (the step
+    time is convex in the sequences, so the line through them all is shallower than the curve
+    at its top, and the workers admitting at most C keep the curve from being measured past
+    C: the extension is where C lands), at most MAX_EXTRAPOLATION times the sequences
+    measured but never below `start` (targetConcurrency): until something is measured past
+    it, the written target is the starting point and the bound. Below the first point the
+    line's slope extends it downwards. Never above `cap` (the slots a pod has; 0: unknown),
+    never below 1."""
     points = _consistent(curve.points())
     if not points:
         return Sized(start, False, f"targetConcurrency {start:g}: no token time measured yet")
@@ -251,6 +254,8 @@ def replica_concurrency(
         why = f"between {t0:.3g} ms at {b0:.3g} and {t1:.3g} ms at {b1:.3g} sequences"
     else:
         b0, t0 = sequences[-1], times[-1]
+        if len(points) > 1:
+            slope = max(slope, (t0 - times[-2]) / (b0 - sequences[-2]))
         reach = max(start, MAX_EXTRAPOLATION * b0)
         found = reach if slope <= 0 else min(reach, b0 + (objective_ms - t0) / slope)
         why = f"{t0:.3g} ms at {b0:.3g} sequences, the most measured, extended"

@@ -12,13 +12,14 @@ import math
 import random
 from dataclasses import replace
 
+import pytest
 import redis
 
 from scaler.policy import PolicyState, decide
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, merge_states
 from scaler.target_config import TargetConfig, parse_target_config
-from scaler.token_curve import NOTHING_MEASURED, Decoded, TokenCurve
+from scaler.token_curve import NOTHING_MEASURED, Decoded, TokenCurve, replica_concurrency
 
 REACTIVE = {"sloWaitSeconds": "off", "serviceSeconds": "5", "coldStartSeconds": "60"}
 START = 1_000_000.0
@@ -177,3 +178,18 @@ def test_the_concurrency_window_is_stored_merged_by_maximum_and_old_state_reads(
     assert stored.inverse_concurrency == ((10, 1 / 50), (11, 1 / 80))
     assert stored == merge_states(merge_states(PolicyState(bucket_s=2.0), one), two)
     assert decode_state({"bucket_s": "2.0", "b:10": "5.0"}).inverse_concurrency == ()
+
+
+def test_past_the_top_the_curve_is_extended_by_its_steeper_last_segment() -> None:
+    """The workers admit at most C, so nothing is measured past it and C is where the
+    extension lands. The step time is convex in the sequences (the H200 profile at context
+    1,024, measured up to 96): the line through every point is shallower than the last
+    segment and would overshoot 11 ms; the segment lands where the profile does (12.03 ms
+    at 128)."""
+    convex = curve((16.0, 6.50), (32.0, 7.34), (64.0, 8.46), (96.0, 10.24))
+    top = (10.24 - 8.46) / 32  # ms per sequence over the last segment
+    sized = replica_concurrency(convex, 11.0, start=8.0)
+    assert sized.concurrency == pytest.approx(96 + (11 - 10.24) / top, rel=1e-6)
+    profile_c = 96 + (11 - 10.24) / ((12.03 - 10.24) / 32)
+    assert sized.concurrency == pytest.approx(profile_c, rel=0.01)
+    assert "10.2 ms at 96 sequences, the most measured, extended" in sized.detail
