@@ -285,11 +285,16 @@ def _replica_size(
     if config.token_latency_ms is None:
         return None
     slots = signals.capacity_ready / signals.pods_ready if signals.pods_ready > 0 else 0.0
-    now_sized: Sized = replica_concurrency(
-        signals.token_curve, config.token_latency_ms, config.target_concurrency, slots
-    )
     delay = config.scale_down_delay_s
     stored = policy_windows.rebucketed(state.inverse_concurrency, state.bucket_s, bucket_s, now)
+    latest = window.value_at(stored, now, bucket_s)  # 1 / the C the latest decision set
+    now_sized: Sized = replica_concurrency(
+        signals.token_curve,
+        config.token_latency_ms,
+        config.target_concurrency,
+        slots,
+        in_force=1.0 / latest if latest else 0.0,
+    )
     inverse = window.record(
         stored, now, 1.0 / now_sized.concurrency, max(delay, bucket_s), bucket_s
     )

@@ -219,7 +219,11 @@ class Sized:
 
 
 def replica_concurrency(
-    curve: TokenCurve, objective_ms: float, start: float, cap: float = 0.0
+    curve: TokenCurve,
+    objective_ms: float,
+    start: float,
+    cap: float = 0.0,
+    in_force: float = 0.0,
 ) -> Sized:
     """The largest concurrency per replica whose measured token time stays within
     `objective_ms`.
@@ -233,9 +237,14 @@ def replica_concurrency(
     at its top, and the workers admitting at most C keep the curve from being measured past
     C: the extension is where C lands), at most MAX_EXTRAPOLATION times the sequences
     measured but never below `start` (targetConcurrency): until something is measured past
-    it, the written target is the starting point and the bound. Below the first point the
-    line's slope extends it downwards. Never above `cap` (the slots a pod has; 0: unknown),
-    never below 1."""
+    it, the written target is the starting point and the bound. Nor below `in_force`, the C
+    the latest decision set (0: none): a bin that faded because the pods ran below it is no
+    evidence that tokens got slower, and bounding by what is measured alone would spiral
+    (anything that keeps pods under half of C, the SLO-aware hold or a quiet hour, halves the
+    bound, which adds replicas, which run still fuller below it); C falls on evidence, a
+    point over the objective or a steeper slope. Below the first point the line's slope
+    extends it downwards. Never above `cap` (the slots a pod has; 0: unknown), never below
+    1."""
     points = _consistent(curve.points())
     if not points:
         return Sized(start, False, f"targetConcurrency {start:g}: no token time measured yet")
@@ -256,7 +265,7 @@ def replica_concurrency(
         b0, t0 = sequences[-1], times[-1]
         if len(points) > 1:
             slope = max(slope, (t0 - times[-2]) / (b0 - sequences[-2]))
-        reach = max(start, MAX_EXTRAPOLATION * b0)
+        reach = max(start, in_force, MAX_EXTRAPOLATION * b0)
         found = reach if slope <= 0 else min(reach, b0 + (objective_ms - t0) / slope)
         why = f"{t0:.3g} ms at {b0:.3g} sequences, the most measured, extended"
     concurrency = max(1.0, min(found, cap) if cap > 0 else found)

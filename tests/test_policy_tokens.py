@@ -193,3 +193,26 @@ def test_past_the_top_the_curve_is_extended_by_its_steeper_last_segment() -> Non
     profile_c = 96 + (11 - 10.24) / ((12.03 - 10.24) / 32)
     assert sized.concurrency == pytest.approx(profile_c, rel=0.01)
     assert "10.2 ms at 96 sequences, the most measured, extended" in sized.detail
+
+
+def test_c_does_not_fall_because_the_bins_above_the_pods_faded() -> None:
+    """Pods running below half of C (a quiet spell, replicas the SLO hold keeps) visit only
+    low bins; the higher ones fade. That is no evidence of slower tokens: C stays where the
+    latest decision set it, rather than falling to twice what is measured now, which would
+    add replicas, run each still lower, and spiral down to targetConcurrency."""
+    cfg = config(tokenLatencyMs="15")
+    busy = signals(inflight=300.0, ready=3, tokens=H200)
+    first = decide(busy, PolicyState(), cfg, START)
+    c_busy = replica_concurrency(H200, 15.0, 8.0).concurrency  # 178, past the 128 measured
+    assert c_busy > 128
+    assert first.admit_concurrency == pytest.approx(c_busy, rel=1e-6)
+    low_only = curve((16.0, 6.50), (32.0, 6.90))  # its slope alone would reach 356
+    quiet = signals(inflight=60.0, ready=3, tokens=low_only)
+    d = decide(quiet, first.new_state, cfg, START + 15)
+    assert d.admit_concurrency == pytest.approx(c_busy, rel=1e-6)
+    # With no decision before it, twice the most measured is the bound (64).
+    assert decide(quiet, PolicyState(), cfg, START).admit_concurrency == 64.0
+    # Evidence does move it: the same pods now measure 16 ms at 32 sequences.
+    slower = signals(inflight=60.0, ready=3, tokens=curve((16.0, 9.0), (32.0, 16.0)))
+    fallen = decide(slower, d.new_state, cfg, START + 30)
+    assert fallen.admit_concurrency is not None and fallen.admit_concurrency < 32.0
