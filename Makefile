@@ -63,7 +63,8 @@ simulate: $(READY_DEV)
 
 # docs/simulator.md's pod profiles: the H200 profile with tokenLatencyMs 10 on the conversation
 # trace at 10x and bursty at 20 req/s, under the recommended ScaledObject and pollingInterval 30,
-# the hindsight sweeps of a fixed targetConcurrency, the context-doubling run; build/simulate-h200/.
+# the hindsight sweeps of a fixed targetConcurrency (its pods admitting that many), the
+# context-doubling run; build/simulate-h200/.
 H200 = $(PY) -m scaler simulate --pod-profile h200-llama3-8b --no-plot
 H200_CONV = --trace $(TRACE) --rate-scale 10
 H200_BURSTY = --synthetic bursty --synthetic-rate 20
@@ -74,12 +75,15 @@ simulate-h200: $(READY_DEV)
 	$(H200) $(H200_BURSTY) $(H200_BASELINES) --out build/simulate-h200/bursty
 	$(H200) $(H200_BURSTY) $(H200_BASELINES) --polling-interval 30 --out build/simulate-h200/bursty-poll30
 	$(H200) $(H200_CONV) --score-token-ms 10 --sweep --no-break-even \
-		--grid targetConcurrency=8,32,48,56,64,72,80,96,112,128,144,160,192 --out build/simulate-h200/conv-sweep
+		--grid targetConcurrency=8,32,48,64,72,80,84,88,96,112,128 --out build/simulate-h200/conv-sweep
+	$(H200) $(H200_CONV) --score-token-ms 10 --sweep --no-break-even --polling-interval 30 \
+		--grid targetConcurrency=8,72,80,84,88 --out build/simulate-h200/conv-sweep-poll30
 	$(H200) $(H200_BURSTY) --score-token-ms 10 --sweep --no-break-even \
-		--grid targetConcurrency=8,32,48,64,80,96,112,128 --out build/simulate-h200/bursty-sweep
+		--grid targetConcurrency=8,32,48,56,64,68,72,76,80,96 --out build/simulate-h200/bursty-sweep
+	$(H200) $(H200_BURSTY) --score-token-ms 10 --sweep --no-break-even --polling-interval 30 \
+		--grid targetConcurrency=8,64,68,72,76 --out build/simulate-h200/bursty-sweep-poll30
 	$(H200) $(H200_CONV) --token-latency-ms 10 --context-scale-after 1800 --baselines none \
 		--out build/simulate-h200/context-doubling
-	$(H200) $(H200_CONV) --token-latency-ms 10 --slots 80 --baselines none --out build/simulate-h200/conv-slots80
 
 # The README's Local demo: Redis, two scaler replicas, simulated Triton pods with
 # real sidecars, KEDA/HPA emulated over gRPC, the conversation trace (Patel et al.,

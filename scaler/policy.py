@@ -29,7 +29,10 @@ active at all (IsActive / StreamIsActive).
    the measured token curve allows within it (`scaler.token_curve.replica_concurrency`), not
    targetConcurrency: every rule above counts C slots a replica, and the metric is reported
    in units of the HPA's fixed target, need x targetConcurrency / C. A rise of C (fewer
-   replicas) waits for the scale-down window like any scale-down; a fall acts at once.
+   replicas) waits for the scale-down window like any scale-down; a fall acts at once. The
+   C the curve allows now (not the held one) is also what a pod's worker may admit
+   (`Decision.admit_concurrency`): replicas sized for C keep tokens within the objective
+   only if no pod runs more.
 
 The HPA turns the metric into replicas: desired = ceil(metric / replica_target),
 replica_target = targetConcurrency x targetUtilization.
