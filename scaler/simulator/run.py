@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from dataclasses import replace
 from typing import Any
@@ -14,7 +15,7 @@ from scaler.simulator.compare import Knobs, compare
 from scaler.simulator.keda_hpa import HpaBehavior
 from scaler.simulator.presets import BASELINES, SCALEDOBJECTS, SHORTHANDS
 from scaler.simulator.profile import load as load_profile
-from scaler.simulator.summary import concurrency_shift, table
+from scaler.simulator.summary import WARMUP_S, concurrency_shift, table
 from scaler.simulator.sweep import (
     DEFAULT_GRID,
     break_even,
@@ -63,6 +64,13 @@ def main(args: argparse.Namespace) -> int:
         f"the oracle starts from its clairvoyant warm fleet ({floor.warm_replicas}); ours with "
         f"the service time the day before taught ({learned_s:.2f} s), first-wake with none"
     )
+    learned = [c for t, c in results[0].concurrency if t >= WARMUP_S]
+    if learned:
+        print(
+            f"{results[0].name}'s per-replica concurrency after the first "
+            f"{WARMUP_S / 60:g} minutes: median {statistics.median(learned):.1f}, "
+            f"{min(learned):.1f} to {max(learned):.1f}"
+        )
     shift = None
     if args.context_scale_after is not None:
         shift = concurrency_shift(results[0].concurrency, args.context_scale_after)
@@ -85,6 +93,12 @@ def main(args: argparse.Namespace) -> int:
         "policies": [s.as_dict() for s in summaries],
         "wall_s": elapsed,
     }
+    if learned:
+        report["replica_concurrency_after_warmup"] = {
+            "median": statistics.median(learned),
+            "min": min(learned),
+            "max": max(learned),
+        }
     if shift is not None:
         report["concurrency_shift"] = shift.__dict__
     (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
