@@ -28,7 +28,8 @@ DEFAULT_REPORT_TTL_S = 24 * 3600
 # bracketed part serves (decodes) nothing.
 # Writing every key in one script means a reader never sees a half-written report.
 # The token curve's rule is TokenCurve.add's (scaler.token_curve), operation for operation, so
-# the two agree to the last bit: a write reads and writes `at`, `age` and its own bin only,
+# the two agree to the last bit: a write reads and writes `at`, `age` and its own bin's six
+# parts only (its weight, the sums its mean needs and the squares its spread needs),
 # but every bin when it renormalises. A `:tokens` key of another type is left alone (the
 # reader says so), so it can never stop the reports; what the reader ignores the writer
 # forgets: a bin with a part that is not a number is overwritten by the next write to it and
@@ -70,13 +71,28 @@ if held == 'hash' or held == 'none' then
   local now = tonumber(t)
   local k = math.floor(per_doubling * math.log(math.max(sequences, 1)) / math.log(2) + 0.5)
   k = tostring(math.min(math.max(k, 0), max_bin))
-  local read = redis.call('HMGET', KEYS[4], 'at', 'age', k .. ':w', k .. ':b', k .. ':t')
+  -- A bin's parts: steps w, and x steps the sums of sequences b, ms t, ms^2 q, sequences^2 s,
+  -- sequences x ms x. Without all of q, s, x (stored before they were kept, or one that is
+  -- not a number) the bin's spread is unknown: every sample at its means (Bin.without_spread).
+  local function with_spread(bin)
+    if not (bin.q and bin.s and bin.x) then
+      if bin.w > 0 then
+        bin.q, bin.s, bin.x = bin.t * bin.t / bin.w, bin.b * bin.b / bin.w, bin.b * bin.t / bin.w
+      else
+        bin.q, bin.s, bin.x = 0, 0, 0
+      end
+    end
+    return bin
+  end
+  local read = redis.call('HMGET', KEYS[4], 'at', 'age', k .. ':w', k .. ':b', k .. ':t',
+                          k .. ':q', k .. ':s', k .. ':x')
   local last, age = number(read[1]), number(read[2] or '0')
   if not age then  -- an age that is not a number: no bin can be scaled, start over
     redis.call('DEL', KEYS[4])
     last, age, read = nil, 0, {}
   end
-  local old = {w = number(read[3]), b = number(read[4]), t = number(read[5])}
+  local old = {w = number(read[3]), b = number(read[4]), t = number(read[5]),
+               q = number(read[6]), s = number(read[7]), x = number(read[8])}
   local gap = 0
   if last then gap = math.min(math.max(now - last, 0), max_gap) end
   age = age + gap / memory
@@ -85,7 +101,7 @@ if held == 'hash' or held == 'none' then
     local bins = {}  -- bin name -> its parts as read; false: a part that is not a number
     local fields = redis.call('HGETALL', KEYS[4])
     for i = 1, #fields, 2 do
-      local name, part = string.match(fields[i], '^(%d+):([wbt])$')
+      local name, part = string.match(fields[i], '^(%d+):([wbtqsx])$')
       if name then
         bins[name] = bins[name] or {}
         bins[name][part] = number(fields[i + 1]) or false
@@ -94,12 +110,18 @@ if held == 'hash' or held == 'none' then
     local out, gone = {}, {}
     for name, bin in pairs(bins) do
       if bin.w and bin.b and bin.t and bin.w * f >= floor_steps then
-        local parts = {name .. ':w', g(bin.w * f), name .. ':b', g(bin.b * f),
-                       name .. ':t', g(bin.t * f)}
-        for _, x in ipairs(parts) do out[#out + 1] = x end
-        if name == k then old = {w = bin.w * f, b = bin.b * f, t = bin.t * f} end
+        bin = with_spread(bin)
+        local scaled = {w = bin.w * f, b = bin.b * f, t = bin.t * f, q = bin.q * f,
+                        s = bin.s * f, x = bin.x * f}
+        for _, part in ipairs({'w', 'b', 't', 'q', 's', 'x'}) do
+          out[#out + 1] = name .. ':' .. part
+          out[#out + 1] = g(scaled[part])
+        end
+        if name == k then old = scaled end
       else  -- faded, or a bin missing a part, which TokenCurve.from_fields reads as nothing
-        for _, part in ipairs({':w', ':b', ':t'}) do gone[#gone + 1] = name .. part end
+        for _, part in ipairs({':w', ':b', ':t', ':q', ':s', ':x'}) do
+          gone[#gone + 1] = name .. part
+        end
         if name == k then old = {} end
       end
     end
@@ -107,13 +129,17 @@ if held == 'hash' or held == 'none' then
     if #out > 0 then redis.call('HSET', KEYS[4], unpack(out)) end
     age = 0
   end
-  if not (old.w and old.b and old.t) then old = {w = 0, b = 0, t = 0} end
+  if not (old.w and old.b and old.t) then old = {w = 0, b = 0, t = 0, q = 0, s = 0, x = 0} end
+  old = with_spread(old)
   local scale = math.exp(age)
   local token_ms = 1000 * seconds / steps
   redis.call('HSET', KEYS[4], 'at', g(now), 'age', g(age),
              k .. ':w', g(old.w + steps * scale),
              k .. ':b', g(old.b + sequences * steps * scale),
-             k .. ':t', g(old.t + token_ms * steps * scale))
+             k .. ':t', g(old.t + token_ms * steps * scale),
+             k .. ':q', g(old.q + token_ms * token_ms * steps * scale),
+             k .. ':s', g(old.s + sequences * sequences * steps * scale),
+             k .. ':x', g(old.x + sequences * token_ms * steps * scale))
   redis.call('EXPIRE', KEYS[4], ARGV[16])
 end
 return t

@@ -15,7 +15,10 @@ target's `:tokens` hash (`scaler.reports`), so every pod and scaler replica shar
 Bins: sequences are binned on a log scale, BINS_PER_DOUBLING a doubling (bin k holds
 sequences near 2^(k / BINS_PER_DOUBLING)); each bin keeps the decayed step count `w` and the
 decayed sums of sequences x steps and milliseconds (per step) x steps, so its point is the
-step-weighted mean. At most MAX_BIN + 1 bins: the hash stays bounded.
+step-weighted mean, and the decayed sums of their squares and product (x steps), so it also
+knows the spread of the token time at its mean sequences: the objective is a promise per
+token, and half the tokens of a batch at the mean time are slower than it (longer contexts).
+At most MAX_BIN + 1 bins: the hash stays bounded.
 
 Forgetting: at every write that decoded something, every bin is worth
     f = exp(-min(t - t_last, MAX_GAP_S) / TOKEN_MEMORY_S)
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 from scaler.reports import ReportError
 
@@ -107,9 +111,52 @@ class Bin:
     weight: float  # decayed decode steps
     sequences_sum: float  # decayed sum of sequences x steps
     ms_sum: float  # decayed sum of milliseconds per step x steps
+    ms_squares: float = 0.0  # decayed sum of (milliseconds per step)^2 x steps
+    sequences_squares: float = 0.0  # decayed sum of sequences^2 x steps
+    cross_sum: float = 0.0  # decayed sum of sequences x milliseconds per step x steps
 
     def scaled(self, f: float) -> Bin:
-        return Bin(self.weight * f, self.sequences_sum * f, self.ms_sum * f)
+        return Bin(
+            self.weight * f,
+            self.sequences_sum * f,
+            self.ms_sum * f,
+            self.ms_squares * f,
+            self.sequences_squares * f,
+            self.cross_sum * f,
+        )
+
+    @staticmethod
+    def without_spread(weight: float, sequences_sum: float, ms_sum: float) -> Bin:
+        """A bin stored before its squares were kept: every sample at the bin's means (spread
+        unknown, read as 0), which later writes add their own spread to. The write script
+        fills a missing square the same way."""
+        squares = (ms_sum * ms_sum / weight, sequences_sum * sequences_sum / weight)
+        cross = sequences_sum * ms_sum / weight
+        return Bin(weight, sequences_sum, ms_sum, *squares, cross) if weight > 0 else Bin(0, 0, 0)
+
+    def spread_ms(self) -> float:
+        """The standard deviation of the token time at the bin's mean sequences: the spread
+        of its samples less the share the curve's slope across the bin's width explains (a
+        bin is 19 % wide; at 80 sequences the slope alone spreads its times by a few tenths
+        of a ms, which is no tail at any one concurrency). 0 for a bin without squares."""
+        w = self.weight
+        mean_b, mean_t = self.sequences_sum / w, self.ms_sum / w
+        var_t = self.ms_squares / w - mean_t * mean_t
+        var_b = self.sequences_squares / w - mean_b * mean_b
+        cov = self.cross_sum / w - mean_b * mean_t
+        if var_b > SAME_SEQUENCES * mean_b * mean_b:
+            var_t -= cov * cov / var_b
+        return math.sqrt(max(var_t, 0.0))
+
+
+# Below this relative variance of the sequences the bin is one concurrency (rounding aside):
+# no slope to take out.
+SAME_SEQUENCES = 1e-9
+# The objective is kept by this share of the tokens decoded at C: the rule plans with the
+# token time this share stays within, the bin's mean plus TAIL_Z of its standard deviations
+# (the normal quantile; the token time at one concurrency spreads with the contexts decoded).
+TAIL_SHARE = 0.99
+TAIL_Z = NormalDist().inv_cdf(TAIL_SHARE)
 
 
 @dataclass(frozen=True)
@@ -117,6 +164,7 @@ class CurvePoint:
     sequences: float  # step-weighted mean sequences of the bin
     token_ms: float  # step-weighted mean milliseconds per output token
     weight: float  # decayed steps behind it
+    tail_ms: float  # the time TAIL_SHARE of its tokens stay within: what the rule plans with
 
 
 @dataclass(frozen=True)
@@ -141,11 +189,14 @@ class TokenCurve:
         scale = math.exp(age)
         k = bin_index(decoded.sequences)
         old = bins.get(k, Bin(0.0, 0.0, 0.0))
-        steps = decoded.steps
+        steps, b, t = decoded.steps, decoded.sequences, decoded.token_ms
         bins[k] = Bin(
             old.weight + steps * scale,
-            old.sequences_sum + decoded.sequences * steps * scale,
-            old.ms_sum + decoded.token_ms * steps * scale,
+            old.sequences_sum + b * steps * scale,
+            old.ms_sum + t * steps * scale,
+            old.ms_squares + t * t * steps * scale,
+            old.sequences_squares + b * b * steps * scale,
+            old.cross_sum + b * t * steps * scale,
         )
         return TokenCurve(bins, at, age)
 
@@ -157,25 +208,35 @@ class TokenCurve:
     def points(self) -> list[CurvePoint]:
         """The known bins (weight >= KNOWN_STEPS), by sequences."""
         return [
-            CurvePoint(b.sequences_sum / b.weight, b.ms_sum / b.weight, b.weight)
+            CurvePoint(
+                b.sequences_sum / b.weight,
+                b.ms_sum / b.weight,
+                b.weight,
+                b.ms_sum / b.weight + TAIL_Z * b.spread_ms(),
+            )
             for _, b in sorted(self.decayed().items())
             if b.weight >= KNOWN_STEPS
         ]
 
     def to_fields(self) -> dict[str, str]:
-        """The `:tokens` hash: `at`, `age`, and `<k>:w`, `<k>:b`, `<k>:t` per bin (stored)."""
+        """The `:tokens` hash: `at`, `age`, and per bin (stored) `<k>:w` (steps), `<k>:b`
+        (sequences), `<k>:t` (ms), `<k>:q` (ms^2), `<k>:s` (sequences^2), `<k>:x` (sequences
+        x ms), each sum x steps."""
         fields = {} if self.updated_at is None else {"at": repr(self.updated_at)}
         if self.updated_at is not None or self.bins:
             fields["age"] = repr(self.age)
         for k, b in self.bins.items():
             fields |= {f"{k}:w": repr(b.weight), f"{k}:b": repr(b.sequences_sum)}
-            fields[f"{k}:t"] = repr(b.ms_sum)
+            fields |= {f"{k}:t": repr(b.ms_sum), f"{k}:q": repr(b.ms_squares)}
+            fields |= {f"{k}:s": repr(b.sequences_squares), f"{k}:x": repr(b.cross_sum)}
         return fields
 
     @staticmethod
     def from_fields(fields: dict[str, str]) -> TokenCurve:
         """The curve a `:tokens` hash holds; a field that is not a number is an error naming it.
-        No `age` (a hash stored before it was kept): 0, the bins being the true values."""
+        No `age` (a hash stored before it was kept): 0, the bins being the true values. A bin
+        without its squares (`q`, `s`, `x`; stored before they were kept): its spread is
+        unknown and read as 0 (`Bin.without_spread`); the three come and go together."""
 
         def number(name: str) -> float:
             try:
@@ -192,7 +253,12 @@ class TokenCurve:
         for name in fields:
             k, _, part = name.partition(":")
             if part == "w" and k.isdigit() and f"{k}:b" in fields and f"{k}:t" in fields:
-                bins[int(k)] = Bin(number(name), number(f"{k}:b"), number(f"{k}:t"))
+                w, b, t = number(name), number(f"{k}:b"), number(f"{k}:t")
+                squares = [f"{k}:{p}" for p in "qsx"]
+                if all(s in fields for s in squares):
+                    bins[int(k)] = Bin(w, b, t, *(number(s) for s in squares))
+                else:
+                    bins[int(k)] = Bin.without_spread(w, b, t)
         return TokenCurve(
             bins,
             number("at") if "at" in fields else None,
@@ -226,7 +292,9 @@ def replica_concurrency(
     in_force: float = 0.0,
 ) -> Sized:
     """The largest concurrency per replica whose measured token time stays within
-    `objective_ms`.
+    `objective_ms` for TAIL_SHARE of its tokens: each point's `tail_ms` (its mean plus TAIL_Z
+    standard deviations at its concurrency), not its mean. A burst fills every pod to C, so
+    C's own tail is what the tokens see: at the mean, half of them would be over.
 
     Between measured points the curve is linear; where a point's time is lower than that
     of a point with fewer sequences (more sequences never decode faster), the one with fewer
@@ -248,7 +316,7 @@ def replica_concurrency(
     points = _consistent(curve.points())
     if not points:
         return Sized(start, False, f"targetConcurrency {start:g}: no token time measured yet")
-    times = [p.token_ms for p in points]
+    times = [p.tail_ms for p in points]
     sequences = [p.sequences for p in points]
     slope = _slope(points)
     within = [i for i, t in enumerate(times) if t <= objective_ms]
@@ -284,7 +352,7 @@ def _consistent(points: list[CurvePoint]) -> list[CurvePoint]:
     evidence of now."""
     kept: list[CurvePoint] = []
     for p in points:
-        while kept and p.token_ms < kept[-1].token_ms:
+        while kept and p.tail_ms < kept[-1].tail_ms:
             if p.weight <= kept[-1].weight:
                 break
             kept.pop()
@@ -297,9 +365,9 @@ def _slope(points: list[CurvePoint]) -> float:
     """Milliseconds per added sequence: the weighted least-squares slope (0 with one point)."""
     total = sum(p.weight for p in points)
     mean_b = sum(p.weight * p.sequences for p in points) / total
-    mean_t = sum(p.weight * p.token_ms for p in points) / total
+    mean_t = sum(p.weight * p.tail_ms for p in points) / total
     var = sum(p.weight * (p.sequences - mean_b) ** 2 for p in points)
     if var <= 0:
         return 0.0
-    cov = sum(p.weight * (p.sequences - mean_b) * (p.token_ms - mean_t) for p in points)
+    cov = sum(p.weight * (p.sequences - mean_b) * (p.tail_ms - mean_t) for p in points)
     return cov / var

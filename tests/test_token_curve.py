@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from statistics import NormalDist
 
 import pytest
 
@@ -17,6 +18,8 @@ from scaler.token_curve import (
     MAX_BIN,
     MAX_GAP_S,
     NOTHING_MEASURED,
+    TAIL_SHARE,
+    TAIL_Z,
     TOKEN_MEMORY_S,
     Bin,
     Decoded,
@@ -132,6 +135,67 @@ def test_a_hash_stored_without_age_reads_as_the_true_values() -> None:
     assert TokenCurve.from_fields(curve.to_fields()) == curve
     with pytest.raises(ReportError, match=re.escape("token curve field age = 'old'")):
         TokenCurve.from_fields(fields | {"age": "old"})
+
+
+def test_a_bin_keeps_the_spread_of_its_token_times() -> None:
+    """Half its steps at 9 ms, half at 10: the mean 9.5 ms and the standard deviation 0.5 ms;
+    the rule plans with the mean plus TAIL_Z of them, the time TAIL_SHARE of its tokens keep."""
+    curve = NOTHING_MEASURED.add(Decoded(64, 500, 4.5), T0).add(Decoded(64, 500, 5.0), T0)
+    (point,) = curve.points()
+    assert point.token_ms == pytest.approx(9.5)
+    assert curve.decayed()[bin_index(64)].spread_ms() == pytest.approx(0.5)
+    assert point.tail_ms == pytest.approx(9.5 + TAIL_Z * 0.5)
+
+
+def test_the_tail_factor_is_the_normal_quantile_of_the_share() -> None:
+    assert TAIL_SHARE == 0.99
+    assert TAIL_Z == NormalDist().inv_cdf(0.99) == pytest.approx(2.326, abs=1e-3)
+
+
+def test_the_slope_across_a_bin_is_no_spread() -> None:
+    """A bin is 19 % wide: times that rise with the sequences along one line (the curve's
+    slope) are one time at each concurrency, so the bin's tail is its mean; a spread at one
+    concurrency stays."""
+    line = NOTHING_MEASURED
+    for sequences in (60, 64, 68):
+        line = line.add(Decoded(sequences, 400, 0.4 * (8.5 + 0.05 * (sequences - 64))), T0)
+    (point,) = line.points()
+    assert point.sequences == pytest.approx(64)
+    assert point.tail_ms == pytest.approx(point.token_ms, abs=1e-6)
+    # Two more writes at 64 sequences, 0.5 ms either side of the line: 2 of the 5 writes'
+    # steps off it by 0.5 ms, a variance of 0.1 about it.
+    spread = line.add(Decoded(64, 400, 0.4 * 8.0), T0).add(Decoded(64, 400, 0.4 * 9.0), T0)
+    assert spread.decayed()[bin_index(64)].spread_ms() == pytest.approx(math.sqrt(0.1), rel=1e-6)
+
+
+def test_a_bin_with_spread_plans_fewer_sequences() -> None:
+    """The same mean times; the bins at 64 and 128 sequences spread by 0.5 ms: 10 ms is reached
+    where the mean plus TAIL_Z standard deviations reaches it, not the mean."""
+    steady = measured(*H200_1K)
+    spread = NOTHING_MEASURED
+    for sequences, token_ms in H200_1K:
+        jitter = 0.5 if sequences in (64, 128) else 0.0
+        for t in (token_ms - jitter, token_ms + jitter):
+            spread = spread.add(Decoded(sequences, 500, t * 0.5), T0)
+    mean = replica_concurrency(steady, 10, start=8).concurrency
+    tail = replica_concurrency(spread, 10, start=8).concurrency
+    t64, t128 = 8.5 + TAIL_Z * 0.5, 12.0 + TAIL_Z * 0.5
+    assert tail == pytest.approx(64 + 64 * (10 - t64) / (t128 - t64))
+    assert tail < mean == pytest.approx(64 + 64 * (10 - 8.5) / (12.0 - 8.5))
+
+
+def test_a_bin_stored_without_its_squares_has_no_spread_until_written() -> None:
+    """A hash kept before the squares were: each bin reads as every sample at its means
+    (spread unknown: 0, the tail its mean), and later writes add their own spread to it."""
+    fields = {"at": repr(T0), "age": "0.0", "16:w": "1000.0", "16:b": "16000.0", "16:t": "9000.0"}
+    old = TokenCurve.from_fields(fields)
+    (point,) = old.points()
+    assert (point.token_ms, point.tail_ms) == (9.0, 9.0)
+    assert old.bins[16] == Bin.without_spread(1000.0, 16000.0, 9000.0)
+    assert TokenCurve.from_fields(old.to_fields()) == old
+    assert TokenCurve.from_fields(fields | {"16:q": "81000.0"}) == old  # all three, or none
+    later = old.add(Decoded(16, 1000, 10.0), T0)  # 1,000 steps at 10 ms beside 1,000 at 9
+    assert later.decayed()[16].spread_ms() == pytest.approx(0.5)
 
 
 def test_a_bad_decoded_figure_is_refused_naming_it() -> None:

@@ -57,6 +57,12 @@ CASES: dict[str, list[tuple[float, Decoded]]] = {
         (1.0, Decoded(8.2, 150, 0.97)),
         (3.5, Decoded(7.9, 120, 0.75)),
     ],
+    "one bin's spread, at one concurrency and across its width": [
+        (0.0, Decoded(64, 100, 0.85)),
+        (1.0, Decoded(64, 100, 0.95)),
+        (2.0, Decoded(60.5, 120, 0.99)),
+        (2.5, Decoded(70.1, 80, 0.72)),
+    ],
     "a long gap forgets MAX_GAP_S, no more": [
         (0.0, Decoded(32, 400, 2.9)),
         (4000.0, Decoded(32, 10, 0.073)),
@@ -108,12 +114,15 @@ def _stored(client: redis.Redis, keys: ReportKeys) -> TokenCurve:
     return TokenCurve.from_fields(client.hgetall(keys.tokens))
 
 
+PARTS = ("weight", "sequences_sum", "ms_sum", "ms_squares", "sequences_squares", "cross_sum")
+
+
 def _assert_agree(stored: TokenCurve, expected: TokenCurve, case: str) -> None:
     """The same bins (the same deleted below the floor), each equal to 1e-9 relative."""
     assert sorted(stored.bins) == sorted(expected.bins), case
     for k, b in expected.bins.items():
         got = stored.bins[k]
-        for part in ("weight", "sequences_sum", "ms_sum"):
+        for part in PARTS:
             assert getattr(got, part) == pytest.approx(getattr(b, part), rel=1e-9), (case, k, part)
     assert stored.updated_at == expected.updated_at, case
     assert stored.age == pytest.approx(expected.age, rel=1e-9, abs=1e-12), case
@@ -169,6 +178,28 @@ def test_a_curve_stored_without_age_is_read_and_continued_as_its_true_values(
     _assert_agree(_stored(redis_client, keys), expected, "old layout")
     weights = [p.weight for p in _stored(redis_client, keys).points()]
     assert weights == pytest.approx([1000 * math.exp(-6 / TOKEN_MEMORY_S), 1000])
+
+
+@pytest.mark.parametrize("age", [None, "0.0", repr(MAX_AGE - 1e-3)])
+def test_a_bin_stored_without_its_squares_is_continued_with_spread_unknown(
+    redis_client: redis.Redis, age: str | None
+) -> None:
+    """Bins kept before their squares (`q`, `s`, `x`) were: read as every sample at the bin's
+    means (spread 0), and continued from that by the write script as by TokenCurve.add, in
+    the bin written, beside it, and through a renormalisation (age just under MAX_AGE)."""
+    keys = report_keys(NAMESPACE, f"no-squares-{age}")
+    old = {"at": repr(T0), "12:w": "1000.0", "12:b": "8000.0", "12:t": "6300.0"}
+    old |= {"24:w": "500.0", "24:b": "32000.0", "24:t": "4250.0"} | ({"age": age} if age else {})
+    redis_client.hset(keys.tokens, mapping=old)
+    expected = TokenCurve.from_fields(old)
+    assert [p.tail_ms for p in expected.points()] == [p.token_ms for p in expected.points()]
+    for i, decoded in enumerate([Decoded(8, 1000, 7.3), Decoded(64, 200, 1.9)], start=1):
+        expected = expected.add(decoded, _write(redis_client, keys, T0 + i, decoded))
+        _assert_agree(_stored(redis_client, keys), expected, f"no squares, write {i}")
+        if age == repr(MAX_AGE - 1e-3):
+            assert expected.age < 1  # renormalised by the first write
+    assert all(f"{k}:q" in redis_client.hkeys(keys.tokens) for k in (12, 24))
+    assert _stored(redis_client, keys).decayed()[12].spread_ms() > 0
 
 
 def test_the_python_and_lua_bins_agree_on_every_boundary(redis_client: redis.Redis) -> None:
@@ -245,7 +276,7 @@ def test_a_bin_nobody_visits_fades_out_of_the_hash(redis_client: redis.Redis) ->
     assert abs(gone_at[0] - MAX_AGE * TOKEN_MEMORY_S / MAX_GAP_S) <= 1
     assert math.exp(-MAX_AGE) < CURVE_FLOOR_STEPS  # one step fades below it by then
     _assert_agree(_stored(redis_client, keys), expected, "fading")
-    assert redis_client.hlen(keys.tokens) <= 2 + 3 * (MAX_BIN + 1)
+    assert redis_client.hlen(keys.tokens) <= 2 + 6 * (MAX_BIN + 1)
 
 
 def _config(target: str, **metadata: str) -> TargetConfig:
