@@ -228,9 +228,11 @@ def poisson_trace(span_s: float, rate: float, seed: int = 1) -> Trace:
 
 def test_the_learned_concurrency_follows_a_context_that_doubles_within_10_minutes() -> None:
     """40 req/s, the input doubles at 600 s; the curve is yesterday's (the same traffic before
-    the change). C moves from about the profile's B within 10 ms at the old mean context to
-    that at the new one, within 10 % of where it settles in under 10 minutes. The replicas the
-    smaller C orders take a cold start: the tokens of that minute are the misses."""
+    the change). C moves from just under the profile's B within 10 ms at the old mean context
+    to just under that at the new one (C is where the tail of the token time meets 10 ms, not
+    its mean; a longer context spreads the times more), within 10 % of where it settles in
+    under 10 minutes. The replicas the smaller C orders take a cold start: the tokens of that
+    minute are the misses."""
     change = 600.0
     today = poisson_trace(1500.0, 40.0)
     requests = scale_context_after(today, change, 2.0)
@@ -245,8 +247,12 @@ def test_the_learned_concurrency_follows_a_context_that_doubles_within_10_minute
     assert shift is not None
     old = float(np.mean(today.input_tokens + today.output_tokens / 2))
     new = old + float(np.mean(today.input_tokens))
-    assert shift.before == pytest.approx(H200.concurrency_within(10, old), rel=0.1)
-    assert shift.settled == pytest.approx(H200.concurrency_within(10, new), rel=0.1)
+    at_mean_before, at_mean_after = (
+        H200.concurrency_within(10, old),
+        H200.concurrency_within(10, new),
+    )
+    assert 0.8 * at_mean_before <= shift.before <= at_mean_before
+    assert 0.8 * at_mean_after <= shift.settled <= at_mean_after
     assert shift.within_10pct_s is not None and shift.within_10pct_s <= 600
     summary = summarise(result, 2.0, floor.gpu_hours)
     assert summary.token_share_after_warmup is not None
