@@ -305,7 +305,10 @@ def replica_concurrency(
     at its top, and the workers admitting at most C keep the curve from being measured past
     C: the extension is where C lands), at most MAX_EXTRAPOLATION times the sequences
     measured but never below `start` (targetConcurrency): until something is measured past
-    it, the written target is the starting point and the bound. Nor below `in_force`, the C
+    it, the written target is the starting point and the bound. Past `in_force` only from a
+    last point measured at it (in its bin or the next below): from further down the line is
+    extrapolated over bins that faded, and a convex curve is slower than its secant's line,
+    so the line is evidence for a fall, never for a rise. Nor below `in_force`, the C
     the latest decision set (0: none): a bin that faded because the pods ran below it is no
     evidence that tokens got slower, and bounding by what is measured alone would spiral
     (anything that keeps pods under half of C, the SLO-aware hold or a quiet hour, halves the
@@ -333,7 +336,13 @@ def replica_concurrency(
         b0, t0 = sequences[-1], times[-1]
         if len(points) > 1:
             slope = max(slope, (t0 - times[-2]) / (b0 - sequences[-2]))
-        reach = max(start, in_force, MAX_EXTRAPOLATION * b0)
+        # Probe past the C in force only from a point measured at it (in its bin or the next
+        # below: pods at C decode a little under it on average, and a bin is 19 % wide). A
+        # last point further down means the pods ran below C and the bins at it faded: the
+        # line from there is extrapolation over what was measured before (the step time is
+        # convex, so it reaches too far), and a probe past C would not be measured anyway.
+        at_c = b0 * 2 ** (1 / BINS_PER_DOUBLING) >= in_force
+        reach = max(start, in_force, MAX_EXTRAPOLATION * b0 if at_c else 0.0)
         found = reach if slope <= 0 else min(reach, b0 + (objective_ms - t0) / slope)
         why = f"{t0:.3g} ms at {b0:.3g} sequences, the most measured, extended"
     concurrency = max(1.0, min(found, cap) if cap > 0 else found)

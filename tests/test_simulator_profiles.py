@@ -228,11 +228,11 @@ def poisson_trace(span_s: float, rate: float, seed: int = 1) -> Trace:
 
 def test_the_learned_concurrency_follows_a_context_that_doubles_within_10_minutes() -> None:
     """40 req/s, the input doubles at 600 s; the curve is yesterday's (the same traffic before
-    the change). C moves from just under the profile's B within 10 ms at the old mean context
-    to just under that at the new one (C is where the tail of the token time meets 10 ms, not
-    its mean; a longer context spreads the times more), within 10 % of where it settles in
-    under 10 minutes. The replicas the smaller C orders take a cold start: the tokens of that
-    minute are the misses."""
+    the change). C moves from under the profile's B within 10 ms at the old mean context to
+    under that at the new one (C is where the tail of the token time meets 10 ms, not its
+    mean; a longer context spreads the times more), within 10 % of where it settles in under
+    10 minutes, and the tokens from then on keep the objective. The replicas the smaller C
+    orders take a cold start: the tokens of that minute are the misses."""
     change = 600.0
     today = poisson_trace(1500.0, 40.0)
     requests = scale_context_after(today, change, 2.0)
@@ -252,11 +252,11 @@ def test_the_learned_concurrency_follows_a_context_that_doubles_within_10_minute
         H200.concurrency_within(10, new),
     )
     assert 0.8 * at_mean_before <= shift.before <= at_mean_before
-    assert 0.8 * at_mean_after <= shift.settled <= at_mean_after
+    assert 0.5 * at_mean_after <= shift.settled <= at_mean_after
     assert shift.within_10pct_s is not None and shift.within_10pct_s <= 600
     summary = summarise(result, 2.0, floor.gpu_hours)
     assert summary.token_share_after_warmup is not None
-    assert summary.token_share_after_warmup >= 0.98
+    assert summary.token_share_after_warmup >= 0.99
 
 
 def test_the_cli_runs_a_profile_and_reports_the_token_side(tmp_path: Path) -> None:

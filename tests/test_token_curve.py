@@ -240,6 +240,21 @@ def test_past_the_last_point_never_below_target_concurrency() -> None:
     assert sized.concurrency == 8
 
 
+def test_past_the_c_in_force_only_from_a_point_measured_at_it() -> None:
+    """The extension reaches 61 + 1.45 / (0.35 / 7) = 90 sequences. From a last point in the
+    bin of the C in force or the one below, that is a probe, and C goes there; from a point
+    further below (pods ran under C, the bins at it faded) it is no evidence of room past C,
+    which holds. A fall it does show: the step time is convex, so the curve past the last
+    point is slower than the line, and C lower than the line's is lower still."""
+    curve = measured((32, 7.5), (54, 8.2), (61, 8.55))
+    line = 61 + (10 - 8.55) / ((8.55 - 8.2) / 7)
+    assert pytest.approx(72.54, abs=0.01) == 61 * 2 ** (1 / BINS_PER_DOUBLING)
+    probe = replica_concurrency(curve, 10, start=8, in_force=72)
+    assert probe.concurrency == pytest.approx(line)
+    assert replica_concurrency(curve, 10, start=8, in_force=75).concurrency == 75
+    assert replica_concurrency(curve, 10, start=8, in_force=100).concurrency == pytest.approx(line)
+
+
 def test_never_above_the_slots_a_pod_has() -> None:
     assert replica_concurrency(measured(*H200_1K), 10, start=8, cap=20).concurrency == 20
     assert replica_concurrency(measured(*H200_1K), 10, start=8, cap=0).concurrency > 64
