@@ -39,6 +39,7 @@ from gateway.contract import CONSUMER_GROUP, Reply, ReplyType, request_streams, 
 from scaler.clock import MONOTONIC, Clock
 from scaler.redis_connect import REDIS_ERRORS, AnyRedis
 from sidecar.telemetry import WorkerMetrics
+from sidecar.worker_admit import ADMIT_REFRESH_S, Admission, admit_key
 from sidecar.worker_checks import Checked, RedisOffsetClock, Taken, Verdict, check_batch
 from sidecar.worker_engine import Chunk, Event, Failed, Full, Head
 from sidecar.worker_replies import ReplyWriter, acknowledge, write_replies
@@ -69,6 +70,8 @@ class WorkerSettings:
     block_s: float = 0.5
     # Blocking on some classes only (free < classes): the lower ones wait at most this.
     short_block_s: float = 0.05
+    # How often the admit key (sidecar.worker_admit) is read again.
+    admit_refresh_s: float = ADMIT_REFRESH_S
 
 
 class Worker:
@@ -94,6 +97,7 @@ class Worker:
         # (stream, entry id) -> its task, None while it is being checked. Keyed by both:
         # ids are unique within one stream only, and each class has its own.
         self._held: dict[tuple[str, str], asyncio.Task[None] | None] = {}
+        self._admission = Admission(admit_key(settings.namespace, settings.target), settings.slots)
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._reclaimed_at = clock.now()
@@ -107,11 +111,17 @@ class Worker:
 
     @property
     def slots(self) -> int:
+        """The engine's slots (WORKER_SLOTS): the capacity the pod reports."""
         return self._settings.slots
 
     @property
+    def admit(self) -> int:
+        """Requests run at most at once now: the slots, or fewer as the admit key says."""
+        return self._admission.limit
+
+    @property
     def free(self) -> int:
-        return max(0, self._settings.slots - len(self._held))
+        return max(0, self._admission.limit - len(self._held))
 
     async def close(self) -> None:
         await self._engine.close()
@@ -120,6 +130,7 @@ class Worker:
         """Take and run requests until `stop`; then drain within the grace period."""
         taking = asyncio.create_task(self._take_loop())
         keeping = asyncio.create_task(self._keep_alive_loop())
+        admitting = asyncio.create_task(self._admit_loop())
         try:
             await stop.wait()
             self._stopping.set()
@@ -128,9 +139,9 @@ class Worker:
             await taking
             await self._drain()
         finally:
-            for task in (taking, keeping):
+            for task in (taking, keeping, admitting):
                 task.cancel()
-            for task in (taking, keeping):
+            for task in (taking, keeping, admitting):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
@@ -189,6 +200,8 @@ class Worker:
                     raise
         await self._redis_clock.sync(self._client)
         self._synced_at = self._clock.now()
+        # Before the first take: a pod that wakes to a backlog takes only what it may admit.
+        await self._admission.refresh(self._client)
 
     async def _redis_failed(self, exc: BaseException) -> None:
         self._metrics.redis_errors.inc()
@@ -380,6 +393,21 @@ class Worker:
             return "ok" if status < 300 else "engine_error"
         await writer.error(502, "the engine gave no answer")
         return "failed"
+
+    # ---- the admit limit ----
+
+    async def _admit_loop(self) -> None:
+        """Reads the admit key every admit_refresh_s; a higher limit wakes the taking."""
+        while True:
+            await asyncio.sleep(self._settings.admit_refresh_s)
+            try:
+                if await self._admission.refresh(self._client):
+                    self._slot_freed.set()
+            except REDIS_ERRORS as exc:
+                self._metrics.redis_errors.inc()
+                log.warning("could not read %s (%s): the limit stays", self._admission.key, exc)
+            except Exception:  # a bug must not freeze the limit unseen
+                log.exception("worker: reading %s failed", self._admission.key)
 
     # ---- keeping held entries fresh ----
 

@@ -97,6 +97,7 @@ async def running_worker(
     clock: Clock = MONOTONIC,
     openai_url: str = "http://127.0.0.1:9",
     sentinel_password: str | None = None,
+    admit_refresh_s: float = 1.0,
 ) -> AsyncIterator[Running]:
     # Connected as the sidecar connects (any REDIS_URL form), with bytes replies.
     link = RedisLink(redis_url, None, 2.0, sentinel_password, decode_responses=False)
@@ -106,7 +107,9 @@ async def running_worker(
     gate = asyncio.Event()
     if ready:
         gate.set()
-    settings = WorkerSettings(NAMESPACE, TARGET, consumer, slots, claim_idle_s, grace_s)
+    settings = WorkerSettings(
+        NAMESPACE, TARGET, consumer, slots, claim_idle_s, grace_s, admit_refresh_s=admit_refresh_s
+    )
     worker = Worker(client, settings, engine, WorkerMetrics(registry), gate, clock)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
