@@ -8,11 +8,12 @@ the pod ready (the same probe, no second poller), and a user adds one container,
 What it owns:
 - Taking. One consumer (the pod's name) in the group `workers` of every class's stream
   (gateway.contract), created at id 0 where missing. Work is taken only while the pod is
-  ready and has free slots (slots - requests held), highest class first: a non-blocking
+  ready and has free slots (its limit - requests held; the limit is the slots, or fewer under
+  a token-latency objective: sidecar.worker_admit), highest class first: a non-blocking
   XREADGROUP per class with COUNT = the slots still free; with nothing there, a blocking
   read that cannot take more than the free slots (COUNT 1 on every class when free >= the
   number of classes; else on the top `free` classes with a short block, then a new sweep).
-  A pod that becomes ready fills all its slots in its first sweep.
+  A pod that becomes ready fills its slots, up to its limit, in its first sweep.
 - Reclaiming (at least once). Every `claim_idle_s / 2`, XAUTOCLAIM takes entries idle for
   `claim_idle_s` (their pod died) into free slots only. The worker's own entries stay
   fresh: every `claim_idle_s / 3` it XCLAIMs them again with JUSTID, which resets their
