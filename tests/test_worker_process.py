@@ -1,8 +1,8 @@
 """`python -m sidecar` with WORKER=on: a real sidecar process, redis-server and Triton.
 
 The report's in-flight is the worker's exact count less what waits inside the engine, and
-its capacity the worker's slots; SIGTERM stops the taking at once and the process exits
-once what it held is answered.
+its capacity the worker's slots, also while the admit key has it take fewer; SIGTERM stops
+the taking at once and the process exits once what it held is answered.
 """
 
 from __future__ import annotations
@@ -148,6 +148,40 @@ def test_the_report_carries_the_workers_exact_count_less_what_waits_in_the_engin
 
 async def _is(count: Awaitable[int], wanted: int) -> bool:
     return await count == wanted
+
+
+def test_under_the_admit_key_the_pod_takes_fewer_and_still_reports_its_slots(
+    redis_server: LocalRedis, triton: TritonServer
+) -> None:
+    """The scaler's admit key (tokenLatencyMs) read by the real process: 3 of 8 slots taken,
+    the rest left in the stream; the report's capacity stays CAPACITY, which caps C."""
+
+    async def body(client: Redis) -> None:
+        gateway = Gateway(client)
+        await gateway.live()
+        await client.set(report_keys(NAMESPACE, TARGET).admit, "3.5")
+        queued = [(await gateway.enqueue(infer_body(2.0)))[0] for _ in range(6)]
+        pod = WorkerPod(triton, redis_server.url, "worker-admit", CAPACITY="8")
+        try:
+            await until(lambda: _is(pending_count(client), 3), 20, "3 taken")
+
+            async def reported() -> bool:
+                report = await pod.report(client)
+                return report is not None and report.ready and report.inflight == 3
+
+            await until(reported, 10, "a report of the 3 taken")
+            report = await pod.report(client)
+            assert report is not None and report.capacity == 8
+            assert await pending_count(client) == 3  # still 3, a report later
+            assert await queued_count(client) == 6  # the other 3 wait in the stream
+            for request_id in queued:
+                (reply,) = await gateway.answered(request_id, timeout_s=30)
+                assert (reply.type, reply.status) == (ReplyType.FULL, 200)
+        finally:
+            output = pod.stop()
+        assert pod.process.returncode == 0, output
+
+    scenario(redis_server, body)
 
 
 def test_sigterm_stops_taking_and_exits_once_what_it_holds_is_answered(
