@@ -64,8 +64,8 @@ simulate: $(READY_DEV)
 # docs/simulator.md's pod profiles: the H200 profile with tokenLatencyMs 10 on the conversation
 # trace at 10x and bursty at 20 req/s, under the recommended ScaledObject and pollingInterval 30,
 # the hindsight sweeps of a fixed targetConcurrency (its pods admitting that many), the
-# context-doubling run, and what other objectives cost (docs/choosing-settings.md);
-# build/simulate-h200/.
+# context-doubling run, what other objectives cost (docs/choosing-settings.md), and bursty
+# traces of two more seeds with their sweeps; build/simulate-h200/.
 H200 = $(PY) -m scaler simulate --pod-profile h200-llama3-8b --no-plot
 H200_CONV = --trace $(TRACE) --rate-scale 10
 H200_BURSTY = --synthetic bursty --synthetic-rate 20
@@ -85,10 +85,12 @@ simulate-h200: $(READY_DEV)
 		--grid targetConcurrency=8,64,68,72,76 --out build/simulate-h200/bursty-sweep-poll30
 	$(H200) $(H200_CONV) --token-latency-ms 10 --context-scale-after 1800 --baselines none \
 		--out build/simulate-h200/context-doubling
-	$(H200) $(H200_BURSTY) --token-latency-ms 9.5 --score-token-ms 10 --baselines none \
-		--out build/simulate-h200/bursty-objective-9.5
 	for ms in 8 12 15 20; do $(H200) $(H200_CONV) --token-latency-ms $$ms --baselines none \
 		--out build/simulate-h200/conv-objective-$$ms || exit 1; done
+	for seed in 1 2; do $(H200) $(H200_BURSTY) --seed $$seed --token-latency-ms 10 --baselines none \
+		--out build/simulate-h200/bursty-seed-$$seed && $(H200) $(H200_BURSTY) --seed $$seed \
+		--score-token-ms 10 --sweep --no-break-even --grid targetConcurrency=8,64,68,72,76 \
+		--out build/simulate-h200/bursty-seed-$$seed-sweep || exit 1; done
 
 # The README's Local demo: Redis, two scaler replicas, simulated Triton pods with
 # real sidecars, KEDA/HPA emulated over gRPC, the conversation trace (Patel et al.,
