@@ -19,7 +19,13 @@ from scaler.policy import PolicyState, decide
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, merge_states
 from scaler.target_config import TargetConfig, parse_target_config
-from scaler.token_curve import NOTHING_MEASURED, Decoded, TokenCurve, replica_concurrency
+from scaler.token_curve import (
+    NOTHING_MEASURED,
+    TAIL_Z,
+    Decoded,
+    TokenCurve,
+    replica_concurrency,
+)
 
 REACTIVE = {"sloWaitSeconds": "off", "serviceSeconds": "5", "coldStartSeconds": "60"}
 START = 1_000_000.0
@@ -85,6 +91,24 @@ def test_the_metric_is_in_units_of_the_fixed_target() -> None:
     assert math.isclose(metric, 300 * 8 / C_H200, rel_tol=1e-6)
     assert replicas(metric, cfg) == math.ceil(300 / (0.8 * C_H200)) == 5
     assert f"{C_H200:.3g} sequences a replica within 10 ms" in d.detail
+
+
+def test_a_spread_token_time_sizes_more_replicas_for_the_same_mean() -> None:
+    """The same mean times as H200, but at 64 and 128 sequences the pods' writes spread 0.4 ms
+    either side (contexts longer and shorter than the mean): C is where the mean plus TAIL_Z
+    standard deviations meets 10 ms, so the same need asks more replicas."""
+    cfg = config(tokenLatencyMs="10")
+    spread = NOTHING_MEASURED
+    for sequences, ms, jitter in ((32.0, 7.34, 0.0), (64.0, 8.46, 0.4), (128.0, 12.03, 0.4)):
+        for t in (ms - jitter, ms + jitter):
+            spread = spread.add(Decoded(sequences, 500.0, t / 2), START)
+    t64, t128 = 8.46 + TAIL_Z * 0.4, 12.03 + TAIL_Z * 0.4
+    c_tail = 64 + 64 * (10 - t64) / (t128 - t64)
+    d = decide(signals(inflight=300.0, ready=5, tokens=spread), PolicyState(), cfg, START)
+    assert math.isclose(d.replica_concurrency, c_tail, rel_tol=1e-6)
+    assert c_tail < 0.85 * C_H200
+    assert replicas(d.metric_value, cfg) == math.ceil(300 / (0.8 * c_tail)) == 6
+    assert d.admit_concurrency == pytest.approx(c_tail)
 
 
 def test_nothing_measured_sizes_by_target_concurrency_and_says_so() -> None:
