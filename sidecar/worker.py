@@ -409,6 +409,7 @@ class Worker:
                 log.warning("could not read %s (%s): the limit stays", self._admission.key, exc)
             except Exception:  # a bug must not freeze the limit unseen
                 log.exception("worker: reading %s failed", self._admission.key)
+            _raise_if_cancelled()
 
     # ---- keeping held entries fresh ----
 
@@ -421,6 +422,7 @@ class Worker:
             except REDIS_ERRORS as exc:
                 self._metrics.redis_errors.inc()
                 log.warning("could not refresh held requests (%s)", exc)
+            _raise_if_cancelled()
 
     async def keep_alive(self) -> None:
         """Resets the idle time of every entry held (JUSTID: no delivery counted)."""
@@ -457,3 +459,13 @@ def _entries(answer: Any) -> list[Taken]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError if this task is being cancelled: redis-py may swallow a
+    cancellation that lands inside a call (returning its answer, or raising a connection
+    error instead), and a background loop that carried on would make the worker's stop
+    wait for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
+        raise asyncio.CancelledError

@@ -266,3 +266,27 @@ def test_the_limit_read_from_the_key(raw: object, limit: Limit) -> None:
 
 def test_the_worker_reads_the_key_the_scaler_writes() -> None:
     assert admit_key(NAMESPACE, TARGET) == report_keys(NAMESPACE, TARGET).admit == ADMIT
+
+
+def test_a_background_loop_stops_when_its_cancellation_was_swallowed() -> None:
+    """redis-py can swallow a cancellation that lands inside a call; the worker's background
+    loops then check for it themselves, or stopping the worker would wait for them forever."""
+    from sidecar.worker import _raise_if_cancelled
+
+    async def swallowing_loop(rounds: list[int]) -> None:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):  # a call that swallows it
+                await asyncio.sleep(0.01)
+            rounds.append(1)
+            _raise_if_cancelled()
+
+    async def run() -> int:
+        rounds: list[int] = []
+        task = asyncio.create_task(swallowing_loop(rounds))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+        return len(rounds)
+
+    assert asyncio.run(run()) > 0
