@@ -363,6 +363,7 @@ class TritonStandIn:
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
+        self._stopped = threading.Event()  # ends the batchers' iteration threads
 
     @property
     def grpc_url(self) -> str:
@@ -477,7 +478,7 @@ class TritonStandIn:
     def _iterate(self, engine: _Batching) -> None:
         """The engine's loop: one iteration a step while any sequence is in the batch."""
         planned_end = 0.0
-        while True:
+        while not self._stopped.is_set():
             with self._lock:
                 while engine.queue and len(engine.batch) < engine.model.max_active:
                     joining = engine.queue.popleft()
@@ -485,7 +486,7 @@ class TritonStandIn:
                     engine.batch.append(joining)
                 sequences = len(engine.batch)
             if sequences == 0:
-                time.sleep(0.001)  # idle: the engine does not iterate
+                self._stopped.wait(0.001)  # idle: the engine does not iterate
                 planned_end = 0.0
                 continue
             step_s = engine.model.step_s(sequences)
@@ -617,6 +618,7 @@ class TritonStandIn:
 
     def stop(self) -> None:
         """Both endpoints go away at once, as when the Triton container dies."""
+        self._stopped.set()
         if self._grpc is not None:
             self._grpc.stop(0).wait(5)
             self._grpc = None
