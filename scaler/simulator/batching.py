@@ -269,26 +269,12 @@ class BatchingCluster(Cluster):
         if raised:
             self._dispatch(self.now)
 
-    def _dispatch(self, t: float) -> None:
-        if not self.queue or self._inflight_ready >= self._pods_ready * self.admit:
-            return
-        ready = [p for p in self.live if p.ready]
-        queue, admit = self.queue, self.admit
-        while queue:
-            pod = min(ready, key=_inflight)
-            if pod.inflight >= admit:
-                return
-            request = queue.popleft()
-            self.start_s[request] = t
-            if pod.inflight == 0:
-                self._stop_idle(pod, t)
-            pod.inflight += 1
-            self._inflight_ready += 1
-            batch = self._batch(pod, t)
-            self._advance(batch, t)
-            heapq.heappush(batch.prefilling, (t + self._prefill_s[request], request))
-            self._retime(pod, batch)
+    def _admit_limit(self) -> int:
+        return self.admit
 
-
-def _inflight(pod: Pod) -> int:
-    return pod.inflight
+    def _start(self, pod: Pod, request: int, t: float) -> None:
+        """`request` joins `pod`'s batch at `t`: prefilled first, then decoded with the rest."""
+        batch = self._batch(pod, t)
+        self._advance(batch, t)
+        heapq.heappush(batch.prefilling, (t + self._prefill_s[request], request))
+        self._retime(pod, batch)

@@ -324,14 +324,20 @@ class Cluster:
             pod.idle_since = t
         self._dispatch(t)
 
+    def _admit_limit(self) -> int:
+        """Requests a ready pod runs at once: its slots."""
+        return self._slots
+
     def _dispatch(self, t: float) -> None:
-        if not self.queue or self._inflight_ready >= self._pods_ready * self._slots:
+        """Queued requests to the ready pod with the fewest in flight, while one has room."""
+        admit = self._admit_limit()
+        if not self.queue or self._inflight_ready >= self._pods_ready * admit:
             return
         ready = [p for p in self.live if p.ready]
-        queue, slots, running = self.queue, self._slots, self._running
+        queue = self.queue
         while queue:
             pod = min(ready, key=_inflight)
-            if pod.inflight >= slots:
+            if pod.inflight >= admit:
                 return
             request = queue.popleft()
             self.start_s[request] = t
@@ -339,7 +345,11 @@ class Cluster:
                 self._stop_idle(pod, t)
             pod.inflight += 1
             self._inflight_ready += 1
-            heapq.heappush(running, (t + self.service_s[request], request, pod))
+            self._start(pod, request, t)
+
+    def _start(self, pod: Pod, request: int, t: float) -> None:
+        """`request` starts on `pod` at `t`: it ends a service time later."""
+        heapq.heappush(self._running, (t + self.service_s[request], request, pod))
 
     def _stop_idle(self, pod: Pod, t: float) -> None:
         if pod.idle_since is not None:
