@@ -11,6 +11,7 @@ controller never serves (no replica ever) stay unserved, counted as SLO misses.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -75,28 +76,17 @@ def run(
     curve: TokenCurve = NOTHING_MEASURED,
 ) -> RunResult:
     started = time.perf_counter()
-    cluster: Cluster
-    if params.profile is None:
-        cluster = Cluster(
-            trace,
-            params,
-            horizon_s,
-            initial_ready=initial_replicas,
-            seed=seed,
-            remove_starting_first=controller.remove_starting_first,
-            served=served,
-        )
-    else:
-        cluster = BatchingCluster(
-            trace,
-            params,
-            horizon_s,
-            initial_ready=initial_replicas,
-            seed=seed,
-            remove_starting_first=controller.remove_starting_first,
-            served=served,
-            curve=curve,
-        )
+    # The batching cluster is the plain one with a pod profile, and the pods' token curve.
+    make = Cluster if params.profile is None else functools.partial(BatchingCluster, curve=curve)
+    cluster = make(
+        trace,
+        params,
+        horizon_s,
+        initial_ready=initial_replicas,
+        seed=seed,
+        remove_starting_first=controller.remove_starting_first,
+        served=served,
+    )
     controller.start(initial_replicas)
     controller.publish_admission(cluster)
     arrivals = trace.arrival_s.tolist()
