@@ -40,7 +40,6 @@ stats copied at most every STATS_PERIOD_S: `iteration_counter`, `timestamp`
 
 from __future__ import annotations
 
-import bisect
 import json
 import threading
 import time
@@ -57,6 +56,8 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from scaler.local_redis import free_port
+from scaler.simulator.presets import H200 as H200_PROFILE
+from scaler.simulator.profile import load as load_profile
 from sidecar.worker_engine import flat_data
 
 
@@ -218,22 +219,17 @@ class _Executing:
     compute_us: float = 0.0
 
 
-# Milliseconds a decode step takes on an H200 (Llama 3 8B, 1,024 tokens of context) with
-# this many sequences decoded together (/work/shared/gpu's measurement, docs/simulator.md).
-H200_1K_STEP_MS = ((1, 5.8), (8, 6.3), (32, 7.3), (64, 8.5), (128, 12.0), (256, 18.0))
 STATS_PERIOD_S = 0.1  # the backend's stats_check_period_ms default
 
 
 def h200_step_s(factor: float) -> Callable[[float], float]:
-    """Seconds a step takes with n sequences: H200_1K_STEP_MS, linear between its points
-    and beyond its ends, times `factor`."""
-    sizes = [float(b) for b, _ in H200_1K_STEP_MS]
-    times = [ms / 1000.0 for _, ms in H200_1K_STEP_MS]
+    """Seconds a step takes with n sequences decoded together on an H200 at 1,024 tokens of
+    context (the simulator's measured profile, scaler/simulator/profiles/), times `factor`."""
+    profile = load_profile(H200_PROFILE)
+    assert profile is not None  # a measured profile, never `simple`
 
     def step_s(sequences: float) -> float:
-        i = min(max(bisect.bisect_right(sizes, sequences) - 1, 0), len(sizes) - 2)
-        slope = (times[i + 1] - times[i]) / (sizes[i + 1] - sizes[i])
-        return factor * max(times[0], times[i] + slope * (sequences - sizes[i]))
+        return factor * profile.step_ms(sequences, 1024.0) / 1000.0
 
     return step_s
 

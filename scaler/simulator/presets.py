@@ -18,7 +18,8 @@ BASELINES = (
 
 # The pod profiles (`scaler.simulator.profile`): simple is the constant model.
 SIMPLE = "simple"
-PROFILES = (SIMPLE, "h200-llama3-8b")
+H200 = "h200-llama3-8b"
+PROFILES = (SIMPLE, H200)
 
 # (pollingInterval, cooldownPeriod, HPA scale-down stabilizationWindowSeconds)
 SCALEDOBJECTS = {
