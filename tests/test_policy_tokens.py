@@ -18,7 +18,7 @@ import redis
 from scaler.policy import PolicyState, decide
 from scaler.signals import Signals
 from scaler.state_codec import MERGE_STATE_LUA, decode_state, merge_args, merge_states
-from scaler.target_config import TargetConfig, parse_target_config
+from scaler.target_config import TargetConfig
 from scaler.token_curve import (
     NOTHING_MEASURED,
     TAIL_Z,
@@ -26,15 +26,7 @@ from scaler.token_curve import (
     TokenCurve,
     replica_concurrency,
 )
-
-REACTIVE = {"sloWaitSeconds": "off", "serviceSeconds": "5", "coldStartSeconds": "60"}
-START = 1_000_000.0
-
-
-def config(**metadata: str) -> TargetConfig:
-    return parse_target_config(
-        "ns", "llama", {"targetConcurrency": "8", **REACTIVE, **metadata}
-    ).config
+from tests.test_policy import START, config
 
 
 def curve(*points: tuple[float, float]) -> TokenCurve:
