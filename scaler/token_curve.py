@@ -355,14 +355,16 @@ def replica_concurrency(
 
 
 def _consistent(points: list[CurvePoint]) -> list[CurvePoint]:
-    """The points with the time non-decreasing in sequences (more sequences never decode
-    faster): where two neighbours disagree, the one with fewer decayed steps behind it gives
-    way. A lower time further up is noise, or a bin measured before the context or the
-    engine changed and not visited since; either way the heavier point is the better
-    evidence of now."""
+    """The points with the mean time non-decreasing in sequences (more sequences never decode
+    faster on average): where two neighbours disagree, the one with fewer decayed steps
+    behind it gives way. A lower mean further up is noise, or a bin measured before the
+    context or the engine changed and not visited since; either way the heavier point is the
+    better evidence of now. The mean, not the tail: the tail may fall as sequences rise, a
+    step averaging over more contexts (one sequence decodes at its own context's time), so a
+    heavy point at one sequence with a wide spread is no evidence against the points above."""
     kept: list[CurvePoint] = []
     for p in points:
-        while kept and p.tail_ms < kept[-1].tail_ms:
+        while kept and p.token_ms < kept[-1].token_ms:
             if p.weight <= kept[-1].weight:
                 break
             kept.pop()
