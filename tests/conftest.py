@@ -3,6 +3,7 @@ deployment, for the tests parametrised over them), and the real scaler over real
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -62,7 +63,7 @@ def redis_client(redis_server: LocalRedis, deployment: Deployment) -> Iterator[r
     if deployment.name == "single" and not _answers(redis_server):
         redis_server.start()  # a test that killed it and failed before restarting
     client = deployment.client()
-    client.flushall()
+    _flush(client)
     yield client  # type: ignore[misc]  # a RedisCluster on a Cluster: the same commands
     client.close()
 
@@ -93,6 +94,21 @@ def scaler(
     running = RunningScaler(settings, clock)
     yield running
     running.stop()
+
+
+def _flush(client: redis.Redis) -> None:
+    """FLUSHALL on the deployment's master. After an earlier test's failover the client's
+    first call may reach the old master, now a replica, before Sentinel names the new one:
+    it is asked again until the master answers (at most 10 s)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            client.flushall()
+            return
+        except (redis.ConnectionError, redis.ReadOnlyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _answers(server: LocalRedis) -> bool:
